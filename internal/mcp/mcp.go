@@ -1,0 +1,94 @@
+// Package mcp reads MCP JSON-RPC 2.0 messages from HTTP request bodies and
+// builds the rejection bodies the limiter answers with. It is pure: bytes in,
+// values out, no I/O and no knowledge of Envoy or of the policy.
+package mcp
+
+import (
+	"encoding/json"
+	"errors"
+)
+
+// Sentinel errors returned by Parse, to be matched with errors.Is.
+var (
+	// ErrNotJSON: the body is not a single JSON value (empty, malformed, trailing data).
+	ErrNotJSON = errors.New("mcp: body is not JSON")
+	// ErrNotJSONRPC: the body is JSON, but neither a JSON-RPC object nor an array.
+	ErrNotJSONRPC = errors.New("mcp: body is not a JSON-RPC message or batch")
+	// ErrEmptyBatch: the body is an empty JSON array.
+	ErrEmptyBatch = errors.New("mcp: empty batch")
+)
+
+// Kind says what a JSON-RPC element is.
+type Kind uint8
+
+const (
+	// KindInvalid: an element that is not a valid JSON-RPC 2.0 request, notification
+	// or response (inside a batch; a single invalid message makes Parse fail).
+	KindInvalid Kind = iota
+	// KindRequest: has "method" and "id".
+	KindRequest
+	// KindNotification: has "method" and no "id".
+	KindNotification
+	// KindResponse: has "result" or "error" and no "method" (a client answering a
+	// server-initiated request).
+	KindResponse
+)
+
+// Message is one JSON-RPC element of a request body.
+type Message struct {
+	Kind Kind
+	// Method is the "method" member; empty unless Kind is KindRequest or KindNotification.
+	Method string
+	// ID is the "id" member exactly as sent (e.g. `7`, `"abc"`, `null`), compact;
+	// nil when the element has no id.
+	ID json.RawMessage
+	// Name is params.name when it is a JSON string (the tool of tools/call, the prompt
+	// of prompts/get); empty otherwise.
+	Name string
+}
+
+// HasID reports whether the message carries an "id" member (null included).
+func (m Message) HasID() bool { return m.ID != nil }
+
+// Body is a parsed request body.
+type Body struct {
+	// Batch is true when the body was a JSON array.
+	Batch bool
+	// Messages holds one element for a single message, or every element of a batch
+	// in order.
+	Messages []Message
+}
+
+// Parse reads an HTTP request body as JSON-RPC 2.0.
+func Parse(body []byte) (Body, error) {
+	return Body{}, errors.New("not implemented")
+}
+
+// Format selects the shape of a rejection.
+type Format uint8
+
+const (
+	// FormatError answers with a JSON-RPC error object.
+	FormatError Format = iota
+	// FormatToolResult answers tools/call elements with a JSON-RPC result holding an
+	// isError tool result (SPEC §5); other methods still get FormatError.
+	FormatToolResult
+)
+
+// Rejection is what the limiter tells the caller.
+type Rejection struct {
+	Format  Format
+	Code    int    // JSON-RPC error code, e.g. -32029
+	Message string // e.g. "Rate limit exceeded"
+	// RetryAfterSeconds is the whole number of seconds (>= 1) after which a retry can succeed.
+	RetryAfterSeconds int64
+	Limit             string // the denying bucket, e.g. "tool:search", "shared", "method:resources/read"
+	Scope             string // "shared" or "perUser"
+}
+
+// RejectionBody renders the one-line JSON body answering b: a single object for a
+// single message (id omitted for a notification), or for a batch an array with one
+// element per message that has an id.
+func RejectionBody(b Body, r Rejection) []byte {
+	return nil
+}
