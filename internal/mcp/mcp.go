@@ -6,6 +6,7 @@ package mcp
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 )
 
 // Sentinel errors returned by Parse, to be matched with errors.Is.
@@ -16,6 +17,13 @@ var (
 	ErrNotJSONRPC = errors.New("mcp: body is not a JSON-RPC message or batch")
 	// ErrEmptyBatch: the body is an empty JSON array.
 	ErrEmptyBatch = errors.New("mcp: empty batch")
+	// ErrTrailingData: the body starts with a complete JSON value but has more than
+	// whitespace after it. It matches ErrNotJSON too. Parse still returns what the
+	// first value holds, because a lenient server reads it and ignores the rest (the
+	// official Go SDK decodes with a json.Decoder and never looks past the first
+	// value), so a caller that lets non-JSON through unlimited would otherwise hand
+	// out a bypass: append "x" to any tools/call.
+	ErrTrailingData = fmt.Errorf("%w: data after the JSON value", ErrNotJSON)
 )
 
 // Kind says what a JSON-RPC element is.
@@ -23,9 +31,11 @@ type Kind uint8
 
 const (
 	// KindInvalid: an element that is not a valid JSON-RPC 2.0 request, notification
-	// or response (inside a batch; a single invalid message makes Parse fail).
+	// or response. Inside a batch it takes the element's place; a single invalid
+	// message makes Parse return ErrNotJSONRPC (with the message in Body).
 	KindInvalid Kind = iota
-	// KindRequest: has "method" and "id".
+	// KindRequest: has "method" and "id" (an id of any JSON type, null included:
+	// a lenient server may still run it, so it is charged).
 	KindRequest
 	// KindNotification: has "method" and no "id".
 	KindNotification
@@ -37,13 +47,16 @@ const (
 // Message is one JSON-RPC element of a request body.
 type Message struct {
 	Kind Kind
-	// Method is the "method" member; empty unless Kind is KindRequest or KindNotification.
+	// Method is the "method" member, unescaped; empty unless Kind is KindRequest or
+	// KindNotification.
 	Method string
 	// ID is the "id" member exactly as sent (e.g. `7`, `"abc"`, `null`), compact;
-	// nil when the element has no id.
+	// nil when the element has no id. Set whatever the Kind. A scalar id aliases
+	// the parsed body.
 	ID json.RawMessage
 	// Name is params.name when it is a JSON string (the tool of tools/call, the prompt
-	// of prompts/get); empty otherwise.
+	// of prompts/get), unescaped; empty otherwise, and unless Kind is KindRequest or
+	// KindNotification.
 	Name string
 }
 
@@ -57,11 +70,6 @@ type Body struct {
 	// Messages holds one element for a single message, or every element of a batch
 	// in order.
 	Messages []Message
-}
-
-// Parse reads an HTTP request body as JSON-RPC 2.0.
-func Parse(body []byte) (Body, error) {
-	return Body{}, errors.New("not implemented")
 }
 
 // Format selects the shape of a rejection.
@@ -86,9 +94,8 @@ type Rejection struct {
 	Scope             string // "shared" or "perUser"
 }
 
-// RejectionBody renders the one-line JSON body answering b: a single object for a
-// single message (id omitted for a notification), or for a batch an array with one
-// element per message that has an id.
-func RejectionBody(b Body, r Rejection) []byte {
-	return nil
-}
+// DefaultMessage is the rejection message used when Rejection.Message is empty.
+const DefaultMessage = "Rate limit exceeded"
+
+// DefaultCode is the JSON-RPC error code used when Rejection.Code is zero.
+const DefaultCode = -32029

@@ -1,0 +1,237 @@
+package mcp
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func req(id, method, name string) Message {
+	return Message{Kind: KindRequest, ID: json.RawMessage(id), Method: method, Name: name}
+}
+
+func single(m Message) Body { return Body{Messages: []Message{m}} }
+
+func batch(ms ...Message) Body { return Body{Batch: true, Messages: ms} }
+
+// nested returns n opening brackets around a value, i.e. a value n arrays deep.
+func nested(n int) string { return strings.Repeat("[", n) + "1" + strings.Repeat("]", n) }
+
+func TestParse(t *testing.T) {
+	invalid := Message{Kind: KindInvalid}
+	tests := []struct {
+		name    string
+		body    string
+		want    Body
+		wantErr error
+	}{
+		// Single messages.
+		{"tools/call request", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}`,
+			single(req("7", "tools/call", "search")), nil},
+		{"members in any order", `{"params":{"arguments":{},"name":"search"},"method":"tools/call","id":1,"jsonrpc":"2.0"}`,
+			single(req("1", "tools/call", "search")), nil},
+		{"notification has no id", `{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+			single(Message{Kind: KindNotification, Method: "notifications/initialized"}), nil},
+		{"tools/call notification", `{"jsonrpc":"2.0","method":"tools/call","params":{"name":"search"}}`,
+			single(Message{Kind: KindNotification, Method: "tools/call", Name: "search"}), nil},
+		{"prompts/get name", `{"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"greet"}}`,
+			single(req("2", "prompts/get", "greet")), nil},
+		{"unknown method kept", `{"jsonrpc":"2.0","id":2,"method":"x/y"}`, single(req("2", "x/y", "")), nil},
+		{"empty method is a method", `{"jsonrpc":"2.0","id":2,"method":""}`, single(req("2", "", "")), nil},
+		{"response with result", `{"jsonrpc":"2.0","id":1,"result":{"roots":[]}}`,
+			single(Message{Kind: KindResponse, ID: json.RawMessage("1")}), nil},
+		{"response with error", `{"jsonrpc":"2.0","id":"s1","error":{"code":-1,"message":"no"}}`,
+			single(Message{Kind: KindResponse, ID: json.RawMessage(`"s1"`)}), nil},
+		{"method wins over result", `{"jsonrpc":"2.0","id":1,"result":1,"method":"ping"}`, single(req("1", "ping", "")), nil},
+
+		// Ids, echoed exactly as sent.
+		{"string id", `{"jsonrpc":"2.0","id":"abc","method":"ping"}`, single(req(`"abc"`, "ping", "")), nil},
+		{"string id keeps escapes", `{"jsonrpc":"2.0","id":"a\"b\u0041\/","method":"ping"}`,
+			single(req(`"a\"b\u0041\/"`, "ping", "")), nil},
+		{"null id is present", `{"jsonrpc":"2.0","id":null,"method":"ping"}`, single(req("null", "ping", "")), nil},
+		{"negative id", `{"jsonrpc":"2.0","id":-5,"method":"ping"}`, single(req("-5", "ping", "")), nil},
+		{"float id", `{"jsonrpc":"2.0","id":1.5e3,"method":"ping"}`, single(req("1.5e3", "ping", "")), nil},
+		{"huge id", `{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"ping"}`,
+			single(req("123456789012345678901234567890", "ping", "")), nil},
+		{"bool id still a request", `{"jsonrpc":"2.0","id":true,"method":"tools/call"}`, single(req("true", "tools/call", "")), nil},
+		{"object id compacted", `{"jsonrpc":"2.0","id": { "a" : [ 1 , "x y" ] } ,"method":"ping"}`,
+			single(req(`{"a":[1,"x y"]}`, "ping", "")), nil},
+
+		// Escapes and encodings.
+		{"escaped name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\u0073earch"}}`,
+			single(req("1", "tools/call", "search")), nil},
+		{"escaped method", `{"jsonrpc":"2.0","id":1,"method":"tools\/call"}`, single(req("1", "tools/call", "")), nil},
+		{"escaped version", `{"jsonrpc":"2\u002e0","id":1,"method":"ping"}`, single(req("1", "ping", "")), nil},
+		{"escaped member names", `{"\u006asonrpc":"2.0","\u0069d":1,"\u006dethod":"tools/call","par\u0061ms":{"n\u0061me":"s"}}`,
+			single(req("1", "tools/call", "s")), nil},
+		{"unicode name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"h\u00e9llo-😀"}}`,
+			single(req("1", "tools/call", "héllo-😀")), nil},
+		{"surrogate pair name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\ud83d\ude00"}}`,
+			single(req("1", "tools/call", "😀")), nil},
+		{"lone surrogate becomes U+FFFD", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\ud800b"}}`,
+			single(req("1", "tools/call", "a\uFFFDb")), nil},
+		{"invalid UTF-8 in name becomes U+FFFD", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"a\xffb\"}}",
+			single(req("1", "tools/call", "a\uFFFDb")), nil},
+		{"invalid UTF-8 in arguments", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"s\",\"arguments\":{\"q\":\"\xc3\x28\"}}}",
+			single(req("1", "tools/call", "s")), nil},
+
+		// Duplicate members: the last one wins.
+		{"duplicate method", `{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}`, single(req("1", "tools/call", "")), nil},
+		{"duplicate name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}`,
+			single(req("1", "tools/call", "b")), nil},
+		{"duplicate name, last not a string", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":1}}`,
+			single(req("1", "tools/call", "")), nil},
+		{"duplicate params, last without name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"params":{}}`,
+			single(req("1", "tools/call", "")), nil},
+		{"duplicate id", `{"jsonrpc":"2.0","id":1,"id":"two","method":"ping"}`, single(req(`"two"`, "ping", "")), nil},
+		{"duplicate version, last valid", `{"jsonrpc":"1.0","jsonrpc":"2.0","id":1,"method":"ping"}`, single(req("1", "ping", "")), nil},
+		{"duplicate version, last invalid", `{"jsonrpc":"2.0","jsonrpc":"1.0","id":1,"method":"ping"}`,
+			single(Message{ID: json.RawMessage("1")}), ErrNotJSONRPC},
+
+		// Member names are case-sensitive, as in the Go SDK.
+		{"case variant method is not method", `{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call"}`, single(req("1", "ping", "")), nil},
+		{"case variant alone is missing method", `{"jsonrpc":"2.0","id":1,"Method":"tools/call"}`,
+			single(Message{ID: json.RawMessage("1")}), ErrNotJSONRPC},
+		{"case variant name is not name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"x"}}`,
+			single(req("1", "tools/call", "")), nil},
+
+		// Names only where they are.
+		{"name inside arguments ignored", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"name":"x"}}}`,
+			single(req("1", "tools/call", "")), nil},
+		{"name outside params ignored", `{"jsonrpc":"2.0","id":1,"method":"tools/call","name":"x"}`, single(req("1", "tools/call", "")), nil},
+		{"params not an object", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["search"]}`, single(req("1", "tools/call", "")), nil},
+		{"params a string", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":"search"}`, single(req("1", "tools/call", "")), nil},
+		{"params null", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":null}`, single(req("1", "tools/call", "")), nil},
+		{"name not a string", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":{"s":1}}}`, single(req("1", "tools/call", "")), nil},
+
+		// Not JSON-RPC.
+		{"wrong version", `{"jsonrpc":"1.0","id":1,"method":"ping"}`, single(Message{ID: json.RawMessage("1")}), ErrNotJSONRPC},
+		{"version a number", `{"jsonrpc":2.0,"id":1,"method":"ping"}`, single(Message{ID: json.RawMessage("1")}), ErrNotJSONRPC},
+		{"no version", `{"id":1,"method":"ping"}`, single(Message{ID: json.RawMessage("1")}), ErrNotJSONRPC},
+		{"missing method", `{"jsonrpc":"2.0","id":1,"params":{}}`, single(Message{ID: json.RawMessage("1")}), ErrNotJSONRPC},
+		{"method a number", `{"jsonrpc":"2.0","id":1,"method":5}`, single(Message{ID: json.RawMessage("1")}), ErrNotJSONRPC},
+		{"method null", `{"jsonrpc":"2.0","method":null}`, single(invalid), ErrNotJSONRPC},
+		{"empty object", `{}`, single(invalid), ErrNotJSONRPC},
+		{"number", `42`, Body{}, ErrNotJSONRPC},
+		{"string", `"tools/call"`, Body{}, ErrNotJSONRPC},
+		{"null", ` null `, Body{}, ErrNotJSONRPC},
+
+		// Batches.
+		{"batch", `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}},{"jsonrpc":"2.0","method":"notifications/cancelled"},{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"b"}}]`,
+			batch(req("1", "tools/call", "a"), Message{Kind: KindNotification, Method: "notifications/cancelled"}, req(`"x"`, "tools/call", "b")), nil},
+		{"batch of one", `[{"jsonrpc":"2.0","id":1,"method":"ping"}]`, batch(req("1", "ping", "")), nil},
+		{"batch keeps invalid elements in place", `[1,{"jsonrpc":"2.0","id":1,"method":"tools/call"},{"id":2,"method":"tools/call"},[],"x",null,{"jsonrpc":"2.0","id":3,"result":{}}]`,
+			batch(invalid, req("1", "tools/call", ""), Message{ID: json.RawMessage("2")}, invalid, invalid, invalid, Message{Kind: KindResponse, ID: json.RawMessage("3")}), nil},
+		{"empty batch", `[]`, Body{Batch: true}, ErrEmptyBatch},
+		{"empty batch with space", " [ \n ] ", Body{Batch: true}, ErrEmptyBatch},
+
+		// Whitespace and trailing data.
+		{"surrounding whitespace", " \t\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"} \n\t\r", single(req("1", "ping", "")), nil},
+		{"space inside", "{ \"jsonrpc\" : \"2.0\" ,\n\"id\" : 1 , \"method\" :\t\"ping\" }", single(req("1", "ping", "")), nil},
+		{"trailing garbage returns the message", `{"jsonrpc":"2.0","id":1,"method":"tools/call"} x`, single(req("1", "tools/call", "")), ErrTrailingData},
+		{"second object", `{"jsonrpc":"2.0","id":1,"method":"tools/call"}{"jsonrpc":"2.0","id":2,"method":"ping"}`,
+			single(req("1", "tools/call", "")), ErrTrailingData},
+		{"trailing after batch", `[{"jsonrpc":"2.0","id":1,"method":"ping"}]]`, batch(req("1", "ping", "")), ErrTrailingData},
+		{"trailing NUL", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\x00", single(req("1", "ping", "")), ErrTrailingData},
+		{"trailing after scalar", `1 2`, Body{}, ErrTrailingData},
+
+		// Not JSON.
+		{"empty body", ``, Body{}, ErrNotJSON},
+		{"whitespace only", " \n\t\r ", Body{}, ErrNotJSON},
+		{"truncated", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"`, Body{}, ErrNotJSON},
+		{"trailing comma", `{"jsonrpc":"2.0","id":1,}`, Body{}, ErrNotJSON},
+		{"missing colon", `{"jsonrpc" "2.0"}`, Body{}, ErrNotJSON},
+		{"unquoted key", `{jsonrpc:"2.0"}`, Body{}, ErrNotJSON},
+		{"single quotes", `{'jsonrpc':'2.0'}`, Body{}, ErrNotJSON},
+		{"unterminated string", `{"jsonrpc":"2.0`, Body{}, ErrNotJSON},
+		{"control character in string", "{\"jsonrpc\":\"2.\n0\"}", Body{}, ErrNotJSON},
+		{"bad escape", `{"jsonrpc":"\x32.0"}`, Body{}, ErrNotJSON},
+		{"short unicode escape", `{"jsonrpc":"\u32"}`, Body{}, ErrNotJSON},
+		{"leading zero", `{"jsonrpc":"2.0","id":01,"method":"ping"}`, Body{}, ErrNotJSON},
+		{"bare decimal point", `{"jsonrpc":"2.0","id":1.,"method":"ping"}`, Body{}, ErrNotJSON},
+		{"bare minus", `[-]`, Body{}, ErrNotJSON},
+		{"bad exponent", `[1e]`, Body{}, ErrNotJSON},
+		{"plus sign", `[+1]`, Body{}, ErrNotJSON},
+		{"bad literal", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"x":tru}}}`, Body{}, ErrNotJSON},
+		{"bad value in skipped array", `{"jsonrpc":"2.0","id":1,"method":"ping","x":[1,2,]}`, Body{}, ErrNotJSON},
+		{"mismatched brackets", `{"jsonrpc":"2.0","x":[1,2}}`, Body{}, ErrNotJSON},
+		{"batch trailing comma", `[{"jsonrpc":"2.0","id":1,"method":"ping"},]`, Body{}, ErrNotJSON},
+		{"byte order mark", "\xef\xbb\xbf{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}", Body{}, ErrNotJSON},
+		{"NaN", `[NaN]`, Body{}, ErrNotJSON},
+
+		// Nesting.
+		{"deepest allowed nesting", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"s","arguments":` +
+			nested(maxDepth-2) + `}}`, single(req("1", "tools/call", "s")), nil},
+		{"nesting one too deep", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"s","arguments":` +
+			nested(maxDepth-1) + `}}`, Body{}, ErrNotJSON},
+		{"deep nesting, no stack overflow", strings.Repeat("[", 1_000_000), Body{}, ErrNotJSON},
+		{"deep objects", strings.Repeat(`{"a":`, 20_000), Body{}, ErrNotJSON},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse([]byte(tt.body))
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Fatalf("Parse error: got %v, want %v", err, tt.wantErr)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Parse body mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseDepthLimitIsEncodingJSONs(t *testing.T) {
+	for _, depth := range []int{maxDepth, maxDepth + 1} {
+		body := []byte(nested(depth))
+		_, err := Parse(body)
+		if gotValid, wantValid := !errors.Is(err, ErrNotJSON), json.Valid(body); gotValid != wantValid {
+			t.Errorf("depth %d: got JSON %v (err %v), want %v as json.Valid", depth, gotValid, err, wantValid)
+		}
+	}
+}
+
+func TestParseTrailingDataIsNotJSON(t *testing.T) {
+	_, err := Parse([]byte(`{"jsonrpc":"2.0","id":1,"method":"ping"} x`))
+	if !errors.Is(err, ErrNotJSON) || !errors.Is(err, ErrTrailingData) {
+		t.Errorf("got %v, want an error matching both ErrNotJSON and ErrTrailingData", err)
+	}
+}
+
+// TestParseLargeBody checks a 10 MB argument is read, and that reading it costs
+// no more allocations than a tiny one: arguments are skipped, never decoded.
+func TestParseLargeBody(t *testing.T) {
+	small := toolsCall(16)
+	large := toolsCall(10 << 20)
+	for _, b := range [][]byte{small, large} {
+		got, err := Parse(b)
+		if err != nil {
+			t.Fatalf("Parse(%d bytes): got error %v, want nil", len(b), err)
+		}
+		if want := single(req("7", "tools/call", "search")); !cmp.Equal(got, want) {
+			t.Fatalf("Parse(%d bytes): got %+v, want %+v", len(b), got, want)
+		}
+	}
+	smallAllocs := testing.AllocsPerRun(10, func() { _, _ = Parse(small) })
+	largeAllocs := testing.AllocsPerRun(10, func() { _, _ = Parse(large) })
+	if largeAllocs != smallAllocs {
+		t.Errorf("allocations for a 10 MB body: got %v, want %v (as for a small body)", largeAllocs, smallAllocs)
+	}
+}
+
+// toolsCall returns a tools/call of tool "search" whose arguments hold about n
+// bytes, mixing strings, escapes, numbers and nesting.
+func toolsCall(n int) []byte {
+	var sb strings.Builder
+	sb.WriteString(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"search","arguments":{"items":[`)
+	for i := 0; sb.Len() < n; i++ {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(`{"text":"lorem ipsum dolor sit amet \"quoted\" \u00e9","n":-12.5e3,"ok":true,"tags":["a","b",null]}`)
+	}
+	sb.WriteString(`]}}}`)
+	return []byte(sb.String())
+}
