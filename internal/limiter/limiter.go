@@ -5,10 +5,14 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"sync/atomic"
+	"time"
 
 	"github.com/mcp-ratelimit/extproc/internal/bucket"
 	"github.com/mcp-ratelimit/extproc/internal/config"
+	"github.com/mcp-ratelimit/extproc/internal/mcp"
 )
 
 // Request is what the limiter needs to know about one HTTP request.
@@ -42,6 +46,12 @@ const (
 	OutcomeUnlimited Outcome = "unlimited"
 )
 
+// Labels for methods and tools that the policy does not name: metric labels and
+// metadata must stay bounded whatever clients send.
+const (
+	OtherLabel = "other"
+)
+
 // Decision is the answer for one request.
 type Decision struct {
 	// Allow true: let the request through; Status, Headers and Body are unset.
@@ -52,27 +62,180 @@ type Decision struct {
 	Details string // Envoy's response code details, e.g. "mcp_rate_limited"
 
 	Outcome Outcome
-	Server  string // server name; empty when none matched
-	Method  string // first limited method, or the first method
-	Tool    string // tool name for tools/call; "other" for tools not in the policy
-	Limit   string // the denying bucket, e.g. "tool:search"
+	// Server is the matched server's name; empty when none matched.
+	Server string
+	// Method is the first limited method of the body, else the first method, as a
+	// bounded label: a method the policy names, "tools/call", or "other".
+	Method string
+	// Tool is the tool of the first tools/call: a tool the policy names, or "other".
+	Tool string
+	// Limit names the binding bucket when one denied, e.g. "tool:search".
+	Limit string
+	// Scope is "shared" or "perUser" for the binding bucket.
+	Scope string
+	// ParseError is true when the body was not JSON-RPC (it continues untouched).
+	ParseError bool
+	// StoreError is the store's error when the decision fell back to failureMode.
+	StoreError error
+	// RetryAfter is the whole seconds sent in retry-after, when rejected or would be.
+	RetryAfter int64
 }
 
 // Options configure a Limiter. The zero value of each field is usable.
 type Options struct {
 	// Store holds the buckets. Nil: a private in-memory store.
 	Store bucket.Store
+	// Fallback holds the per-replica buckets used by failureMode local while Store
+	// fails. Nil: a private in-memory store.
+	Fallback bucket.Store
 	// Logger; nil: slog.Default().
 	Logger *slog.Logger
 }
 
-// Limiter decides. It is safe for concurrent use.
-type Limiter struct{}
+// Limiter decides. It is safe for concurrent use; SetPolicy may be called at any
+// time (hot reload) and applies to the decisions that start after it.
+type Limiter struct {
+	policy   atomic.Pointer[config.Policy]
+	store    bucket.Store
+	fallback bucket.Store
+	log      *slog.Logger
+	// storeDown is true between a store failure and the next success, so the log
+	// says when the store goes down and comes back, not once per request.
+	storeDown atomic.Bool
+	dryRunLog logThrottle
+}
 
-// New returns a Limiter enforcing p.
-func New(p *config.Policy, opts Options) *Limiter { return &Limiter{} }
+// DefaultTimeout is the decision deadline when the policy sets none.
+const DefaultTimeout = 50 * time.Millisecond
+
+// New returns a Limiter enforcing p. A nil p limits nothing.
+func New(p *config.Policy, opts Options) *Limiter {
+	l := &Limiter{store: opts.Store, fallback: opts.Fallback, log: opts.Logger}
+	if l.store == nil {
+		l.store = bucket.NewMemory(bucket.MemoryOptions{})
+	}
+	if l.fallback == nil {
+		l.fallback = bucket.NewMemory(bucket.MemoryOptions{})
+	}
+	if l.log == nil {
+		l.log = slog.Default()
+	}
+	l.dryRunLog.every = 10 * time.Second
+	l.SetPolicy(p)
+	return l
+}
+
+// SetPolicy replaces the policy. A nil p limits nothing.
+func (l *Limiter) SetPolicy(p *config.Policy) {
+	if p == nil {
+		p = &config.Policy{}
+	}
+	l.policy.Store(p)
+}
+
+// Policy returns the policy in force.
+func (l *Limiter) Policy() *config.Policy { return l.policy.Load() }
 
 // Decide returns the decision for r.
 func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
-	return Decision{Allow: true, Outcome: OutcomeUnlimited}
+	p := l.policy.Load()
+	srv := route(p.Servers, r.Authority, r.Path)
+	if srv == nil {
+		return Decision{Allow: true, Outcome: OutcomeUnlimited}
+	}
+	d := Decision{Allow: true, Outcome: OutcomeUnlimited, Server: srv.Name}
+	if r.Body == nil {
+		// GET (SSE) and DELETE carry no JSON-RPC message: never limited (SPEC §1).
+		return d
+	}
+	body, err := mcp.Parse(r.Body)
+	if err != nil {
+		d.ParseError = true
+		if !errors.Is(err, mcp.ErrTrailingData) {
+			return d
+		}
+		// Servers that read only the first JSON value run it: charge it.
+	}
+	plan := planCharges(srv, body, &r)
+	d.Method, d.Tool = plan.method, plan.tool
+	if len(plan.charges) == 0 {
+		return d
+	}
+	if i := plan.neverFits; i >= 0 {
+		// The batch asks one bucket for more than it can ever hold: no wait helps,
+		// so answer with the time to refill it completely.
+		return l.reject(srv, r, body, plan, d, i, plan.charges[i].Limit.RefillPeriod, 0)
+	}
+
+	res, storeErr, err := l.take(ctx, p, srv, plan.charges)
+	d.StoreError = storeErr
+	if err != nil {
+		switch srv.FailureMode {
+		case config.FailClosed:
+			return l.failClosed(body, d)
+		default:
+			d.Outcome = OutcomeFailedOpen
+			return d
+		}
+	}
+	if res.Allowed {
+		d.Outcome = OutcomeAllowed
+		return d
+	}
+	i := binding(res)
+	var remaining int64
+	if i < len(res.Buckets) {
+		remaining = res.Buckets[i].Remaining
+	}
+	return l.reject(srv, r, body, plan, d, i, res.RetryAfter, remaining)
+}
+
+// take charges the store under the policy's deadline, falling back to the local
+// store for failureMode local. storeErr is the shared store's failure, if any;
+// err non-nil means no decision could be made.
+func (l *Limiter) take(ctx context.Context, p *config.Policy, srv *config.Server, charges []bucket.Charge) (res bucket.Result, storeErr, err error) {
+	timeout := p.Redis.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	res, err = l.store.Take(tctx, charges)
+	cancel()
+	if err == nil {
+		if l.storeDown.CompareAndSwap(true, false) {
+			l.log.Info("rate-limit store is answering again")
+		}
+		return res, nil, nil
+	}
+	if errors.Is(err, bucket.ErrInvalidCharge) {
+		// A policy the config package accepted should never build one; say so
+		// loudly rather than counting it as an outage.
+		l.log.Error("invalid charge built from policy", "server", srv.Name, "err", err)
+		return res, err, err
+	}
+	if l.storeDown.CompareAndSwap(false, true) {
+		l.log.Warn("rate-limit store failed; applying failureMode until it answers",
+			"failureMode", string(srv.FailureMode), "err", err)
+	}
+	if srv.FailureMode == config.FailLocal {
+		res, ferr := l.fallback.Take(ctx, charges)
+		return res, err, ferr
+	}
+	return res, err, err
+}
+
+// binding returns the index of the denying bucket with the longest wait: the one
+// that decides when a retry can succeed.
+func binding(res bucket.Result) int {
+	best := -1
+	for i, b := range res.Buckets {
+		if b.Denied && (best < 0 || b.RetryAfter > res.Buckets[best].RetryAfter) {
+			best = i
+		}
+	}
+	if best < 0 {
+		// A store that denies without naming a bucket: blame the first charge.
+		best = 0
+	}
+	return best
 }

@@ -4,9 +4,14 @@ package processor
 
 import (
 	"context"
+	"errors"
+	"io"
 	"log/slog"
+	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/mcp-ratelimit/extproc/internal/limiter"
 )
@@ -16,10 +21,24 @@ type Decider interface {
 	Decide(ctx context.Context, r limiter.Request) limiter.Decision
 }
 
+// Observer is told about streams and decisions (metrics). Methods must be safe
+// for concurrent use.
+type Observer interface {
+	StreamStarted()
+	StreamEnded()
+	Decided(d limiter.Decision, elapsed time.Duration)
+}
+
 // Options configure a Server. The zero value of each field is usable.
 type Options struct {
 	// Logger; nil: slog.Default().
 	Logger *slog.Logger
+	// Observer; nil: nothing is observed.
+	Observer Observer
+	// MaxBodyBytes bounds a body gathered from several chunks (STREAMED mode, which
+	// the shipped configs do not use). Zero: 8 MiB. Past it the request continues
+	// undecided and is counted as a parse error, rather than growing without bound.
+	MaxBodyBytes int
 }
 
 // Server implements extprocv3.ExternalProcessorServer.
@@ -27,13 +46,100 @@ type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
 	decider Decider
 	log     *slog.Logger
+	obs     Observer
+	maxBody int
 }
 
 // New returns a Server asking d for each decision.
 func New(d Decider, opts Options) *Server {
-	log := opts.Logger
-	if log == nil {
-		log = slog.Default()
+	s := &Server{decider: d, log: opts.Logger, obs: opts.Observer, maxBody: opts.MaxBodyBytes}
+	if s.log == nil {
+		s.log = slog.Default()
 	}
-	return &Server{decider: d, log: log}
+	if s.obs == nil {
+		s.obs = nopObserver{}
+	}
+	if s.maxBody <= 0 {
+		s.maxBody = 8 << 20
+	}
+	return s
 }
+
+// Process serves one ext_proc stream (Envoy opens one per HTTP request): receive,
+// handle, send, until Envoy closes it. Every message gets exactly one answer.
+func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	s.obs.StreamStarted()
+	defer s.obs.StreamEnded()
+	ctx := stream.Context()
+	var x exchange
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+				return nil
+			}
+			return err
+		}
+		resp, err := s.handle(ctx, &x, req)
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// handle answers one message.
+func (s *Server) handle(ctx context.Context, x *exchange, req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	x.observe(req)
+	switch v := req.Request.(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		x.start(v.RequestHeaders)
+		if v.RequestHeaders.GetEndOfStream() {
+			// No body (GET for SSE, DELETE): decided here, never limited (SPEC §1).
+			return s.decide(ctx, x, headersPhase), nil
+		}
+		return continueHeaders(), nil
+	case *extprocv3.ProcessingRequest_RequestBody:
+		if x.addBody(v.RequestBody, s.maxBody) {
+			return s.decide(ctx, x, bodyPhase), nil
+		}
+		return continueBody(), nil
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		if !x.decided && x.req.Body != nil {
+			// A streamed body ended by trailers: decide now with what arrived.
+			return s.decide(ctx, x, trailersPhase), nil
+		}
+		return continueTrailers(), nil
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		// Only sent if Envoy is configured to (the shipped configs skip it).
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
+			ResponseHeaders: &extprocv3.HeadersResponse{}}}, nil
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+			ResponseBody: &extprocv3.BodyResponse{}}}, nil
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
+			ResponseTrailers: &extprocv3.TrailersResponse{}}}, nil
+	default:
+		// Nothing sensible to answer; ending the stream makes Envoy apply its
+		// failure_mode_allow, which is the documented backstop.
+		return nil, status.Errorf(codes.InvalidArgument, "unsupported ext_proc message %T", req.Request)
+	}
+}
+
+// decide asks the decider and renders its answer for the phase being processed.
+func (s *Server) decide(ctx context.Context, x *exchange, ph phase) *extprocv3.ProcessingResponse {
+	x.decided = true
+	start := time.Now()
+	d := s.decider.Decide(ctx, x.req)
+	s.obs.Decided(d, time.Since(start))
+	return render(d, ph)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) StreamStarted()                          {}
+func (nopObserver) StreamEnded()                            {}
+func (nopObserver) Decided(limiter.Decision, time.Duration) {}

@@ -1,0 +1,512 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/mcp-ratelimit/extproc/internal/bucket"
+	"github.com/mcp-ratelimit/extproc/internal/config"
+)
+
+func perMinute(n int64) *config.Bucket {
+	return &config.Bucket{MaxTokens: n, RefillPeriod: time.Minute}
+}
+
+// server returns a single-server policy with the defaults config.Parse applies.
+func server(mod func(*config.Server)) *config.Policy {
+	s := config.Server{
+		Name:        "github",
+		Tools:       map[string]config.Tool{},
+		Methods:     map[string]config.Method{},
+		Identity:    []config.IdentitySource{{Header: "x-user-id"}},
+		Response:    config.Response{ErrorCode: -32029, HTTPStatus: 429, Format: config.FormatJSONRPCError, Message: "Rate limit exceeded"},
+		FailureMode: config.FailOpen,
+	}
+	mod(&s)
+	return &config.Policy{Servers: []config.Server{s}, Redis: config.Redis{Timeout: 50 * time.Millisecond}}
+}
+
+func call(id, tool string) []byte {
+	return fmt.Appendf(nil, `{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":%q,"arguments":{}}}`, id, tool)
+}
+
+func post(body []byte, headers ...string) Request {
+	r := Request{Authority: "mcp.example.com", Path: "/mcp", Headers: map[string]string{"content-type": "application/json"}, Body: body}
+	for i := 0; i+1 < len(headers); i += 2 {
+		r.Headers[headers[i]] = headers[i+1]
+	}
+	return r
+}
+
+// step is one request and what its decision must show.
+type step struct {
+	req         Request
+	wantOutcome Outcome
+	wantStatus  int    // checked when not allowed
+	wantBody    string // checked when non-empty
+	wantLimit   string
+}
+
+func runSteps(t *testing.T, l *Limiter, steps []step) {
+	t.Helper()
+	for i, s := range steps {
+		d := l.Decide(context.Background(), s.req)
+		if d.Outcome != s.wantOutcome {
+			t.Fatalf("step %d: outcome got %q, want %q (decision %+v)", i, d.Outcome, s.wantOutcome, d)
+		}
+		wantAllow := s.wantOutcome != OutcomeLimited && s.wantOutcome != OutcomeFailedClosed
+		if d.Allow != wantAllow {
+			t.Fatalf("step %d: allow got %v, want %v", i, d.Allow, wantAllow)
+		}
+		if !d.Allow && d.Status != s.wantStatus {
+			t.Errorf("step %d: status got %d, want %d", i, d.Status, s.wantStatus)
+		}
+		if s.wantBody != "" && string(d.Body) != s.wantBody {
+			t.Errorf("step %d: body\n got %s\nwant %s", i, d.Body, s.wantBody)
+		}
+		if d.Limit != s.wantLimit {
+			t.Errorf("step %d: limit got %q, want %q", i, d.Limit, s.wantLimit)
+		}
+	}
+}
+
+func TestDecide(t *testing.T) {
+	allowed := func(r Request) step { return step{req: r, wantOutcome: OutcomeAllowed} }
+	unlimited := func(r Request) step { return step{req: r, wantOutcome: OutcomeUnlimited} }
+	limited := func(r Request, limit string) step {
+		return step{req: r, wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: limit}
+	}
+	tests := []struct {
+		name   string
+		policy *config.Policy
+		steps  []step
+	}{
+		{
+			name:   "shared bucket admits its capacity then rejects with the request id",
+			policy: server(func(s *config.Server) { s.Shared = perMinute(2) }),
+			steps: []step{
+				allowed(post(call("1", "search"))),
+				allowed(post(call("2", "fetch"))),
+				{req: post(call("7", "search")), wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server",
+					wantBody: `{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":30,"limit":"server","scope":"shared"}}}`},
+			},
+		},
+		{
+			name:   "string ids are echoed exactly",
+			policy: server(func(s *config.Server) { s.Shared = perMinute(1) }),
+			steps: []step{
+				allowed(post(call(`"a"`, "x"))),
+				{req: post(call(`"req-\u00e9\"7"`, "x")), wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server",
+					wantBody: `{"jsonrpc":"2.0","id":"req-\u00e9\"7","error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":60,"limit":"server","scope":"shared"}}}`},
+			},
+		},
+		{
+			name:   "a notification is limited and answered without id",
+			policy: server(func(s *config.Server) { s.Shared = perMinute(1) }),
+			steps: []step{
+				allowed(post([]byte(`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x"}}`))),
+				{req: post([]byte(`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x"}}`)), wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server",
+					wantBody: `{"jsonrpc":"2.0","error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":60,"limit":"server","scope":"shared"}}}`},
+			},
+		},
+		{
+			name:   "a batch is charged all or nothing",
+			policy: server(func(s *config.Server) { s.Shared = perMinute(3) }),
+			steps: []step{
+				allowed(post([]byte(`[` + string(call("1", "a")) + `,` + string(call("2", "b")) + `]`))),
+				{req: post([]byte(`[` + string(call("3", "a")) + `,{"jsonrpc":"2.0","method":"tools/call","params":{"name":"n"}},` + string(call("4", "b")) + `]`)),
+					wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server",
+					// The batch asked 3 of a bucket holding 1: nothing was charged, so the
+					// single call after it still passes.
+					wantBody: `[{"jsonrpc":"2.0","id":3,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":40,"limit":"server","scope":"shared"}}},{"jsonrpc":"2.0","id":4,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":40,"limit":"server","scope":"shared"}}}]`},
+				allowed(post(call("5", "a"))),
+				limited(post(call("6", "a")), "server"),
+			},
+		},
+		{
+			name:   "a batch larger than the bucket can ever hold is rejected with the full refill time",
+			policy: server(func(s *config.Server) { s.Shared = perMinute(2) }),
+			steps: []step{
+				{req: post([]byte(`[` + string(call("1", "a")) + `,` + string(call("2", "a")) + `,` + string(call("3", "a")) + `]`)),
+					wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server"},
+				allowed(post(call("4", "a"))),
+			},
+		},
+		{
+			name: "a tool bucket limits only its tool and a denial leaves the shared bucket untouched",
+			policy: server(func(s *config.Server) {
+				s.Shared = perMinute(3)
+				s.Tools["search"] = config.Tool{Name: "search", Cost: 1, Shared: perMinute(1)}
+			}),
+			steps: []step{
+				allowed(post(call("1", "search"))),
+				limited(post(call("2", "search")), "tool:search"),
+				limited(post(call("3", "search")), "tool:search"),
+				allowed(post(call("4", "fetch"))),
+				allowed(post(call("5", "fetch"))),
+				limited(post(call("6", "fetch")), "server"),
+			},
+		},
+		{
+			name: "cost charges that many tokens",
+			policy: server(func(s *config.Server) {
+				s.Tools["heavy"] = config.Tool{Name: "heavy", Cost: 3, Shared: perMinute(5)}
+			}),
+			steps: []step{
+				allowed(post(call("1", "heavy"))),
+				limited(post(call("2", "heavy")), "tool:heavy"),
+			},
+		},
+		{
+			name: "per-user buckets are per identity and skipped without one",
+			policy: server(func(s *config.Server) {
+				s.PerUser = perMinute(1)
+			}),
+			steps: []step{
+				allowed(post(call("1", "a"), "x-user-id", "alice")),
+				{req: post(call("2", "a"), "x-user-id", "alice"), wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server",
+					wantBody: `{"jsonrpc":"2.0","id":2,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":60,"limit":"server","scope":"perUser"}}}`},
+				allowed(post(call("3", "a"), "x-user-id", "bob")),
+				unlimited(post(call("4", "a"))),
+				unlimited(post(call("5", "a"))),
+			},
+		},
+		{
+			name: "per-user tool bucket",
+			policy: server(func(s *config.Server) {
+				s.Tools["search"] = config.Tool{Name: "search", Cost: 1, PerUser: perMinute(1)}
+			}),
+			steps: []step{
+				allowed(post(call("1", "search"), "x-user-id", "alice")),
+				limited(post(call("2", "search"), "x-user-id", "alice"), "tool:search"),
+				allowed(post(call("3", "search"), "x-user-id", "bob")),
+				unlimited(post(call("4", "other"), "x-user-id", "alice")),
+			},
+		},
+		{
+			name:   "methods other than tools/call are not limited unless listed",
+			policy: server(func(s *config.Server) { s.Shared = perMinute(1) }),
+			steps: []step{
+				unlimited(post([]byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`))),
+				unlimited(post([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`))),
+				unlimited(post([]byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`))),
+				unlimited(post([]byte(`{"jsonrpc":"2.0","id":3,"result":{}}`))),
+				allowed(post(call("4", "a"))),
+				unlimited(post([]byte(`{"jsonrpc":"2.0","id":5,"method":"tools/list"}`))),
+			},
+		},
+		{
+			name: "method limits",
+			policy: server(func(s *config.Server) {
+				s.Methods["resources/read"] = config.Method{Name: "resources/read", Cost: 1, Shared: perMinute(1)}
+			}),
+			steps: []step{
+				allowed(post([]byte(`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"x"}}`))),
+				limited(post([]byte(`{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"y"}}`)), "method:resources/read"),
+				unlimited(post(call("3", "a"))),
+			},
+		},
+		{
+			name:   "bodies that are not JSON-RPC and requests without body continue",
+			policy: server(func(s *config.Server) { s.Shared = perMinute(1) }),
+			steps: []step{
+				unlimited(post([]byte(`not json`))),
+				unlimited(post([]byte(`{"hello":"world"}`))),
+				unlimited(post(nil)),
+				unlimited(post([]byte{})),
+			},
+		},
+		{
+			name:   "data after the JSON value does not get a call past the limiter",
+			policy: server(func(s *config.Server) { s.Shared = perMinute(1) }),
+			steps: []step{
+				allowed(post(append(call("1", "a"), " x"...))),
+				limited(post(append(call("2", "a"), call("3", "a")...)), "server"),
+			},
+		},
+		{
+			name:   "a wrong content-type is still limited",
+			policy: server(func(s *config.Server) { s.Shared = perMinute(1) }),
+			steps: []step{
+				allowed(post(call("1", "a"), "content-type", "text/plain")),
+				limited(post(call("2", "a"), "content-type", "application/x-www-form-urlencoded"), "server"),
+			},
+		},
+		{
+			name: "dry run counts but never rejects",
+			policy: server(func(s *config.Server) {
+				s.Shared = perMinute(1)
+				s.DryRun = true
+			}),
+			steps: []step{
+				allowed(post(call("1", "a"))),
+				{req: post(call("2", "a")), wantOutcome: OutcomeDryRunLimited, wantLimit: "server"},
+			},
+		},
+		{
+			name: "toolResult answers tools/call with HTTP 200 and an isError result",
+			policy: server(func(s *config.Server) {
+				s.Shared = perMinute(1)
+				s.Response.Format = config.FormatToolResult
+			}),
+			steps: []step{
+				allowed(post(call("1", "a"))),
+				{req: post(call("2", "a")), wantOutcome: OutcomeLimited, wantStatus: 200, wantLimit: "server",
+					wantBody: `{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"Rate limit exceeded; retry after 60 seconds"}],"isError":true,"resultType":"complete","_meta":{"retryAfterSeconds":60,"limit":"server","scope":"shared"}}}`},
+			},
+		},
+		{
+			name: "errorCodeFor2026 applies from protocol 2026-07-28 on",
+			policy: server(func(s *config.Server) {
+				s.Shared = perMinute(1)
+				code := 429
+				s.Response.ErrorCodeFor2026 = &code
+			}),
+			steps: []step{
+				allowed(post(call("1", "a"))),
+				{req: post(call("2", "a"), "mcp-protocol-version", "2025-06-18"), wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server",
+					wantBody: `{"jsonrpc":"2.0","id":2,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":60,"limit":"server","scope":"shared"}}}`},
+				{req: post(call("3", "a"), "mcp-protocol-version", "2026-07-28"), wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server",
+					wantBody: `{"jsonrpc":"2.0","id":3,"error":{"code":429,"message":"Rate limit exceeded","data":{"retryAfterSeconds":60,"limit":"server","scope":"shared"}}}`},
+			},
+		},
+		{
+			name: "custom status, code and message",
+			policy: server(func(s *config.Server) {
+				s.Shared = perMinute(1)
+				s.Response.HTTPStatus = 503
+				s.Response.ErrorCode = -32000
+				s.Response.Message = `Slow "down"`
+			}),
+			steps: []step{
+				allowed(post(call("1", "a"))),
+				{req: post(call("2", "a")), wantOutcome: OutcomeLimited, wantStatus: 503, wantLimit: "server",
+					wantBody: `{"jsonrpc":"2.0","id":2,"error":{"code":-32000,"message":"Slow \"down\"","data":{"retryAfterSeconds":60,"limit":"server","scope":"shared"}}}`},
+			},
+		},
+		{
+			name:   "an empty policy limits nothing",
+			policy: &config.Policy{},
+			steps:  []step{unlimited(post(call("1", "a"))), unlimited(post(call("2", "a")))},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			runSteps(t, New(tt.policy, Options{}), tt.steps)
+		})
+	}
+}
+
+func TestRejectionHeaders(t *testing.T) {
+	l := New(server(func(s *config.Server) {
+		s.Tools["search"] = config.Tool{Name: "search", Cost: 1, PerUser: &config.Bucket{MaxTokens: 2, RefillPeriod: 10 * time.Second}}
+	}), Options{})
+	req := post(call("1", "search"), "x-user-id", "alice")
+	for range 2 {
+		if d := l.Decide(context.Background(), req); !d.Allow {
+			t.Fatalf("got rejected %+v, want allowed", d)
+		}
+	}
+	d := l.Decide(context.Background(), req)
+	want := []Header{
+		{"content-type", "application/json"},
+		{"retry-after", "5"},
+		{"ratelimit-policy", `"user-tool:search";q=2;w=10`},
+		{"ratelimit", `"user-tool:search";r=0;t=5`},
+	}
+	if diff := cmp.Diff(want, d.Headers); diff != "" {
+		t.Errorf("headers (-want +got):\n%s", diff)
+	}
+	if d.Details != "mcp_rate_limited" || d.RetryAfter != 5 {
+		t.Errorf("got details %q retryAfter %d, want mcp_rate_limited 5", d.Details, d.RetryAfter)
+	}
+}
+
+func TestLabelsAreBounded(t *testing.T) {
+	l := New(server(func(s *config.Server) {
+		s.Shared = perMinute(100)
+		s.Tools["search"] = config.Tool{Name: "search", Cost: 1}
+	}), Options{})
+	tests := []struct {
+		body       []byte
+		method     string
+		tool       string
+		wantResult Outcome
+	}{
+		{call("1", "search"), "tools/call", "search", OutcomeAllowed},
+		{call("2", "user-supplied-name-123"), "tools/call", "other", OutcomeAllowed},
+		{[]byte(`{"jsonrpc":"2.0","id":1,"method":"whatever/custom"}`), "other", "", OutcomeUnlimited},
+	}
+	for _, tt := range tests {
+		d := l.Decide(context.Background(), post(tt.body))
+		if d.Method != tt.method || d.Tool != tt.tool || d.Outcome != tt.wantResult {
+			t.Errorf("%s: got method %q tool %q outcome %q, want %q %q %q", tt.body, d.Method, d.Tool, d.Outcome, tt.method, tt.tool, tt.wantResult)
+		}
+	}
+}
+
+// failingStore fails every Take, or blocks until the deadline when hang is set.
+type failingStore struct{ hang bool }
+
+func (f failingStore) Take(ctx context.Context, _ []bucket.Charge) (bucket.Result, error) {
+	if f.hang {
+		<-ctx.Done()
+		return bucket.Result{}, ctx.Err()
+	}
+	return bucket.Result{}, errors.New("connection refused")
+}
+
+func TestFailureModes(t *testing.T) {
+	tests := []struct {
+		name  string
+		mode  config.FailureMode
+		store failingStore
+		steps []step
+	}{
+		{"open lets traffic through when the store errors", config.FailOpen, failingStore{},
+			[]step{{req: post(call("1", "a")), wantOutcome: OutcomeFailedOpen}, {req: post(call("2", "a")), wantOutcome: OutcomeFailedOpen}}},
+		{"open lets traffic through when the store hangs past the deadline", config.FailOpen, failingStore{hang: true},
+			[]step{{req: post(call("1", "a")), wantOutcome: OutcomeFailedOpen}}},
+		{"closed answers 503", config.FailClosed, failingStore{},
+			[]step{{req: post(call("9", "a")), wantOutcome: OutcomeFailedClosed, wantStatus: 503,
+				wantBody: `{"jsonrpc":"2.0","id":9,"error":{"code":-32603,"message":"Rate limiter unavailable"}}`}}},
+		{"closed answers 503 when the store hangs", config.FailClosed, failingStore{hang: true},
+			[]step{{req: post(call("9", "a")), wantOutcome: OutcomeFailedClosed, wantStatus: 503}}},
+		{"local falls back to per-replica buckets", config.FailLocal, failingStore{},
+			[]step{{req: post(call("1", "a")), wantOutcome: OutcomeAllowed}, {req: post(call("2", "a")), wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server"}}},
+		{"unlimited requests never touch the failing store", config.FailClosed, failingStore{},
+			[]step{{req: post([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)), wantOutcome: OutcomeUnlimited}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := server(func(s *config.Server) {
+				s.Shared = perMinute(1)
+				s.FailureMode = tt.mode
+			})
+			p.Redis.Timeout = 20 * time.Millisecond
+			runSteps(t, New(p, Options{Store: tt.store}), tt.steps)
+		})
+	}
+}
+
+func TestFailClosedHeaders(t *testing.T) {
+	p := server(func(s *config.Server) { s.Shared = perMinute(1); s.FailureMode = config.FailClosed })
+	d := New(p, Options{Store: failingStore{}}).Decide(context.Background(), post(call("1", "a")))
+	want := []Header{{"content-type", "application/json"}, {"retry-after", "1"}}
+	if diff := cmp.Diff(want, d.Headers); diff != "" {
+		t.Errorf("headers (-want +got):\n%s", diff)
+	}
+	if d.StoreError == nil {
+		t.Error("got no StoreError, want the store's error recorded")
+	}
+}
+
+func TestRouting(t *testing.T) {
+	mk := func(name string, m config.Match) config.Server {
+		s := server(func(s *config.Server) { s.Shared = perMinute(1) }).Servers[0]
+		s.Name, s.Match = name, m
+		return s
+	}
+	p := &config.Policy{Servers: []config.Server{
+		mk("github", config.Match{Authority: "mcp.example.com", PathPrefix: "/github"}),
+		mk("jira", config.Match{PathPrefix: "/jira"}),
+		mk("pinned", config.Match{Authority: "pinned.example.com:8443"}),
+	}}
+	tests := []struct {
+		authority, path, want string
+	}{
+		{"mcp.example.com", "/github", "github"},
+		{"MCP.example.com:443", "/github/mcp?x=1", "github"},
+		{"other.example.com", "/github", ""},
+		{"mcp.example.com", "/github-enterprise", ""},
+		{"anything", "/jira/mcp", "jira"},
+		{"pinned.example.com:8443", "/", "pinned"},
+		{"pinned.example.com", "/", ""},
+		{"mcp.example.com", "/", ""},
+	}
+	l := New(p, Options{})
+	for _, tt := range tests {
+		r := post(call("1", "a"))
+		r.Authority, r.Path = tt.authority, tt.path
+		if got := l.Decide(context.Background(), r).Server; got != tt.want {
+			t.Errorf("%s%s: got server %q, want %q", tt.authority, tt.path, got, tt.want)
+		}
+	}
+}
+
+func TestServersHaveSeparateBuckets(t *testing.T) {
+	a := server(func(s *config.Server) { s.Shared = perMinute(1) }).Servers[0]
+	b := a
+	a.Name, a.Match = "a", config.Match{PathPrefix: "/a"}
+	b.Name, b.Match = "b", config.Match{PathPrefix: "/b"}
+	l := New(&config.Policy{Servers: []config.Server{a, b}}, Options{})
+	for _, path := range []string{"/a", "/b"} {
+		r := post(call("1", "x"))
+		r.Path = path
+		if d := l.Decide(context.Background(), r); d.Outcome != OutcomeAllowed {
+			t.Errorf("%s: got %q, want allowed (buckets must not be shared across servers)", path, d.Outcome)
+		}
+	}
+}
+
+func TestIdentitySources(t *testing.T) {
+	sources := []config.IdentitySource{{JWTClaim: "org.id"}, {JWTClaim: "sub"}, {Header: "x-user-id"}, {SourceAddress: true}}
+	tests := []struct {
+		name string
+		req  Request
+		want string
+	}{
+		{"nested claim wins", Request{JWTPayloads: []map[string]any{{"sub": "alice", "org": map[string]any{"id": "acme"}}}}, "jwt:acme"},
+		{"numeric claim", Request{JWTPayloads: []map[string]any{{"org": map[string]any{"id": float64(42)}}}}, "jwt:42"},
+		{"falls through to sub", Request{JWTPayloads: []map[string]any{{"sub": "alice"}}}, "jwt:alice"},
+		{"empty claim does not count", Request{JWTPayloads: []map[string]any{{"sub": ""}}, Headers: map[string]string{"x-user-id": "h"}}, "header:h"},
+		{"header", Request{Headers: map[string]string{"x-user-id": " bob "}}, "header:bob"},
+		{"source address without port", Request{SourceAddress: "10.1.2.3:5555"}, "ip:10.1.2.3"},
+		{"ipv6 source address", Request{SourceAddress: "[::1]:5555"}, "ip:::1"},
+		{"nothing", Request{}, ""},
+	}
+	for _, tt := range tests {
+		if got := resolveIdentity(sources, &tt.req); got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestRetryAfterSeconds(t *testing.T) {
+	tests := []struct {
+		in   time.Duration
+		want int64
+	}{{0, 1}, {time.Microsecond, 1}, {time.Second, 1}, {time.Second + 1, 2}, {20 * time.Second, 20}, {744 * time.Hour, 2678400}}
+	for _, tt := range tests {
+		if got := retryAfterSeconds(tt.in); got != tt.want {
+			t.Errorf("retryAfterSeconds(%v) got %d, want %d", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestProtocolAtLeast(t *testing.T) {
+	tests := []struct {
+		v    string
+		want bool
+	}{{"2026-07-28", true}, {"2027-01-01", true}, {"2025-06-18", false}, {"", false}, {"garbage-long-string", false}, {"2026-07-28-rc", true}}
+	for _, tt := range tests {
+		if got := protocolAtLeast(tt.v, version2026); got != tt.want {
+			t.Errorf("protocolAtLeast(%q) got %v, want %v", tt.v, got, tt.want)
+		}
+	}
+}
+
+func TestSFString(t *testing.T) {
+	if got, want := sfString(`tool:a"b\é`), `"tool:a\"b\\__"`; got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+	if strings.ContainsAny(sfString("\n"), "\n") {
+		t.Error("control characters must not reach a header")
+	}
+}

@@ -1,0 +1,147 @@
+package limiter
+
+import (
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mcp-ratelimit/extproc/internal/config"
+	"github.com/mcp-ratelimit/extproc/internal/mcp"
+)
+
+// Details is Envoy's response code details for a rejection (SPEC §5).
+const Details = "mcp_rate_limited"
+
+// version2026 is the first MCP protocol revision that reserves -32020..-32099 for
+// the specification, so a deployment may answer those clients with another code.
+const version2026 = "2026-07-28"
+
+// reject turns a denial by charge idx (holding remaining tokens, wait away from
+// holding enough) into a decision: a rejection, or an allowed
+// request counted as dry_run_limited.
+func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, d Decision, idx int, wait time.Duration, remaining int64) Decision {
+	secs := retryAfterSeconds(wait)
+	info := pl.info[idx]
+	d.Limit, d.Scope, d.RetryAfter = info.limit, info.scope, secs
+	if srv.DryRun {
+		d.Outcome = OutcomeDryRunLimited
+		l.dryRunLog.log(l.log, "dry run: would have rejected",
+			"server", srv.Name, "method", d.Method, "tool", d.Tool, "limit", d.Limit, "scope", d.Scope,
+			"retryAfterSeconds", secs)
+		return d
+	}
+	resp := srv.Response
+	rej := mcp.Rejection{
+		Format:            mcp.FormatError,
+		Code:              resp.ErrorCode,
+		Message:           resp.Message,
+		RetryAfterSeconds: secs,
+		Limit:             info.limit,
+		Scope:             info.scope,
+	}
+	if resp.ErrorCodeFor2026 != nil && protocolAtLeast(r.Headers["mcp-protocol-version"], version2026) {
+		rej.Code = *resp.ErrorCodeFor2026
+	}
+	d.Status = resp.HTTPStatus
+	if resp.Format == config.FormatToolResult {
+		rej.Format = mcp.FormatToolResult
+		if pl.toolCallWithID {
+			// The point of toolResult: SDK clients drop non-2xx bodies (SPEC §5).
+			d.Status = 200
+		}
+	}
+	c := pl.charges[idx]
+	window := int64((c.Limit.RefillPeriod + time.Second - 1) / time.Second)
+	name := sfString(info.policy)
+	d.Allow = false
+	d.Outcome = OutcomeLimited
+	d.Details = Details
+	d.Body = mcp.RejectionBody(body, rej)
+	s := strconv.FormatInt(secs, 10)
+	d.Headers = []Header{
+		{"content-type", "application/json"},
+		{"retry-after", s},
+		{"ratelimit-policy", name + ";q=" + strconv.FormatInt(c.Limit.MaxTokens, 10) + ";w=" + strconv.FormatInt(window, 10)},
+		{"ratelimit", name + ";r=" + strconv.FormatInt(remaining, 10) + ";t=" + s},
+	}
+	return d
+}
+
+// failClosed answers 503 with a JSON-RPC internal error (SPEC §6).
+func (l *Limiter) failClosed(body mcp.Body, d Decision) Decision {
+	d.Allow = false
+	d.Outcome = OutcomeFailedClosed
+	d.Status = 503
+	d.Details = "mcp_rate_limit_unavailable"
+	d.Body = mcp.ErrorBody(body, -32603, "Rate limiter unavailable")
+	d.Headers = []Header{
+		{"content-type", "application/json"},
+		{"retry-after", "1"},
+	}
+	return d
+}
+
+// retryAfterSeconds rounds a wait up to whole seconds, at least 1 (SPEC §5).
+func retryAfterSeconds(wait time.Duration) int64 {
+	s := int64((wait + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
+
+// protocolAtLeast compares MCP protocol versions, which are dates (YYYY-MM-DD) and
+// so order as strings. Anything that is not a date is treated as older.
+func protocolAtLeast(v, min string) bool {
+	if len(v) < len(min) || v[4] != '-' || v[7] != '-' {
+		return false
+	}
+	return v[:len(min)] >= min
+}
+
+// sfString renders a structured-field string (RFC 9651) from a policy name,
+// replacing what sf-strings cannot carry.
+func sfString(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c > 0x7e:
+			b.WriteByte('_')
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// logThrottle logs at most once per interval and reports how many lines it
+// swallowed meanwhile, so a flood of dry-run denials cannot flood the logs.
+type logThrottle struct {
+	every time.Duration
+	mu    sync.Mutex
+	last  time.Time
+	held  int
+}
+
+func (t *logThrottle) log(l *slog.Logger, msg string, args ...any) {
+	t.mu.Lock()
+	now := time.Now()
+	if !t.last.IsZero() && now.Sub(t.last) < t.every {
+		t.held++
+		t.mu.Unlock()
+		return
+	}
+	held := t.held
+	t.last, t.held = now, 0
+	t.mu.Unlock()
+	l.Info(msg, append(args, "suppressedSinceLast", held)...)
+}

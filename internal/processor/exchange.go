@@ -1,0 +1,101 @@
+package processor
+
+import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/mcp-ratelimit/extproc/internal/limiter"
+)
+
+// Metadata and attribute names Envoy uses. The shipped Envoy configs forward
+// these: request_attributes [source.address] and
+// metadata_options.forwarding_namespaces.untyped [envoy.filters.http.jwt_authn].
+const (
+	extProcAttributes = "envoy.filters.http.ext_proc"
+	sourceAddressAttr = "source.address"
+	jwtAuthnNamespace = "envoy.filters.http.jwt_authn"
+)
+
+// exchange is the state of the one HTTP request an ext_proc stream carries.
+type exchange struct {
+	req     limiter.Request
+	decided bool
+	// streamed is true when Envoy sends the body in chunks (STREAMED modes). It is
+	// false for BUFFERED, where the first body message holds the whole body and is
+	// decided even without end_of_stream (which stays false when trailers follow).
+	streamed bool
+	tooBig   bool
+}
+
+// observe records what any message may carry: Envoy sends the protocol
+// configuration, attributes and metadata with the first message of the stream,
+// which is the body when the headers phase is skipped.
+func (x *exchange) observe(req *extprocv3.ProcessingRequest) {
+	if pc := req.GetProtocolConfig(); pc != nil {
+		switch pc.GetRequestBodyMode() {
+		case extprocfilterv3.ProcessingMode_STREAMED, extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED:
+			x.streamed = true
+		}
+	}
+	if a := req.GetAttributes()[extProcAttributes]; a != nil {
+		if v := a.GetFields()[sourceAddressAttr].GetStringValue(); v != "" {
+			x.req.SourceAddress = v
+		}
+	}
+	if md := req.GetMetadataContext().GetFilterMetadata()[jwtAuthnNamespace]; md != nil && x.req.JWTPayloads == nil {
+		// jwt_authn stores each verified payload under its payload_in_metadata name.
+		for _, v := range md.GetFields() {
+			if st := v.GetStructValue(); st != nil {
+				x.req.JWTPayloads = append(x.req.JWTPayloads, st.AsMap())
+			}
+		}
+	}
+}
+
+// start records the request headers.
+func (x *exchange) start(h *extprocv3.HttpHeaders) {
+	headers := h.GetHeaders().GetHeaders()
+	x.req.Headers = make(map[string]string, len(headers))
+	for _, hv := range headers {
+		v := headerValue(hv)
+		switch hv.GetKey() {
+		case ":authority":
+			x.req.Authority = v
+		case ":path":
+			x.req.Path = v
+		}
+		if _, seen := x.req.Headers[hv.GetKey()]; !seen {
+			x.req.Headers[hv.GetKey()] = v
+		}
+	}
+}
+
+// addBody appends a body chunk and reports whether the request is ready to be
+// decided.
+func (x *exchange) addBody(b *extprocv3.HttpBody, max int) bool {
+	if x.decided {
+		return false
+	}
+	switch {
+	case x.tooBig:
+	case x.req.Body == nil && (!x.streamed || b.GetEndOfStream()):
+		// The common case: the whole body in one message; keep Envoy's slice.
+		x.req.Body = b.GetBody()
+		if x.req.Body == nil {
+			x.req.Body = []byte{}
+		}
+	case len(x.req.Body)+len(b.GetBody()) > max:
+		x.tooBig, x.req.Body = true, []byte{}
+	default:
+		x.req.Body = append(x.req.Body, b.GetBody()...)
+	}
+	return !x.streamed || b.GetEndOfStream()
+}
+
+func headerValue(h *corev3.HeaderValue) string {
+	if raw := h.GetRawValue(); len(raw) > 0 {
+		return string(raw)
+	}
+	return h.GetValue()
+}

@@ -1,0 +1,99 @@
+package processor
+
+import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/mcp-ratelimit/extproc/internal/limiter"
+)
+
+// MetadataNamespace is the Envoy dynamic metadata namespace of SPEC §7.
+const MetadataNamespace = "mcp_ratelimit"
+
+// phase is the ext_proc message a decision answers.
+type phase uint8
+
+const (
+	headersPhase phase = iota
+	bodyPhase
+	trailersPhase
+)
+
+// render turns a decision into the answer to the message of phase ph: a
+// continue carrying dynamic metadata, or an ImmediateResponse.
+func render(d limiter.Decision, ph phase) *extprocv3.ProcessingResponse {
+	md := metadata(d)
+	if !d.Allow {
+		return &extprocv3.ProcessingResponse{
+			Response:        &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: immediate(d)},
+			DynamicMetadata: md,
+		}
+	}
+	var resp *extprocv3.ProcessingResponse
+	switch ph {
+	case headersPhase:
+		resp = continueHeaders()
+	case bodyPhase:
+		resp = continueBody()
+	default:
+		resp = continueTrailers()
+	}
+	resp.DynamicMetadata = md
+	return resp
+}
+
+func immediate(d limiter.Decision) *extprocv3.ImmediateResponse {
+	set := make([]*corev3.HeaderValueOption, 0, len(d.Headers))
+	for _, h := range d.Headers {
+		set = append(set, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: h.Name, RawValue: []byte(h.Value)},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		})
+	}
+	return &extprocv3.ImmediateResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+		Headers: &extprocv3.HeaderMutation{SetHeaders: set},
+		Body:    d.Body,
+		Details: d.Details,
+	}
+}
+
+// metadata is the mcp_ratelimit namespace for access logs and later filters;
+// nil when nothing in the policy applied, so unlimited traffic costs nothing.
+func metadata(d limiter.Decision) *structpb.Struct {
+	if d.Outcome == limiter.OutcomeUnlimited && d.Method == "" {
+		return nil
+	}
+	fields := map[string]*structpb.Value{
+		"decision": structpb.NewStringValue(string(d.Outcome)),
+	}
+	if d.Method != "" {
+		fields["method"] = structpb.NewStringValue(d.Method)
+	}
+	if d.Tool != "" {
+		fields["tool"] = structpb.NewStringValue(d.Tool)
+	}
+	if d.Limit != "" {
+		fields["limit"] = structpb.NewStringValue(d.Limit)
+	}
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: fields}),
+	}}
+}
+
+func continueHeaders() *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+		RequestHeaders: &extprocv3.HeadersResponse{}}}
+}
+
+func continueBody() *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
+		RequestBody: &extprocv3.BodyResponse{}}}
+}
+
+func continueTrailers() *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
+		RequestTrailers: &extprocv3.TrailersResponse{}}}
+}
