@@ -1,8 +1,66 @@
 // Package config reads and validates the policy file (SPEC §3).
+//
+// Validation is strict and complete: the file is decoded into a yaml.Node tree
+// and walked by hand, so that every problem is found in one pass and reported
+// with its field path and line. Parse returns them joined with errors.Join, in
+// document order; the error's text is one problem per line, each formatted as
+//
+//	rateLimiting.tools[1].shared.maxTokens (line 7): must be an integer >= 1 and <= 1000000000, got 0
+//
+// ("line N: msg" for problems of the whole file). Problems splits such an error
+// into its lines; each is a *Problem.
+//
+// The rules, beyond the shapes of SPEC §3:
+//   - Unknown fields (with a suggestion for near misses), duplicate keys, a value
+//     of the wrong YAML type, a second YAML document and an empty file are errors.
+//     Strings must be YAML strings, booleans real YAML booleans (true/false),
+//     integers decimal YAML integers (1_000 is fine; 010, 1.5 and "10" are not).
+//     null is an error everywhere except sourceAddress and errorCodeFor2026.
+//     Anchors and aliases work; merge keys (<<) are rejected.
+//   - Either the single-server form (server, rateLimiting at the top) or servers:
+//     (a list of {server, match, rateLimiting, identity, response, failureMode,
+//     dryRun}), never both. In the servers form identity, response, failureMode
+//     and dryRun at the top are defaults: a server's identity list, failureMode
+//     and dryRun replace them; its response is merged field by field. redis is
+//     top-level only.
+//   - Server names match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$ (they go into a Redis
+//     Cluster hash tag) and are unique; two unnamed servers are both "default".
+//   - match.authority is a host or host:port (lower-cased; no URL, no wildcard),
+//     match.pathPrefix starts with "/". A server whose requests would all be
+//     caught by an earlier server's match (same match, an empty match, or a
+//     broader one) is an error: the first matching server applies.
+//   - A bucket needs maxTokens (integer 1..1e9) and refillPeriod (a Go duration
+//     from 1ms to 744h = 31 days, whole microseconds; no "d" unit), and
+//     refillPeriod/maxTokens >= 1µs, the store's clock resolution.
+//   - Tools and methods need a unique name (1..128 characters, no control
+//     characters or surrounding spaces); cost is an integer 1..1e9, default 1, and
+//     must not exceed the maxTokens of any bucket that applies to the call (it
+//     could never be paid). A method needs its own shared or perUser bucket and
+//     cannot be tools/call. A tool without buckets is allowed only when
+//     rateLimiting.shared or perUser exists (its cost still matters). A
+//     rateLimiting block with no bucket anywhere limits nothing: an error.
+//   - identity is a non-empty list of one-key items: jwtClaim (a claim name or a
+//     dotted path), header (an HTTP header name, stored lower-case; no
+//     pseudo-headers) or sourceAddress ({} or null); duplicates are errors.
+//     Default: [{jwtClaim: sub}].
+//   - response.errorCode and errorCodeFor2026 are 32-bit integers other than
+//     JSON-RPC's predefined -32700, -32600..-32603; httpStatus is 200 or 400..599;
+//     format jsonrpcError or toolResult; message 1..200 characters on one line.
+//   - redis.url is redis://, rediss:// or unix:// and must be accepted by
+//     go-redis; url, sentinel and cluster are mutually exclusive; timeout is
+//     1ms..10s (default 50ms); sentinel needs masterName and addrs, cluster addrs
+//     (host:port each); tls.certFile and keyFile go together, and tls with a
+//     redis:// or unix:// url is an error. A password may be written here or in
+//     the url (not both), but the REDIS_PASSWORD environment variable keeps it out
+//     of the file. Messages never echo the url.
+//   - The file is at most MaxFileSize bytes.
 package config
 
 import (
-	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
 	"time"
 )
 
@@ -40,8 +98,64 @@ func (s *Server) LimitsToolCalls() bool {
 
 // Match selects requests by :authority and path. Empty fields match everything.
 type Match struct {
-	Authority  string // exact, case-insensitive, port ignored unless given
+	Authority string // exact, case-insensitive, port ignored unless given; stored lower-case
+	// PathPrefix matches whole path segments: "/github" matches "/github",
+	// "/github/mcp" and "/github?x", not "/github-enterprise". A prefix ending in
+	// "/" matches any path that starts with it.
 	PathPrefix string
+}
+
+// Matches reports whether a request with this :authority and :path (query
+// included or not) is selected by m.
+func (m Match) Matches(authority, path string) bool {
+	if m.Authority != "" {
+		a := strings.ToLower(authority)
+		if !hasPort(m.Authority) {
+			a = hostOf(a)
+		}
+		if a != m.Authority {
+			return false
+		}
+	}
+	if m.PathPrefix == "" {
+		return true
+	}
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	return hasPathPrefix(path, m.PathPrefix)
+}
+
+func hasPathPrefix(path, prefix string) bool {
+	if !strings.HasPrefix(path, prefix) {
+		return false
+	}
+	return len(path) == len(prefix) || strings.HasSuffix(prefix, "/") || path[len(prefix)] == '/'
+}
+
+// hasPort reports whether a host[:port] authority has a port; "[::1]" has none.
+func hasPort(authority string) bool {
+	i := strings.LastIndexByte(authority, ':')
+	return i >= 0 && !strings.HasSuffix(authority, "]") && (strings.HasPrefix(authority, "[") || strings.Count(authority, ":") == 1)
+}
+
+// hostOf drops the port of a host[:port] authority.
+func hostOf(authority string) string {
+	if !hasPort(authority) {
+		return authority
+	}
+	return authority[:strings.LastIndexByte(authority, ':')]
+}
+
+// covers reports whether every request b matches is also matched by a.
+func covers(a, b Match) bool {
+	switch {
+	case a.Authority == "" || a.Authority == b.Authority:
+	case b.Authority != "" && !hasPort(a.Authority) && hostOf(b.Authority) == a.Authority:
+	default:
+		return false
+	}
+	return a.PathPrefix == "" || b.PathPrefix != "" && hasPathPrefix(b.PathPrefix, a.PathPrefix)
 }
 
 // Bucket is one token bucket's shape.
@@ -79,12 +193,13 @@ const (
 	FormatToolResult   Format = "toolResult"
 )
 
-// Response is the shape of a rejection.
+// Response is the shape of a rejection. In the servers form a server's response
+// block is merged field by field over the top-level one.
 type Response struct {
 	ErrorCode int // default -32029
 	// ErrorCodeFor2026 replaces ErrorCode when MCP-Protocol-Version >= 2026-07-28; nil: unset.
 	ErrorCodeFor2026 *int
-	HTTPStatus       int    // default 429
+	HTTPStatus       int    // default 429; with FormatToolResult, used for methods other than tools/call
 	Format           Format // default jsonrpcError
 	Message          string // default "Rate limit exceeded"
 }
@@ -98,11 +213,11 @@ const (
 	FailLocal  FailureMode = "local"
 )
 
-// Redis is the redis: block.
+// Redis is the redis: block. URL, Sentinel and Cluster are mutually exclusive.
 type Redis struct {
-	URL      string
+	URL      string // redis://, rediss:// or unix://; checked with go-redis's ParseURL
 	Username string
-	Password string
+	Password string        // prefer the REDIS_PASSWORD environment variable (SPEC §2)
 	Timeout  time.Duration // per decision; default 50ms
 	Sentinel *Sentinel
 	Cluster  *Cluster
@@ -124,13 +239,37 @@ type TLS struct {
 	InsecureSkipVerify        bool
 }
 
-// Parse validates a policy file's bytes. On failure the error joins every problem,
-// each prefixed by its field path, e.g. "rateLimiting.tools[1].shared.maxTokens: must be >= 1".
+// Parse validates a policy file's bytes and applies defaults. On failure the
+// error joins every problem (each a *Problem) in document order, one per line,
+// each prefixed by its field path and line, e.g.
+// "rateLimiting.tools[1].shared.maxTokens (line 7): must be an integer >= 1 and <= 1000000000, got 0".
 func Parse(data []byte) (*Policy, error) {
-	return nil, errors.New("not implemented")
+	var w walker
+	p := w.parse(data)
+	if err := w.err(); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
-// Load reads and parses the policy file at path.
+// Load reads and parses the policy file at path. A read error is returned
+// wrapped; an invalid file yields "invalid policy file PATH:" followed by
+// Parse's problems, one per line (Problems still finds them).
 func Load(path string) (*Policy, error) {
-	return nil, errors.New("not implemented")
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read policy file: %w", err)
+	}
+	defer f.Close()
+	// Read one byte past the limit so that Parse sees the file is too big without
+	// this reading an arbitrarily large file into memory.
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read policy file: %w", err)
+	}
+	p, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("invalid policy file %s:\n%w", path, err)
+	}
+	return p, nil
 }

@@ -227,41 +227,9 @@ func hostOnly(addr string) string {
 // route returns the first server whose match accepts the request, or nil.
 func route(servers []config.Server, authority, path string) *config.Server {
 	for i := range servers {
-		if matches(servers[i].Match, authority, path) {
+		if servers[i].Match.Matches(authority, path) {
 			return &servers[i]
 		}
 	}
 	return nil
-}
-
-func matches(m config.Match, authority, path string) bool {
-	if m.Authority != "" {
-		a := authority
-		if !strings.Contains(m.Authority, ":") {
-			a = hostOnly(authority)
-		}
-		if !strings.EqualFold(a, m.Authority) {
-			return false
-		}
-	}
-	if m.PathPrefix != "" && !pathHasPrefix(path, m.PathPrefix) {
-		return false
-	}
-	return true
-}
-
-// pathHasPrefix matches whole path segments: "/github" matches "/github",
-// "/github/mcp" and "/github?x", not "/github-enterprise".
-func pathHasPrefix(path, prefix string) bool {
-	if !strings.HasPrefix(path, prefix) {
-		return false
-	}
-	if len(path) == len(prefix) || strings.HasSuffix(prefix, "/") {
-		return true
-	}
-	switch path[len(prefix)] {
-	case '/', '?', '#':
-		return true
-	}
-	return false
 }
