@@ -1,0 +1,106 @@
+// Package envoyconfig renders the shipped Envoy configuration (envoy/envoy.yaml) from
+// its template. The shipped file is the template rendered with Defaults(); the
+// integration tests render the same template with their own addresses, so what CI
+// runs is what users run.
+package envoyconfig
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"text/template"
+	"time"
+)
+
+//go:embed envoy.yaml.tmpl
+var templateText string
+
+var tmpl = template.Must(template.New("envoy.yaml").Option("missingkey=error").Parse(templateText))
+
+// Endpoint is one host:port of a cluster. Host is an IP or a DNS name (clusters are
+// STRICT_DNS, which also accepts IP literals).
+type Endpoint struct {
+	Host string
+	Port int
+}
+
+// Params fill the template. Use Defaults() and change what differs.
+type Params struct {
+	// AdminAddress and AdminPort: Envoy's admin listener (/ready, /stats).
+	AdminAddress string
+	AdminPort    int
+	// ListenAddress and ListenPort: where MCP clients connect.
+	ListenAddress string
+	ListenPort    int
+	// Upstream: the MCP server's endpoints; at least one.
+	Upstream []Endpoint
+	// ExtProc: the processor replicas' gRPC endpoints; at least one.
+	ExtProc []Endpoint
+	// BufferLimitBytes: the largest request body Envoy buffers for ext_proc; larger
+	// bodies get Envoy's 413.
+	BufferLimitBytes int
+	// MessageTimeout: how long Envoy waits for each processor answer before applying
+	// failure_mode_allow. Whole milliseconds.
+	MessageTimeout time.Duration
+}
+
+// DefaultBufferLimitBytes is the documented request body limit: 4 MiB.
+const DefaultBufferLimitBytes = 4 << 20
+
+// Defaults are the values of the shipped envoy/envoy.yaml: the docker-compose service
+// names, Envoy's usual ports, a 4 MiB body limit and a 500 ms message timeout (ten
+// times the limiter's default 50 ms decision deadline).
+func Defaults() Params {
+	return Params{
+		AdminAddress:     "127.0.0.1",
+		AdminPort:        9901,
+		ListenAddress:    "0.0.0.0",
+		ListenPort:       10000,
+		Upstream:         []Endpoint{{Host: "mcp-server", Port: 8080}},
+		ExtProc:          []Endpoint{{Host: "extproc", Port: 50051}},
+		BufferLimitBytes: DefaultBufferLimitBytes,
+		MessageTimeout:   500 * time.Millisecond,
+	}
+}
+
+// templateData is what the template sees: Params with the duration in Envoy's form.
+type templateData struct {
+	Params
+	MessageTimeout string
+}
+
+// Render returns the Envoy bootstrap YAML for p.
+func Render(p Params) ([]byte, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	data := templateData{Params: p, MessageTimeout: envoyDuration(p.MessageTimeout)}
+	if err := tmpl.Execute(&buf, data); err != nil {
+		return nil, fmt.Errorf("render envoy.yaml: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+func (p Params) validate() error {
+	var errs []error
+	if len(p.Upstream) == 0 {
+		errs = append(errs, errors.New("envoyconfig: Upstream: at least one endpoint is needed"))
+	}
+	if len(p.ExtProc) == 0 {
+		errs = append(errs, errors.New("envoyconfig: ExtProc: at least one endpoint is needed"))
+	}
+	if p.BufferLimitBytes <= 0 {
+		errs = append(errs, fmt.Errorf("envoyconfig: BufferLimitBytes: got %d, want > 0", p.BufferLimitBytes))
+	}
+	if p.MessageTimeout < time.Millisecond || p.MessageTimeout%time.Millisecond != 0 {
+		errs = append(errs, fmt.Errorf("envoyconfig: MessageTimeout: got %v, want whole milliseconds > 0", p.MessageTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// envoyDuration formats d as a protobuf JSON duration ("0.500s").
+func envoyDuration(d time.Duration) string {
+	return fmt.Sprintf("%d.%03ds", d/time.Second, (d%time.Second)/time.Millisecond)
+}

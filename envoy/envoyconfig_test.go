@@ -1,0 +1,87 @@
+package envoyconfig
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite envoy.yaml from the template with Defaults()")
+
+// The shipped file must be exactly the template rendered with the defaults, so that
+// the configuration the integration tests run is the one users get.
+func TestShippedEnvoyYAMLIsTheRenderedTemplate(t *testing.T) {
+	got, err := Render(Defaults())
+	if err != nil {
+		t.Fatalf("Render(Defaults()): %v", err)
+	}
+	if *update {
+		if err := os.WriteFile("envoy.yaml", got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile("envoy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("envoy/envoy.yaml differs from the template rendered with Defaults(); run `go test ./envoy -update`")
+	}
+}
+
+func TestRenderPutsEveryEndpointInItsCluster(t *testing.T) {
+	p := Defaults()
+	p.ExtProc = []Endpoint{{Host: "127.0.0.1", Port: 7001}, {Host: "127.0.0.1", Port: 7002}}
+	p.Upstream = []Endpoint{{Host: "127.0.0.1", Port: 7003}}
+	out, err := Render(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range []string{"7001", "7002", "7003"} {
+		if got := strings.Count(string(out), "port_value: "+port+"}"); got != 1 {
+			t.Errorf("port %s appears %d times, want 1", port, got)
+		}
+	}
+}
+
+func TestRenderRejectsInvalidParams(t *testing.T) {
+	tests := []struct {
+		name   string
+		modify func(*Params)
+		want   string
+	}{
+		{"no upstream", func(p *Params) { p.Upstream = nil }, "Upstream"},
+		{"no extproc", func(p *Params) { p.ExtProc = nil }, "ExtProc"},
+		{"zero buffer", func(p *Params) { p.BufferLimitBytes = 0 }, "BufferLimitBytes"},
+		{"sub-millisecond timeout", func(p *Params) { p.MessageTimeout = 1500 * time.Microsecond }, "MessageTimeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := Defaults()
+			tt.modify(&p)
+			_, err := Render(p)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got error %v, want one naming %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestEnvoyDuration(t *testing.T) {
+	tests := []struct {
+		d    time.Duration
+		want string
+	}{
+		{500 * time.Millisecond, "0.500s"},
+		{2 * time.Second, "2.000s"},
+		{1250 * time.Millisecond, "1.250s"},
+	}
+	for _, tt := range tests {
+		if got := envoyDuration(tt.d); got != tt.want {
+			t.Errorf("envoyDuration(%v): got %q, want %q", tt.d, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,118 @@
+package harness
+
+import (
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	envoyconfig "github.com/mcp-ratelimit/extproc/envoy"
+	"github.com/mcp-ratelimit/extproc/test/mcpserver/demo"
+)
+
+// Options configure Start. Zero values are usable except ExtprocBinary and Policy.
+type Options struct {
+	// ExtprocBinary is the built extproc; required.
+	ExtprocBinary string
+	// Policy is the policy file's YAML, written to a temp file; required.
+	Policy string
+	// Replicas is how many extproc replicas run behind Envoy, all on one Redis;
+	// 0 means 1.
+	Replicas int
+	// MemoryStore runs extproc without Redis (its embedded in-memory store).
+	MemoryStore bool
+	// BufferLimitBytes overrides the Envoy body buffer limit; 0: the shipped 4 MiB.
+	BufferLimitBytes int
+	// MessageTimeout overrides Envoy's ext_proc message_timeout; 0: the shipped one.
+	MessageTimeout time.Duration
+	// StatelessUpstream runs the demo MCP server without sessions.
+	StatelessUpstream bool
+}
+
+// Env is one running deployment: MCP clients talk to URL.
+type Env struct {
+	// URL is the MCP endpoint through Envoy: http://127.0.0.1:port/mcp.
+	URL string
+	// Redis is nil with MemoryStore.
+	Redis    *Redis
+	Extprocs []*Extproc
+	Envoy    *Envoy
+	// Upstream counts the tool calls that reached the MCP server.
+	Upstream *demo.Server
+	// PolicyPath is the policy file extproc reads.
+	PolicyPath string
+}
+
+// Start starts Redis, the upstream MCP server, the extproc replicas and Envoy, each
+// ready before Start returns, each stopped in tb.Cleanup.
+func Start(tb testing.TB, o Options) *Env {
+	tb.Helper()
+	// Find both tools first, so that a missing one skips before anything starts.
+	docker, why := useDocker()
+	if docker {
+		tb.Logf("harness: Redis and Envoy from testcontainers-go (%s)", why)
+	} else {
+		RedisTool.Require(tb)
+		EnvoyTool.Require(tb)
+		tb.Logf("harness: Redis and Envoy from local binaries (%s)", why)
+	}
+
+	env := &Env{PolicyPath: filepath.Join(tb.TempDir(), "policy.yaml")}
+	if err := os.WriteFile(env.PolicyPath, []byte(o.Policy), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+
+	env.Upstream = demo.New(demo.Options{Stateless: o.StatelessUpstream})
+	up := httptest.NewServer(env.Upstream)
+	tb.Cleanup(func() {
+		// SSE streams would keep Close waiting; Envoy has stopped by now anyway.
+		up.CloseClientConnections()
+		up.Close()
+	})
+
+	var redisURL string
+	if !o.MemoryStore {
+		env.Redis = StartRedis(tb)
+		redisURL = env.Redis.URL()
+	}
+	replicas := max(o.Replicas, 1)
+	p := envoyconfig.Defaults()
+	p.Upstream = []envoyconfig.Endpoint{endpoint(tb, up.Listener.Addr().String())}
+	p.ExtProc = nil
+	for i := range replicas {
+		name := "extproc"
+		if replicas > 1 {
+			name += "-" + strconv.Itoa(i+1)
+		}
+		e := StartExtproc(tb, ExtprocOptions{
+			Binary: o.ExtprocBinary, ConfigPath: env.PolicyPath, RedisURL: redisURL, Name: name,
+		})
+		env.Extprocs = append(env.Extprocs, e)
+		p.ExtProc = append(p.ExtProc, endpoint(tb, e.GRPCAddr))
+	}
+	if o.BufferLimitBytes != 0 {
+		p.BufferLimitBytes = o.BufferLimitBytes
+	}
+	if o.MessageTimeout != 0 {
+		p.MessageTimeout = o.MessageTimeout
+	}
+	env.Envoy = StartEnvoy(tb, p)
+	env.URL = "http://" + env.Envoy.ListenAddr + "/mcp"
+	return env
+}
+
+func endpoint(tb testing.TB, addr string) envoyconfig.Endpoint {
+	tb.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return envoyconfig.Endpoint{Host: host, Port: n}
+}

@@ -1,0 +1,78 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+)
+
+// Extproc is one running extproc replica.
+type Extproc struct {
+	*Process
+	GRPCAddr  string // 127.0.0.1:port, the ext_proc listener
+	AdminAddr string // 127.0.0.1:port, /healthz /readyz /metrics
+}
+
+// ExtprocOptions configure StartExtproc.
+type ExtprocOptions struct {
+	// Binary is the built extproc (BuildExtproc); required.
+	Binary string
+	// ConfigPath is the policy file; empty: no --config (nothing is limited).
+	ConfigPath string
+	// RedisURL; empty: the in-memory store.
+	RedisURL string
+	// Name labels the logs; default "extproc".
+	Name string
+}
+
+// StartExtproc starts the real CLI on free ports and waits until /readyz answers 200.
+func StartExtproc(tb testing.TB, o ExtprocOptions) *Extproc {
+	tb.Helper()
+	if o.Binary == "" {
+		tb.Fatal("harness: ExtprocOptions.Binary is empty; build it in TestMain with BuildExtproc")
+	}
+	if o.Name == "" {
+		o.Name = "extproc"
+	}
+	e := &Extproc{GRPCAddr: Addr(FreePort(tb)), AdminAddr: Addr(FreePort(tb))}
+	args := []string{"--grpc-addr", e.GRPCAddr, "--admin-addr", e.AdminAddr,
+		"--log-format", "text", "--log-level", "debug"}
+	if o.ConfigPath != "" {
+		args = append(args, "--config", o.ConfigPath)
+	}
+	if o.RedisURL != "" {
+		args = append(args, "--redis-url", o.RedisURL)
+	}
+	e.Process = startProcess(tb, o.Name, o.Binary, args...)
+	if err := e.WaitReady(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	return e
+}
+
+// WaitReady polls /readyz until it answers 200.
+func (e *Extproc) WaitReady(ctx context.Context) error {
+	return WaitFor(ctx, e.Name, e.Process, func(ctx context.Context) error {
+		return httpOK(ctx, "http://"+e.AdminAddr+"/readyz")
+	})
+}
+
+// httpOK GETs url and wants 200.
+func httpOK(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: got %d %q, want 200", url, resp.StatusCode, body)
+	}
+	return nil
+}
