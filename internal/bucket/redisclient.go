@@ -1,0 +1,236 @@
+package bucket
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DialOptions says how to reach Redis. Exactly one of URL, Sentinel and Cluster
+// names the servers. Nothing here is read from the environment: callers resolve
+// flags and variables (e.g. REDIS_PASSWORD into Password) before.
+type DialOptions struct {
+	// URL is redis://[user:pass@]host:port/db, or rediss://... for TLS.
+	URL string
+	// Username, when non-empty, overrides the URL's user.
+	Username string
+	// Password, when non-empty, overrides the URL's password.
+	Password string
+	// Sentinel, when MasterName is set, reaches the master of a Sentinel group.
+	Sentinel SentinelOptions
+	// Cluster, when Addrs is set, reaches a Redis Cluster.
+	Cluster ClusterOptions
+	// TLS configures TLS. It is used with a rediss:// URL, and with Sentinel or
+	// Cluster when any of its fields is set; with a redis:// URL it is an error.
+	TLS TLSOptions
+	// PoolSize is the maximum number of connections per server; 0 means go-redis's
+	// default of 10 per GOMAXPROCS.
+	PoolSize int
+	// DialTimeout bounds establishing a connection; 0 means go-redis's default (5s).
+	DialTimeout time.Duration
+}
+
+// SentinelOptions names a Sentinel-managed master.
+type SentinelOptions struct {
+	MasterName string
+	Addrs      []string // host:port of the sentinels
+}
+
+// ClusterOptions names a Redis Cluster.
+type ClusterOptions struct {
+	Addrs []string // host:port of some cluster nodes, used to discover the others
+}
+
+// TLSOptions configures TLS to Redis. Zero values mean the system roots, no
+// client certificate, and the server name from the address.
+type TLSOptions struct {
+	CAFile   string // PEM roots to verify the server with, instead of the system's
+	CertFile string // PEM client certificate; requires KeyFile
+	KeyFile  string // PEM key of CertFile
+	// ServerName overrides the name the server's certificate is checked against.
+	ServerName string
+	// InsecureSkipVerify disables verification of the server's certificate; for
+	// tests only.
+	InsecureSkipVerify bool
+}
+
+func (o TLSOptions) isSet() bool {
+	return o != TLSOptions{}
+}
+
+// NewRedisClient builds the go-redis client DialOptions describe: a plain client
+// for a URL, a failover client for Sentinel, a cluster client for Cluster. It does
+// not connect; use Ping to check the server is reachable. Every client honours
+// context deadlines on its socket reads and writes, so a decision's deadline
+// bounds its round trip.
+func NewRedisClient(opts DialOptions) (redis.UniversalClient, error) {
+	modes := 0
+	for _, set := range []bool{opts.URL != "", opts.Sentinel.MasterName != "", len(opts.Cluster.Addrs) > 0} {
+		if set {
+			modes++
+		}
+	}
+	switch {
+	case modes == 0:
+		return nil, errors.New("bucket: redis: no URL, sentinel master or cluster addresses")
+	case modes > 1:
+		return nil, errors.New("bucket: redis: URL, sentinel and cluster are exclusive; set one")
+	case opts.Sentinel.MasterName == "" && len(opts.Sentinel.Addrs) > 0:
+		return nil, errors.New("bucket: redis: sentinel addresses without a master name")
+	case opts.Sentinel.MasterName != "" && len(opts.Sentinel.Addrs) == 0:
+		return nil, fmt.Errorf("bucket: redis: sentinel master %q without sentinel addresses", opts.Sentinel.MasterName)
+	}
+
+	var tlsConfig *tls.Config
+	if opts.TLS.isSet() {
+		var err error
+		if tlsConfig, err = newTLSConfig(opts.TLS); err != nil {
+			return nil, err
+		}
+	}
+
+	switch {
+	case opts.Sentinel.MasterName != "":
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName:            opts.Sentinel.MasterName,
+			SentinelAddrs:         opts.Sentinel.Addrs,
+			Username:              opts.Username,
+			Password:              opts.Password,
+			TLSConfig:             tlsConfig,
+			PoolSize:              opts.PoolSize,
+			DialTimeout:           opts.DialTimeout,
+			ContextTimeoutEnabled: true,
+		}), nil
+	case len(opts.Cluster.Addrs) > 0:
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:                 opts.Cluster.Addrs,
+			Username:              opts.Username,
+			Password:              opts.Password,
+			TLSConfig:             tlsConfig,
+			PoolSize:              opts.PoolSize,
+			DialTimeout:           opts.DialTimeout,
+			ContextTimeoutEnabled: true,
+		}), nil
+	}
+
+	o, err := redis.ParseURL(opts.URL)
+	if err != nil {
+		return nil, fmt.Errorf("bucket: redis URL %s: %w", redactURL(opts.URL), redactURLError(opts.URL, err))
+	}
+	if o.TLSConfig == nil && tlsConfig != nil {
+		return nil, fmt.Errorf("bucket: redis URL %s: TLS options need a rediss:// URL", redactURL(opts.URL))
+	}
+	if o.TLSConfig != nil && tlsConfig != nil {
+		if tlsConfig.ServerName == "" {
+			// ParseURL took the server name from the URL's host.
+			tlsConfig.ServerName = o.TLSConfig.ServerName
+		}
+		o.TLSConfig = tlsConfig
+	}
+	if opts.Username != "" {
+		o.Username = opts.Username
+	}
+	if opts.Password != "" {
+		o.Password = opts.Password
+	}
+	if opts.PoolSize > 0 {
+		o.PoolSize = opts.PoolSize
+	}
+	if opts.DialTimeout > 0 {
+		o.DialTimeout = opts.DialTimeout
+	}
+	o.ContextTimeoutEnabled = true
+	return redis.NewClient(o), nil
+}
+
+func newTLSConfig(o TLSOptions) (*tls.Config, error) {
+	c := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         o.ServerName,
+		InsecureSkipVerify: o.InsecureSkipVerify, //nolint:gosec // opt-in, documented as test-only
+	}
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("bucket: redis TLS CA file: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("bucket: redis TLS CA file %s: no PEM certificate found", o.CAFile)
+		}
+	}
+	switch {
+	case o.CertFile != "" && o.KeyFile != "":
+		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("bucket: redis TLS client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	case o.CertFile != "":
+		return nil, fmt.Errorf("bucket: redis TLS certificate %s without a key file", o.CertFile)
+	case o.KeyFile != "":
+		return nil, fmt.Errorf("bucket: redis TLS key %s without a certificate file", o.KeyFile)
+	}
+	return c, nil
+}
+
+// redactURL hides a URL's password so that errors can be logged.
+func redactURL(raw string) string {
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	start := 0
+	if i := strings.Index(raw[:at], "://"); i >= 0 {
+		start = i + len("://")
+	}
+	colon := strings.Index(raw[start:at], ":")
+	if colon < 0 {
+		return raw
+	}
+	return raw[:start+colon+1] + "xxxxx" + raw[at:]
+}
+
+// redactURLError returns err, from parsing raw, with raw's password hidden:
+// url.Parse quotes the whole URL in its errors.
+func redactURLError(raw string, err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		redacted := *ue
+		redacted.URL = redactURL(ue.URL)
+		return &redacted
+	}
+	if redacted := redactURL(raw); redacted != raw {
+		msg := err.Error()
+		if pw := raw[strings.Index(redacted, "xxxxx"):strings.LastIndex(raw, "@")]; pw != "" && strings.Contains(msg, pw) {
+			return errors.New(strings.ReplaceAll(msg, pw, "xxxxx"))
+		}
+	}
+	return err
+}
+
+// Ping checks that client reaches Redis, with an error that says where it tried.
+func Ping(ctx context.Context, client redis.UniversalClient) error {
+	if err := client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("bucket: cannot reach redis at %s: %w", describe(client), err)
+	}
+	return nil
+}
+
+// describe names the servers a client talks to, for error messages.
+func describe(client redis.UniversalClient) string {
+	switch c := client.(type) {
+	case *redis.Client:
+		return c.Options().Addr
+	case *redis.ClusterClient:
+		return "cluster " + strings.Join(c.Options().Addrs, ",")
+	}
+	return fmt.Sprintf("%T", client)
+}
