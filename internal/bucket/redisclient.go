@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"strings"
@@ -233,4 +234,18 @@ func describe(client redis.UniversalClient) string {
 		return "cluster " + strings.Join(c.Options().Addrs, ",")
 	}
 	return fmt.Sprintf("%T", client)
+}
+
+// RouteRedisLogs sends go-redis's own log lines (reconnects, pool errors) to log
+// at warn level instead of plain text on stderr, which would break JSON logs.
+// go-redis keeps its logger in a package variable, so this is process-wide:
+// call it once, from main.
+func RouteRedisLogs(log *slog.Logger) {
+	redis.SetLogger(redisLogger{log})
+}
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client", "msg", fmt.Sprintf(format, v...))
 }

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// options is the resolved command line of the server (SPEC §2).
+type options struct {
+	configPath string // empty: no policy, nothing is limited
+	grpcAddr   string // host:port, or unix:///path
+	adminAddr  string // host:port
+	// redisURL is empty for "use the policy's redis block, else memory".
+	redisURL string
+	// redisPassword comes from REDIS_PASSWORD only: a password given as a flag
+	// would be visible to every user of the machine through ps.
+	redisPassword   string
+	logLevel        slog.Level
+	logFormat       string // "json" or "text"
+	shutdownTimeout time.Duration
+	// pollInterval is how often the policy file is checked for changes; zero
+	// means defaultPollInterval. Not a flag: tests shorten it.
+	pollInterval time.Duration
+}
+
+// usageError is a mistake on the command line; main exits 2 for it.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// flagSpec describes one flag: its environment fallback, its default, and how a
+// value is checked and stored. Keeping them in one table makes the usage text,
+// the env fallback and the validation agree.
+type flagSpec struct {
+	name, env, def, help string
+	set                  func(o *options, v string) error
+}
+
+func flagSpecs() []flagSpec {
+	return []flagSpec{
+		{
+			name: "config", env: "EXTPROC_CONFIG",
+			help: "policy file (YAML); without one nothing is limited",
+			set: func(o *options, v string) error {
+				o.configPath = v
+				return nil
+			},
+		},
+		{
+			name: "grpc-addr", env: "EXTPROC_GRPC_ADDR", def: ":50051",
+			help: "ext_proc and gRPC health listener: host:port, or unix:///path for a Unix socket",
+			set: func(o *options, v string) error {
+				if _, _, err := parseListenAddr(v); err != nil {
+					return err
+				}
+				o.grpcAddr = v
+				return nil
+			},
+		},
+		{
+			name: "admin-addr", env: "EXTPROC_ADMIN_ADDR", def: ":8081",
+			help: "HTTP listener for /metrics, /healthz and /readyz: host:port",
+			set: func(o *options, v string) error {
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return fmt.Errorf("want host:port: %w", err)
+				}
+				o.adminAddr = v
+				return nil
+			},
+		},
+		{
+			name: "redis-url", env: "REDIS_URL",
+			help: "redis://[user:pass@]host:port/db or rediss:// (TLS); empty: the policy's redis block, else the in-memory store (one replica only)",
+			set: func(o *options, v string) error {
+				if v == "" {
+					return nil
+				}
+				if err := checkRedisURL(v); err != nil {
+					return err
+				}
+				o.redisURL = v
+				return nil
+			},
+		},
+		{
+			name: "log-level", env: "EXTPROC_LOG_LEVEL", def: "info",
+			help: "debug, info, warn or error",
+			set: func(o *options, v string) error {
+				levels := map[string]slog.Level{
+					"debug": slog.LevelDebug, "info": slog.LevelInfo,
+					"warn": slog.LevelWarn, "error": slog.LevelError,
+				}
+				l, ok := levels[strings.ToLower(v)]
+				if !ok {
+					return errors.New("want debug, info, warn or error")
+				}
+				o.logLevel = l
+				return nil
+			},
+		},
+		{
+			name: "log-format", env: "EXTPROC_LOG_FORMAT", def: "json",
+			help: "json or text",
+			set: func(o *options, v string) error {
+				v = strings.ToLower(v)
+				if v != "json" && v != "text" {
+					return errors.New("want json or text")
+				}
+				o.logFormat = v
+				return nil
+			},
+		},
+		{
+			name: "shutdown-timeout", env: "EXTPROC_SHUTDOWN_TIMEOUT", def: "15s",
+			help: "after SIGTERM, how long in-flight streams may run before they are cut",
+			set: func(o *options, v string) error {
+				d, err := time.ParseDuration(v)
+				if err != nil {
+					return errors.New("want a Go duration such as 15s")
+				}
+				if d <= 0 {
+					return errors.New("must be > 0")
+				}
+				o.shutdownTimeout = d
+				return nil
+			},
+		},
+	}
+}
+
+// parseFlags resolves the server's options: a flag wins over its environment
+// variable, which wins over the default. An empty environment variable counts as
+// unset. getenv is the only way the environment is read. Errors are usageErrors,
+// except flag.ErrHelp, returned as is for -h and --help.
+func parseFlags(args []string, getenv func(string) string) (options, error) {
+	specs := flagSpecs()
+	fs := flag.NewFlagSet("extproc", flag.ContinueOnError)
+	// The flag package would print its own message and usage; run prints ours.
+	fs.SetOutput(io.Discard)
+	values := make(map[string]*string, len(specs))
+	for _, s := range specs {
+		values[s.name] = fs.String(s.name, s.def, s.help)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return options{}, err
+		}
+		return options{}, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return options{}, usageErrorf("unexpected argument %q (subcommands come before any flag)", fs.Arg(0))
+	}
+	given := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+
+	var o options
+	for _, s := range specs {
+		v, source := *values[s.name], "--"+s.name
+		if !given[s.name] {
+			if ev := getenv(s.env); ev != "" {
+				v, source = ev, s.env
+			}
+		}
+		if err := s.set(&o, v); err != nil {
+			return options{}, usageErrorf("invalid %s %q: %w", source, redactURL(v), err)
+		}
+	}
+	o.redisPassword = getenv("REDIS_PASSWORD")
+	return o, nil
+}
+
+// parseListenAddr splits a --grpc-addr value into a network and an address for
+// net.Listen.
+func parseListenAddr(addr string) (network, address string, err error) {
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		if path == "" {
+			return "", "", errors.New("want unix:///path/to/socket")
+		}
+		return "unix", path, nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return "", "", fmt.Errorf("want host:port or unix:///path: %w", err)
+	}
+	return "tcp", addr, nil
+}
+
+// checkRedisURL rejects what go-redis could never dial, before anything starts.
+// Its errors never quote the URL: it may hold a password.
+func checkRedisURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil {
+		return errors.New("not a URL")
+	}
+	switch u.Scheme {
+	case "redis", "rediss":
+		if u.Host == "" {
+			return errors.New("want redis://[user:pass@]host:port/db")
+		}
+	case "unix":
+		if u.Path == "" {
+			return errors.New("want unix:///path/to/redis.sock")
+		}
+	default:
+		return errors.New("scheme must be redis, rediss or unix")
+	}
+	return nil
+}
+
+// redactURL hides the password of a URL-shaped value, so that error messages
+// and logs can quote it; other values are returned unchanged.
+func redactURL(v string) string {
+	u, err := url.Parse(v)
+	if err != nil || u.User == nil {
+		if strings.Contains(v, "@") {
+			// Unparseable but maybe holding credentials: quote nothing of them.
+			return "<redacted>"
+		}
+		return v
+	}
+	return u.Redacted()
+}
+
+const usageText = `extproc: an Envoy ext_proc external processor that rate-limits MCP traffic.
+
+Usage:
+  extproc [flags]               serve
+  extproc check-config FILE     validate a policy file
+  extproc version               print the version
+  extproc help                  print this help
+
+Flags (each also read from an environment variable; the flag wins):
+`
+
+func printUsage(w io.Writer) {
+	var b strings.Builder
+	b.WriteString(usageText)
+	for _, s := range flagSpecs() {
+		fmt.Fprintf(&b, "  --%s (env %s", s.name, s.env)
+		if s.def != "" {
+			fmt.Fprintf(&b, ", default %s", s.def)
+		}
+		fmt.Fprintf(&b, ")\n      %s\n", s.help)
+	}
+	b.WriteString("\nREDIS_PASSWORD, if set, overrides the Redis password of the URL or the policy.\n")
+	io.WriteString(w, b.String())
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFlagsResolvesFlagEnvAndDefault(t *testing.T) {
+	defaults := options{
+		grpcAddr:        ":50051",
+		adminAddr:       ":8081",
+		logLevel:        slog.LevelInfo,
+		logFormat:       "json",
+		shutdownTimeout: 15 * time.Second,
+	}
+	with := func(f func(*options)) options {
+		o := defaults
+		f(&o)
+		return o
+	}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want options
+	}{
+		{name: "defaults without flags or env", want: defaults},
+		{
+			name: "env fills every option",
+			env: map[string]string{
+				"EXTPROC_CONFIG": "/etc/p.yaml", "EXTPROC_GRPC_ADDR": "unix:///run/x.sock",
+				"EXTPROC_ADMIN_ADDR": "127.0.0.1:9000", "REDIS_URL": "redis://r:6379/1",
+				"EXTPROC_LOG_LEVEL": "debug", "EXTPROC_LOG_FORMAT": "text",
+				"EXTPROC_SHUTDOWN_TIMEOUT": "3s", "REDIS_PASSWORD": "s3cret",
+			},
+			want: options{
+				configPath: "/etc/p.yaml", grpcAddr: "unix:///run/x.sock", adminAddr: "127.0.0.1:9000",
+				redisURL: "redis://r:6379/1", redisPassword: "s3cret", logLevel: slog.LevelDebug,
+				logFormat: "text", shutdownTimeout: 3 * time.Second,
+			},
+		},
+		{
+			name: "flags win over env",
+			args: []string{
+				"--config", "flag.yaml", "--grpc-addr", "127.0.0.1:0", "--admin-addr=:0",
+				"--redis-url", "rediss://flag:6380", "--log-level", "WARN", "--log-format", "text",
+				"--shutdown-timeout", "1m",
+			},
+			env: map[string]string{
+				"EXTPROC_CONFIG": "env.yaml", "EXTPROC_GRPC_ADDR": ":1", "EXTPROC_ADMIN_ADDR": ":2",
+				"REDIS_URL": "redis://env:6379", "EXTPROC_LOG_LEVEL": "debug",
+				"EXTPROC_LOG_FORMAT": "json", "EXTPROC_SHUTDOWN_TIMEOUT": "2s",
+			},
+			want: options{
+				configPath: "flag.yaml", grpcAddr: "127.0.0.1:0", adminAddr: ":0",
+				redisURL: "rediss://flag:6380", logLevel: slog.LevelWarn, logFormat: "text",
+				shutdownTimeout: time.Minute,
+			},
+		},
+		{
+			name: "empty env counts as unset",
+			env:  map[string]string{"EXTPROC_GRPC_ADDR": "", "EXTPROC_LOG_LEVEL": ""},
+			want: defaults,
+		},
+		{
+			name: "single-dash flags work too",
+			args: []string{"-log-level", "error"},
+			want: with(func(o *options) { o.logLevel = slog.LevelError }),
+		},
+		{
+			name: "an empty --redis-url flag overrides REDIS_URL",
+			args: []string{"--redis-url="},
+			env:  map[string]string{"REDIS_URL": "redis://env:6379"},
+			want: defaults,
+		},
+		{
+			name: "a valid flag makes an invalid env value irrelevant",
+			args: []string{"--log-level", "info"},
+			env:  map[string]string{"EXTPROC_LOG_LEVEL": "verbose"},
+			want: defaults,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseFlags(tt.args, mapEnv(tt.env))
+			if err != nil {
+				t.Fatalf("parseFlags: got error %v, want nil", err)
+			}
+			if got != tt.want {
+				t.Errorf("got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseFlagsRejectsInvalidValues(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		// wantErr are substrings of the error; the first names the source.
+		wantErr []string
+	}{
+		{name: "unknown log level flag", args: []string{"--log-level", "verbose"}, wantErr: []string{`--log-level "verbose"`, "debug, info, warn or error"}},
+		{name: "unknown log level env", env: map[string]string{"EXTPROC_LOG_LEVEL": "verbose"}, wantErr: []string{`EXTPROC_LOG_LEVEL "verbose"`}},
+		{name: "unknown log format", args: []string{"--log-format", "xml"}, wantErr: []string{`--log-format "xml"`, "json or text"}},
+		{name: "shutdown timeout not a duration", args: []string{"--shutdown-timeout", "15"}, wantErr: []string{"--shutdown-timeout", "Go duration"}},
+		{name: "shutdown timeout zero", env: map[string]string{"EXTPROC_SHUTDOWN_TIMEOUT": "0s"}, wantErr: []string{"EXTPROC_SHUTDOWN_TIMEOUT", "> 0"}},
+		{name: "grpc addr without port", args: []string{"--grpc-addr", "50051"}, wantErr: []string{"--grpc-addr", "host:port"}},
+		{name: "unix socket without path", args: []string{"--grpc-addr", "unix://"}, wantErr: []string{"--grpc-addr", "unix:///path"}},
+		{name: "admin addr without port", env: map[string]string{"EXTPROC_ADMIN_ADDR": "localhost"}, wantErr: []string{"EXTPROC_ADMIN_ADDR", "host:port"}},
+		{name: "redis url with another scheme", args: []string{"--redis-url", "http://r:6379"}, wantErr: []string{"--redis-url", "redis, rediss or unix"}},
+		{name: "redis url without host", env: map[string]string{"REDIS_URL": "redis:///0"}, wantErr: []string{"REDIS_URL"}},
+		{name: "unknown flag", args: []string{"--colour"}, wantErr: []string{"colour"}},
+		{name: "stray argument", args: []string{"serve"}, wantErr: []string{`unexpected argument "serve"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseFlags(tt.args, mapEnv(tt.env))
+			if err == nil {
+				t.Fatal("got nil error, want one")
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("got error %q, want it to contain %q", err, w)
+				}
+			}
+			if got := exitCode(err); got != 2 {
+				t.Errorf("exit code: got %d, want 2", got)
+			}
+		})
+	}
+}
+
+func TestParseFlagsNeverQuotesARedisPassword(t *testing.T) {
+	_, err := parseFlags([]string{"--redis-url", "http://user:hunter2@r:6379"}, mapEnv(nil))
+	if err == nil {
+		t.Fatal("got nil error, want one")
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("got error %q, want the password redacted", err)
+	}
+}
+
+func TestParseFlagsReturnsErrHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "--help"} {
+		if _, err := parseFlags([]string{arg}, mapEnv(nil)); !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("%s: got error %v, want flag.ErrHelp", arg, err)
+		}
+	}
+}
+
+// mapEnv is a getenv over m.
+func mapEnv(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}

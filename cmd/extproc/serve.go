@@ -1,0 +1,286 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/mcp-ratelimit/extproc/internal/config"
+	"github.com/mcp-ratelimit/extproc/internal/limiter"
+	"github.com/mcp-ratelimit/extproc/internal/metrics"
+	"github.com/mcp-ratelimit/extproc/internal/processor"
+)
+
+// extProcService is the gRPC service name whose health Envoy and Kubernetes ask for.
+var extProcService = extprocv3.ExternalProcessor_ServiceDesc.ServiceName
+
+// maxMessageBytes bounds one ext_proc message: the buffered request body plus
+// headers. Keep it above Envoy's per_connection_buffer_limit_bytes (4 MiB shipped).
+const maxMessageBytes = 64 << 20
+
+// adminShutdownTimeout bounds the admin server's shutdown, after the gRPC drain:
+// its requests (probes, scrapes) are short.
+const adminShutdownTimeout = 2 * time.Second
+
+// serve runs the processor until ctx is done, then shuts down gracefully. It
+// returns nil after a shutdown asked for through ctx.
+func serve(ctx context.Context, o options, log *slog.Logger) error {
+	// Hashed before loading: a change in between is then seen by the first poll.
+	seen := contentHash(o.configPath)
+	policy, err := loadPolicy(o, log)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+
+	st, err := openStore(ctx, o, policy.Redis, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.close(); err != nil {
+			log.Warn("closing the store", "error", err)
+		}
+	}()
+
+	lim := limiter.New(policy, limiter.Options{Store: st.Store, Logger: log})
+	m := metrics.New(reg)
+	proc := processor.New(lim, processor.Options{Logger: log, Observer: m})
+
+	grpcLis, err := listen(o.grpcAddr)
+	if err != nil {
+		return err
+	}
+	adminLis, err := net.Listen("tcp", o.adminAddr)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("admin listener: %w", err)
+	}
+
+	gs := grpc.NewServer(
+		// Envoy sends the whole buffered body in one message. grpc-go's default
+		// 4 MiB receive limit is at Envoy's shipped buffer limit: a body near it
+		// would end the stream, and failure_mode_allow would let it through
+		// unlimited. The limit stays above any buffer limit a deployment should use.
+		grpc.MaxRecvMsgSize(maxMessageBytes),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			// Envoy's HTTP/2 connection keepalive may ping every few seconds, also
+			// between streams; grpc-go's default policy (5 min, not without a stream)
+			// answers that with GOAWAY "too_many_pings" and drops the connection.
+			MinTime:             5 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			// Ping a quiet client after 30 s and close the connection if it does not
+			// answer within 10 s, so connections of vanished Envoys (lost node, NAT
+			// timeout) do not linger.
+			Time:    30 * time.Second,
+			Timeout: 10 * time.Second,
+		}),
+	)
+	hs := health.NewServer()
+	// health.NewServer reports "" SERVING from the start; nothing is served yet.
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	extprocv3.RegisterExternalProcessorServer(gs, proc)
+	healthpb.RegisterHealthServer(gs, hs)
+
+	var ready atomic.Bool
+	admin := &http.Server{
+		Handler:           adminHandler(reg, &ready),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	errc := make(chan error, 2)
+	go func() {
+		// Serve returns nil only after Stop or GracefulStop.
+		if err := gs.Serve(grpcLis); err != nil {
+			errc <- fmt.Errorf("grpc server: %w", err)
+		}
+	}()
+	go func() {
+		if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("admin server: %w", err)
+		}
+	}()
+	log.Info("grpc listening", "network", grpcLis.Addr().Network(), "addr", grpcLis.Addr().String())
+	log.Info("admin listening", "addr", adminLis.Addr().String())
+
+	// Started before "ready" is logged, so SIGHUP is handled by then.
+	if o.configPath != "" {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		interval := o.pollInterval
+		if interval <= 0 {
+			interval = defaultPollInterval
+		}
+		w := &policyWatcher{
+			path: o.configPath, interval: interval, trigger: hup, initial: policy,
+			apply: lim.SetPolicy, reloaded: m.ConfigReloaded, log: log, last: seen,
+		}
+		wctx, stopWatch := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			w.run(wctx)
+		}()
+		defer func() {
+			stopWatch()
+			<-watched
+		}()
+	}
+
+	// The policy is loaded, the store answered and both listeners are bound.
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(extProcService, healthpb.HealthCheckResponse_SERVING)
+	ready.Store(true)
+	log.Info("ready", "version", version)
+
+	var failed error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "grace", o.shutdownTimeout.String())
+	case failed = <-errc:
+		log.Error("shutting down after a server failed", "error", failed)
+	}
+
+	// Say we are going before we go: /readyz fails and health turns NOT_SERVING
+	// (Shutdown also ignores later updates) while the listeners still answer.
+	ready.Store(false)
+	hs.Shutdown()
+	stopGRPC(gs, o.shutdownTimeout, log)
+
+	// The admin server outlives the gRPC drain so that probes see /readyz fail
+	// and the last metrics can be scraped.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), adminShutdownTimeout)
+	defer cancel()
+	if err := admin.Shutdown(sctx); err != nil {
+		log.Warn("admin server did not stop in time", "error", err)
+		admin.Close()
+	}
+	log.Info("stopped")
+	return failed
+}
+
+// loadPolicy reads --config, or returns the empty policy, which limits nothing.
+func loadPolicy(o options, log *slog.Logger) (*config.Policy, error) {
+	if o.configPath == "" {
+		log.Warn("no --config: nothing is limited")
+		return &config.Policy{}, nil
+	}
+	p, err := config.Load(o.configPath)
+	if err != nil {
+		return nil, problemsError{o.configPath, err}
+	}
+	log.Info("policy loaded", "file", o.configPath, "summary", summary(p))
+	return p, nil
+}
+
+// stopGRPC lets in-flight ext_proc streams finish, then cuts those still open.
+//
+// Budget: grace (--shutdown-timeout, 15 s by default) for the drain, then up to
+// adminShutdownTimeout (2 s) for the admin server: 17 s, within Kubernetes'
+// default terminationGracePeriodSeconds of 30 s. An ext_proc stream lives as long
+// as one HTTP request's headers and body, so a few seconds normally suffice;
+// the grace only matters for slow uploads and long-lived health Watch streams.
+func stopGRPC(gs *grpc.Server, grace time.Duration, log *slog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		log.Warn("grace period over: closing the streams still open", "grace", grace.String())
+		gs.Stop()
+		<-done
+	}
+}
+
+// adminHandler serves the admin endpoints. ready is false until the server
+// serves and again once shutdown began.
+func adminHandler(reg *prometheus.Registry, ready *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return mux
+}
+
+// listen opens the --grpc-addr listener.
+func listen(addr string) (net.Listener, error) {
+	network, address, err := parseListenAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	if network == "unix" {
+		if err := removeStaleSocket(address); err != nil {
+			return nil, fmt.Errorf("grpc listener: %w", err)
+		}
+	}
+	lis, err := net.Listen(network, address)
+	if err != nil {
+		return nil, fmt.Errorf("grpc listener: %w", err)
+	}
+	return lis, nil
+}
+
+// removeStaleSocket removes the socket file a killed process left behind, on
+// which Listen would fail with "address already in use". A socket that some
+// process still accepts on, and a file that is not a socket, are left alone.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("%s: another process is listening on it", path)
+	}
+	return os.Remove(path)
+}
