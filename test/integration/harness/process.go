@@ -40,7 +40,7 @@ func (b *logBuffer) String() string {
 	return b.buf.String()
 }
 
-// service is a started dependency: a local process or, with -tags docker, a container.
+// service is a started dependency: a local process or, when a Docker engine is reachable, a container.
 type service interface {
 	Start() error
 	Stop() error

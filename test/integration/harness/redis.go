@@ -10,7 +10,7 @@ import (
 )
 
 // Redis is a redis-server on a free loopback port, without persistence: a local
-// process, or a container with -tags docker when a Docker engine is reachable.
+// process, or a container when a Docker engine is reachable.
 type Redis struct {
 	svc  service
 	Addr string // 127.0.0.1:port, the same across Stop and Restart
