@@ -19,14 +19,35 @@ import (
 type Request struct {
 	Authority string // :authority
 	Path      string // :path
-	// Headers holds lower-cased request header names and their values.
-	Headers map[string]string
+	// Headers gives the request headers; nil means none.
+	Headers Headers
 	// SourceAddress is the client address Envoy saw ("ip:port" or "ip"); empty if unknown.
 	SourceAddress string
 	// JWTPayloads are verified JWT payloads forwarded by Envoy's jwt_authn filter.
 	JWTPayloads []map[string]any
 	// Body is the complete request body; nil when the request has none.
 	Body []byte
+}
+
+// Headers gives a request header's value by its lower-case name ("" when
+// absent). The processor reads them straight from Envoy's header list, so only
+// the few headers a decision asks for are ever converted.
+type Headers interface {
+	Get(name string) string
+}
+
+// HeaderMap is Headers held in a map of lower-case names.
+type HeaderMap map[string]string
+
+// Get returns the value of name.
+func (h HeaderMap) Get(name string) string { return h[name] }
+
+// header returns r's header name, tolerating nil Headers.
+func (r *Request) header(name string) string {
+	if r.Headers == nil {
+		return ""
+	}
+	return r.Headers.Get(name)
 }
 
 // Header is one response header.
@@ -95,7 +116,7 @@ type Options struct {
 // Limiter decides. It is safe for concurrent use; SetPolicy may be called at any
 // time (hot reload) and applies to the decisions that start after it.
 type Limiter struct {
-	policy   atomic.Pointer[config.Policy]
+	policy   atomic.Pointer[compiled]
 	store    bucket.Store
 	fallback bucket.Store
 	log      *slog.Logger
@@ -130,19 +151,20 @@ func (l *Limiter) SetPolicy(p *config.Policy) {
 	if p == nil {
 		p = &config.Policy{}
 	}
-	l.policy.Store(p)
+	l.policy.Store(compile(p))
 }
 
 // Policy returns the policy in force.
-func (l *Limiter) Policy() *config.Policy { return l.policy.Load() }
+func (l *Limiter) Policy() *config.Policy { return l.policy.Load().policy }
 
 // Decide returns the decision for r.
 func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
-	p := l.policy.Load()
-	srv := route(p.Servers, r.Authority, r.Path)
-	if srv == nil {
+	c := l.policy.Load()
+	cs := c.route(r.Authority, r.Path)
+	if cs == nil {
 		return Decision{Allow: true, Outcome: OutcomeUnlimited}
 	}
+	srv := cs.srv
 	d := Decision{Allow: true, Outcome: OutcomeUnlimited, Server: srv.Name}
 	if r.Body == nil {
 		// GET (SSE) and DELETE carry no JSON-RPC message: never limited (SPEC §1).
@@ -156,7 +178,7 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 		}
 		// Servers that read only the first JSON value run it: charge it.
 	}
-	plan := planCharges(srv, body, &r)
+	plan := planCharges(cs, body, &r)
 	d.Method, d.Tool = plan.method, plan.tool
 	if len(plan.charges) == 0 {
 		return d
@@ -167,7 +189,7 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 		return l.reject(srv, r, body, plan, d, i, plan.charges[i].Limit.RefillPeriod, 0)
 	}
 
-	res, storeErr, err := l.take(ctx, p, srv, plan.charges)
+	res, storeErr, err := l.take(ctx, c.policy, srv, plan.charges)
 	d.StoreError = storeErr
 	if err != nil {
 		switch srv.FailureMode {

@@ -37,10 +37,11 @@ func call(id, tool string) []byte {
 }
 
 func post(body []byte, headers ...string) Request {
-	r := Request{Authority: "mcp.example.com", Path: "/mcp", Headers: map[string]string{"content-type": "application/json"}, Body: body}
+	h := HeaderMap{"content-type": "application/json"}
 	for i := 0; i+1 < len(headers); i += 2 {
-		r.Headers[headers[i]] = headers[i+1]
+		h[headers[i]] = headers[i+1]
 	}
+	r := Request{Authority: "mcp.example.com", Path: "/mcp", Headers: h, Body: body}
 	return r
 }
 
@@ -332,6 +333,7 @@ func TestLabelsAreBounded(t *testing.T) {
 	l := New(server(func(s *config.Server) {
 		s.Shared = perMinute(100)
 		s.Tools["search"] = config.Tool{Name: "search", Cost: 1}
+		s.Methods["resources/read"] = config.Method{Name: "resources/read", Cost: 1, Shared: perMinute(100)}
 	}), Options{})
 	tests := []struct {
 		body       []byte
@@ -342,6 +344,8 @@ func TestLabelsAreBounded(t *testing.T) {
 		{call("1", "search"), "tools/call", "search", OutcomeAllowed},
 		{call("2", "user-supplied-name-123"), "tools/call", "other", OutcomeAllowed},
 		{[]byte(`{"jsonrpc":"2.0","id":1,"method":"whatever/custom"}`), "other", "", OutcomeUnlimited},
+		{[]byte(`[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"x"}}]`), "resources/read", "", OutcomeAllowed},
+		{[]byte(`[{"jsonrpc":"2.0","id":1,"method":"tools/list"},` + string(call("2", "search")) + `]`), "tools/call", "search", OutcomeAllowed},
 	}
 	for _, tt := range tests {
 		d := l.Decide(context.Background(), post(tt.body))
@@ -465,8 +469,8 @@ func TestIdentitySources(t *testing.T) {
 		{"nested claim wins", Request{JWTPayloads: []map[string]any{{"sub": "alice", "org": map[string]any{"id": "acme"}}}}, "jwt:acme"},
 		{"numeric claim", Request{JWTPayloads: []map[string]any{{"org": map[string]any{"id": float64(42)}}}}, "jwt:42"},
 		{"falls through to sub", Request{JWTPayloads: []map[string]any{{"sub": "alice"}}}, "jwt:alice"},
-		{"empty claim does not count", Request{JWTPayloads: []map[string]any{{"sub": ""}}, Headers: map[string]string{"x-user-id": "h"}}, "header:h"},
-		{"header", Request{Headers: map[string]string{"x-user-id": " bob "}}, "header:bob"},
+		{"empty claim does not count", Request{JWTPayloads: []map[string]any{{"sub": ""}}, Headers: HeaderMap{"x-user-id": "h"}}, "header:h"},
+		{"header", Request{Headers: HeaderMap{"x-user-id": " bob "}}, "header:bob"},
 		{"source address without port", Request{SourceAddress: "10.1.2.3:5555"}, "ip:10.1.2.3"},
 		{"ipv6 source address", Request{SourceAddress: "[::1]:5555"}, "ip:::1"},
 		{"nothing", Request{}, ""},

@@ -19,6 +19,116 @@ type chargeInfo struct {
 	policy string // the key's scope part, e.g. "user-tool:search": the header policy name
 }
 
+// bucketRef is one bucket of the policy with all that does not depend on the
+// request, built once per policy (see compile).
+type bucketRef struct {
+	limit bucket.Limit
+	scope bucket.Scope
+	name  string // the tool or method; "" for the server-wide buckets
+	// key is the bucket's key for shared scopes; per-user keys depend on the
+	// identity and are built per request.
+	key  string
+	info chargeInfo
+}
+
+// rule is what one call charges: a tools/call of one tool, or one method.
+type rule struct {
+	cost    int64
+	shared  []*bucketRef
+	perUser []*bucketRef
+}
+
+// compiledServer is a server's policy ready for planning.
+type compiledServer struct {
+	srv *config.Server
+	// limitsToolCalls: tools/call is limited on this server.
+	limitsToolCalls bool
+	// unknownTool applies to tools/call of a tool the policy does not name.
+	unknownTool rule
+	tools       map[string]*rule
+	methods     map[string]*rule
+}
+
+// compiled is a policy with its servers compiled.
+type compiled struct {
+	policy  *config.Policy
+	servers []compiledServer
+}
+
+func compile(p *config.Policy) *compiled {
+	c := &compiled{policy: p, servers: make([]compiledServer, len(p.Servers))}
+	for i := range p.Servers {
+		srv := &p.Servers[i]
+		cs := &c.servers[i]
+		*cs = compiledServer{srv: srv, limitsToolCalls: srv.LimitsToolCalls(),
+			tools: make(map[string]*rule, len(srv.Tools)), methods: make(map[string]*rule, len(srv.Methods))}
+		ref := func(b *config.Bucket, scope bucket.Scope, name, limit, scopeLabel string) *bucketRef {
+			r := &bucketRef{
+				limit: bucket.Limit{MaxTokens: b.MaxTokens, RefillPeriod: b.RefillPeriod},
+				scope: scope, name: name,
+				info: chargeInfo{limit: limit, scope: scopeLabel, policy: policyName(scope, name)},
+			}
+			if scopeLabel == "shared" {
+				r.key = bucket.Key(srv.Name, scope, name, "")
+			}
+			return r
+		}
+		var serverShared, serverUser *bucketRef
+		if srv.Shared != nil {
+			serverShared = ref(srv.Shared, bucket.ScopeShared, "", "server", "shared")
+		}
+		if srv.PerUser != nil {
+			serverUser = ref(srv.PerUser, bucket.ScopeUser, "", "server", "perUser")
+		}
+		toolRule := func(cost int64, shared, perUser *bucketRef) *rule {
+			r := &rule{cost: cost}
+			for _, b := range []*bucketRef{serverShared, shared} {
+				if b != nil {
+					r.shared = append(r.shared, b)
+				}
+			}
+			for _, b := range []*bucketRef{serverUser, perUser} {
+				if b != nil {
+					r.perUser = append(r.perUser, b)
+				}
+			}
+			return r
+		}
+		cs.unknownTool = *toolRule(1, nil, nil)
+		for name, t := range srv.Tools {
+			var shared, perUser *bucketRef
+			if t.Shared != nil {
+				shared = ref(t.Shared, bucket.ScopeTool, name, "tool:"+name, "shared")
+			}
+			if t.PerUser != nil {
+				perUser = ref(t.PerUser, bucket.ScopeUserTool, name, "tool:"+name, "perUser")
+			}
+			cs.tools[name] = toolRule(t.Cost, shared, perUser)
+		}
+		for name, m := range srv.Methods {
+			r := &rule{cost: m.Cost}
+			if m.Shared != nil {
+				r.shared = append(r.shared, ref(m.Shared, bucket.ScopeMethod, name, "method:"+name, "shared"))
+			}
+			if m.PerUser != nil {
+				r.perUser = append(r.perUser, ref(m.PerUser, bucket.ScopeUserMethod, name, "method:"+name, "perUser"))
+			}
+			cs.methods[name] = r
+		}
+	}
+	return c
+}
+
+// route returns the first server whose match accepts the request, or nil.
+func (c *compiled) route(authority, path string) *compiledServer {
+	for i := range c.servers {
+		if c.servers[i].srv.Match.Matches(authority, path) {
+			return &c.servers[i]
+		}
+	}
+	return nil
+}
+
 // plan is the set of buckets one request body charges.
 type plan struct {
 	charges []bucket.Charge
@@ -35,100 +145,87 @@ type plan struct {
 // planCharges lists the charges for every limited message of body. Charges to
 // the same bucket from several batch elements are summed into one, so a batch is
 // charged all-or-nothing in a single Take.
-func planCharges(srv *config.Server, body mcp.Body, r *Request) plan {
+func planCharges(cs *compiledServer, body mcp.Body, r *Request) plan {
 	pl := plan{neverFits: -1}
-	id := identity{sources: srv.Identity, r: r}
+	id := identity{sources: cs.srv.Identity, r: r}
+	var firstLabel string // the first message's label, when nothing is limited
 	for _, m := range body.Messages {
 		if m.Kind != mcp.KindRequest && m.Kind != mcp.KindNotification {
 			continue
 		}
-		if m.Method == toolsCall && srv.LimitsToolCalls() {
-			pl.addToolCall(srv, m, &id)
-			continue
-		}
-		if meth, ok := srv.Methods[m.Method]; ok {
-			if pl.method == "" {
-				pl.method = meth.Name
-			}
-			pl.add(srv.Name, bucket.ScopeMethod, meth.Name, "", meth.Shared, meth.Cost, "method:"+meth.Name, "shared")
-			if meth.PerUser != nil {
-				if u := id.get(); u != "" {
-					pl.add(srv.Name, bucket.ScopeUserMethod, meth.Name, u, meth.PerUser, meth.Cost, "method:"+meth.Name, "perUser")
+		var ru *rule
+		label := OtherLabel
+		if m.Method == toolsCall {
+			label = toolsCall
+			t, known := cs.tools[m.Name]
+			if pl.tool == "" {
+				pl.tool = OtherLabel
+				if known {
+					pl.tool = m.Name
 				}
 			}
+			if cs.limitsToolCalls {
+				ru = &cs.unknownTool
+				if known {
+					ru = t
+				}
+				if m.HasID() {
+					pl.toolCallWithID = true
+				}
+			}
+		} else if mr, ok := cs.methods[m.Method]; ok {
+			ru, label = mr, m.Method
+		}
+		if firstLabel == "" {
+			firstLabel = label
+		}
+		if ru == nil {
 			continue
 		}
-		if pl.method == "" && len(pl.charges) == 0 && len(body.Messages) > 0 && m.Method == body.Messages[0].Method {
-			// Unlimited methods get a bounded label; it is overwritten by the
-			// first limited method of a batch.
-			pl.method = OtherLabel
-			if m.Method == toolsCall {
-				pl.method = toolsCall
-			}
+		if pl.method == "" {
+			pl.method = label
 		}
+		for _, b := range ru.shared {
+			pl.add(b.key, b, ru.cost)
+		}
+		if len(ru.perUser) == 0 {
+			continue
+		}
+		u := id.get()
+		if u == "" {
+			// No identity: per-user buckets are skipped (SPEC §3).
+			continue
+		}
+		for _, b := range ru.perUser {
+			pl.add(bucket.Key(cs.srv.Name, b.scope, b.name, u), b, ru.cost)
+		}
+	}
+	if pl.method == "" {
+		pl.method = firstLabel
 	}
 	return pl
 }
 
-func (pl *plan) addToolCall(srv *config.Server, m mcp.Message, id *identity) {
-	if pl.method == "" || pl.method == OtherLabel {
-		pl.method = toolsCall
-	}
-	if m.HasID() {
-		pl.toolCallWithID = true
-	}
-	tool, known := srv.Tools[m.Name]
-	cost := int64(1)
-	if known {
-		cost = tool.Cost
-	}
-	if pl.tool == "" {
-		pl.tool = OtherLabel
-		if known {
-			pl.tool = tool.Name
-		}
-	}
-	pl.add(srv.Name, bucket.ScopeShared, "", "", srv.Shared, cost, "server", "shared")
-	if known {
-		pl.add(srv.Name, bucket.ScopeTool, tool.Name, "", tool.Shared, cost, "tool:"+tool.Name, "shared")
-	}
-	if srv.PerUser == nil && (!known || tool.PerUser == nil) {
-		return
-	}
-	u := id.get()
-	if u == "" {
-		// No identity: per-user buckets are skipped (SPEC §3).
-		return
-	}
-	pl.add(srv.Name, bucket.ScopeUser, "", u, srv.PerUser, cost, "server", "perUser")
-	if known {
-		pl.add(srv.Name, bucket.ScopeUserTool, tool.Name, u, tool.PerUser, cost, "tool:"+tool.Name, "perUser")
-	}
-}
-
-// add charges b (if present) cost tokens, summing with an earlier charge of the
+// add charges b cost tokens under key, summing with an earlier charge of the
 // same key.
-func (pl *plan) add(server string, scope bucket.Scope, name, user string, b *config.Bucket, cost int64, limit, scopeLabel string) {
-	if b == nil {
-		return
-	}
-	key := bucket.Key(server, scope, name, user)
+func (pl *plan) add(key string, b *bucketRef, cost int64) {
 	for i := range pl.charges {
 		if pl.charges[i].Key == key {
 			pl.charges[i].Cost += cost
-			if pl.neverFits < 0 && pl.charges[i].Cost > b.MaxTokens {
+			if pl.neverFits < 0 && pl.charges[i].Cost > b.limit.MaxTokens {
 				pl.neverFits = i
 			}
 			return
 		}
 	}
-	pl.charges = append(pl.charges, bucket.Charge{
-		Key:   key,
-		Limit: bucket.Limit{MaxTokens: b.MaxTokens, RefillPeriod: b.RefillPeriod},
-		Cost:  cost,
-	})
-	pl.info = append(pl.info, chargeInfo{limit: limit, scope: scopeLabel, policy: policyName(scope, name)})
-	if pl.neverFits < 0 && cost > b.MaxTokens {
+	if pl.charges == nil {
+		// Room for a single call's buckets (server, tool, user, user-tool).
+		pl.charges = make([]bucket.Charge, 0, 4)
+		pl.info = make([]chargeInfo, 0, 4)
+	}
+	pl.charges = append(pl.charges, bucket.Charge{Key: key, Limit: b.limit, Cost: cost})
+	pl.info = append(pl.info, b.info)
+	if pl.neverFits < 0 && cost > b.limit.MaxTokens {
 		pl.neverFits = len(pl.charges) - 1
 	}
 }
@@ -180,7 +277,7 @@ func resolveIdentity(sources []config.IdentitySource, r *Request) string {
 				}
 			}
 		case s.Header != "":
-			if v := strings.TrimSpace(r.Headers[s.Header]); v != "" {
+			if v := strings.TrimSpace(r.header(s.Header)); v != "" {
 				return "header:" + v
 			}
 		case s.SourceAddress:
@@ -222,14 +319,4 @@ func hostOnly(addr string) string {
 		return host
 	}
 	return strings.Trim(addr, "[]")
-}
-
-// route returns the first server whose match accepts the request, or nil.
-func route(servers []config.Server, authority, path string) *config.Server {
-	for i := range servers {
-		if servers[i].Match.Matches(authority, path) {
-			return &servers[i]
-		}
-	}
-	return nil
 }

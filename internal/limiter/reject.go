@@ -41,7 +41,7 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 		Limit:             info.limit,
 		Scope:             info.scope,
 	}
-	if resp.ErrorCodeFor2026 != nil && protocolAtLeast(r.Headers["mcp-protocol-version"], version2026) {
+	if resp.ErrorCodeFor2026 != nil && protocolAtLeast(r.header("mcp-protocol-version"), version2026) {
 		rej.Code = *resp.ErrorCodeFor2026
 	}
 	d.Status = resp.HTTPStatus

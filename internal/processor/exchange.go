@@ -56,19 +56,9 @@ func (x *exchange) observe(req *extprocv3.ProcessingRequest) {
 // start records the request headers.
 func (x *exchange) start(h *extprocv3.HttpHeaders) {
 	headers := h.GetHeaders().GetHeaders()
-	x.req.Headers = make(map[string]string, len(headers))
-	for _, hv := range headers {
-		v := headerValue(hv)
-		switch hv.GetKey() {
-		case ":authority":
-			x.req.Authority = v
-		case ":path":
-			x.req.Path = v
-		}
-		if _, seen := x.req.Headers[hv.GetKey()]; !seen {
-			x.req.Headers[hv.GetKey()] = v
-		}
-	}
+	x.req.Headers = headerList(headers)
+	x.req.Authority = headerList(headers).Get(":authority")
+	x.req.Path = headerList(headers).Get(":path")
 }
 
 // addBody appends a body chunk and reports whether the request is ready to be
@@ -93,9 +83,19 @@ func (x *exchange) addBody(b *extprocv3.HttpBody, max int) bool {
 	return !x.streamed || b.GetEndOfStream()
 }
 
-func headerValue(h *corev3.HeaderValue) string {
-	if raw := h.GetRawValue(); len(raw) > 0 {
-		return string(raw)
+// headerList serves limiter.Headers from Envoy's header list as it came, so
+// that only the headers a decision asks for are converted to strings. Envoy
+// lower-cases names; a repeated header gives its first value.
+type headerList []*corev3.HeaderValue
+
+func (hl headerList) Get(name string) string {
+	for _, h := range hl {
+		if h.GetKey() == name {
+			if raw := h.GetRawValue(); len(raw) > 0 {
+				return string(raw)
+			}
+			return h.GetValue()
+		}
 	}
-	return h.GetValue()
+	return ""
 }

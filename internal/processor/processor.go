@@ -48,11 +48,15 @@ type Server struct {
 	log     *slog.Logger
 	obs     Observer
 	maxBody int
+	answers answers
+	// Answers that carry nothing request-specific, built once and shared.
+	headersContinue, bodyContinue *extprocv3.ProcessingResponse
 }
 
 // New returns a Server asking d for each decision.
 func New(d Decider, opts Options) *Server {
-	s := &Server{decider: d, log: opts.Logger, obs: opts.Observer, maxBody: opts.MaxBodyBytes}
+	s := &Server{decider: d, log: opts.Logger, obs: opts.Observer, maxBody: opts.MaxBodyBytes,
+		headersContinue: continueHeaders(), bodyContinue: continueBody()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -100,12 +104,12 @@ func (s *Server) handle(ctx context.Context, x *exchange, req *extprocv3.Process
 			// No body (GET for SSE, DELETE): decided here, never limited (SPEC §1).
 			return s.decide(ctx, x, headersPhase), nil
 		}
-		return continueHeaders(), nil
+		return s.headersContinue, nil
 	case *extprocv3.ProcessingRequest_RequestBody:
 		if x.addBody(v.RequestBody, s.maxBody) {
 			return s.decide(ctx, x, bodyPhase), nil
 		}
-		return continueBody(), nil
+		return s.bodyContinue, nil
 	case *extprocv3.ProcessingRequest_RequestTrailers:
 		if !x.decided && x.req.Body != nil {
 			// A streamed body ended by trailers: decide now with what arrived.
@@ -135,7 +139,7 @@ func (s *Server) decide(ctx context.Context, x *exchange, ph phase) *extprocv3.P
 	start := time.Now()
 	d := s.decider.Decide(ctx, x.req)
 	s.obs.Decided(d, time.Since(start))
-	return render(d, ph)
+	return s.render(d, ph)
 }
 
 type nopObserver struct{}

@@ -1,6 +1,9 @@
 package processor
 
 import (
+	"sync"
+	"sync/atomic"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -23,13 +26,39 @@ const (
 
 // render turns a decision into the answer to the message of phase ph: a
 // continue carrying dynamic metadata, or an ImmediateResponse.
-func render(d limiter.Decision, ph phase) *extprocv3.ProcessingResponse {
-	md := metadata(d)
+func (s *Server) render(d limiter.Decision, ph phase) *extprocv3.ProcessingResponse {
 	if !d.Allow {
 		return &extprocv3.ProcessingResponse{
 			Response:        &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: immediate(d)},
-			DynamicMetadata: md,
+			DynamicMetadata: s.answers.metadata(d),
 		}
+	}
+	return s.answers.allow(d, ph)
+}
+
+// answers caches the protos of allowed answers and of metadata. Their content
+// depends only on bounded labels (the policy's names, never the client's), so the
+// set is small and each is built once and then shared: gRPC only reads a message
+// while it marshals it, and nothing here ever modifies a cached one.
+type answers struct {
+	m sync.Map // answerKey → *extprocv3.ProcessingResponse or *structpb.Struct
+	n atomic.Int64
+}
+
+// maxCachedAnswers bounds the cache across many policy reloads with new names.
+const maxCachedAnswers = 10000
+
+type answerKey struct {
+	allow               bool
+	ph                  phase
+	outcome             limiter.Outcome
+	method, tool, limit string
+}
+
+func (a *answers) allow(d limiter.Decision, ph phase) *extprocv3.ProcessingResponse {
+	k := answerKey{allow: true, ph: ph, outcome: d.Outcome, method: d.Method, tool: d.Tool, limit: d.Limit}
+	if v, ok := a.m.Load(k); ok {
+		return v.(*extprocv3.ProcessingResponse)
 	}
 	var resp *extprocv3.ProcessingResponse
 	switch ph {
@@ -40,8 +69,27 @@ func render(d limiter.Decision, ph phase) *extprocv3.ProcessingResponse {
 	default:
 		resp = continueTrailers()
 	}
-	resp.DynamicMetadata = md
+	resp.DynamicMetadata = metadata(d)
+	a.store(k, resp)
 	return resp
+}
+
+func (a *answers) metadata(d limiter.Decision) *structpb.Struct {
+	k := answerKey{outcome: d.Outcome, method: d.Method, tool: d.Tool, limit: d.Limit}
+	if v, ok := a.m.Load(k); ok {
+		return v.(*structpb.Struct)
+	}
+	md := metadata(d)
+	a.store(k, md)
+	return md
+}
+
+func (a *answers) store(k answerKey, v any) {
+	if a.n.Load() < maxCachedAnswers {
+		if _, loaded := a.m.LoadOrStore(k, v); !loaded {
+			a.n.Add(1)
+		}
+	}
 }
 
 func immediate(d limiter.Decision) *extprocv3.ImmediateResponse {
