@@ -498,7 +498,7 @@ func TestProtocolAtLeast(t *testing.T) {
 	tests := []struct {
 		v    string
 		want bool
-	}{{"2026-07-28", true}, {"2027-01-01", true}, {"2025-06-18", false}, {"", false}, {"garbage-long-string", false}, {"2026-07-28-rc", true}}
+	}{{"2026-07-28", true}, {"2027-01-01", true}, {"2025-06-18", false}, {"", false}, {"garbage-long-string", false}, {"2026-07-28-rc", true}, {"abcd-ef-gh", false}, {"9999-99-9x", false}}
 	for _, tt := range tests {
 		if got := protocolAtLeast(tt.v, version2026); got != tt.want {
 			t.Errorf("protocolAtLeast(%q) got %v, want %v", tt.v, got, tt.want)

@@ -95,8 +95,18 @@ func retryAfterSeconds(wait time.Duration) int64 {
 // protocolAtLeast compares MCP protocol versions, which are dates (YYYY-MM-DD) and
 // so order as strings. Anything that is not a date is treated as older.
 func protocolAtLeast(v, min string) bool {
-	if len(v) < len(min) || v[4] != '-' || v[7] != '-' {
+	if len(v) < len(min) {
 		return false
+	}
+	for i := range len(min) {
+		c := v[i]
+		if i == 4 || i == 7 {
+			if c != '-' {
+				return false
+			}
+		} else if c < '0' || c > '9' {
+			return false
+		}
 	}
 	return v[:len(min)] >= min
 }

@@ -1,6 +1,9 @@
 package processor
 
 import (
+	"maps"
+	"slices"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -44,9 +47,13 @@ func (x *exchange) observe(req *extprocv3.ProcessingRequest) {
 		}
 	}
 	if md := req.GetMetadataContext().GetFilterMetadata()[jwtAuthnNamespace]; md != nil && x.req.JWTPayloads == nil {
-		// jwt_authn stores each verified payload under its payload_in_metadata name.
-		for _, v := range md.GetFields() {
-			if st := v.GetStructValue(); st != nil {
+		// jwt_authn stores each verified payload under its payload_in_metadata
+		// name. With several (two providers, or header_in_metadata too), the
+		// first holding the claim wins, so walk them in name order: a map's
+		// order would change the user between identical requests.
+		fields := md.GetFields()
+		for _, name := range slices.Sorted(maps.Keys(fields)) {
+			if st := fields[name].GetStructValue(); st != nil {
 				x.req.JWTPayloads = append(x.req.JWTPayloads, st.AsMap())
 			}
 		}
