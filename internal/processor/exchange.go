@@ -7,6 +7,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/mcp-ratelimit/extproc/internal/limiter"
 )
@@ -42,8 +43,16 @@ func (x *exchange) observe(req *extprocv3.ProcessingRequest) {
 		}
 	}
 	if a := req.GetAttributes()[extProcAttributes]; a != nil {
-		if v := a.GetFields()[sourceAddressAttr].GetStringValue(); v != "" {
+		attrs := a.GetFields()
+		if v := attrs[sourceAddressAttr].GetStringValue(); v != "" {
 			x.req.SourceAddress = v
+		}
+		// With the headers phase skipped (request_header_mode: SKIP), what the
+		// decision needs of the headers comes as request attributes instead.
+		if x.req.Headers == nil {
+			x.req.Authority = attrs["request.host"].GetStringValue()
+			x.req.Path = attrs["request.path"].GetStringValue()
+			x.req.Headers = headerAttributes(attrs)
 		}
 	}
 	if md := req.GetMetadataContext().GetFilterMetadata()[jwtAuthnNamespace]; md != nil && x.req.JWTPayloads == nil {
@@ -88,6 +97,14 @@ func (x *exchange) addBody(b *extprocv3.HttpBody, max int) bool {
 		x.req.Body = append(x.req.Body, b.GetBody()...)
 	}
 	return !x.streamed || b.GetEndOfStream()
+}
+
+// headerAttributes serves limiter.Headers from request attributes named
+// request.headers['<name>'], each of which the Envoy config must list.
+type headerAttributes map[string]*structpb.Value
+
+func (ha headerAttributes) Get(name string) string {
+	return ha["request.headers['"+name+"']"].GetStringValue()
 }
 
 // headerList serves limiter.Headers from Envoy's header list as it came, so

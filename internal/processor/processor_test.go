@@ -273,6 +273,33 @@ func TestPerUserBucketUsesSourceAddressAttribute(t *testing.T) {
 	replay(t, c, []exchangeStep{{postHeaders(), continueHeaders()}, {body(searchCall), withMetadata(second, "decision", "limited", "method", "tools/call", "tool", "search", "limit", "tool:search")}})
 }
 
+func TestHeadersFromAttributesWhenTheHeadersPhaseIsSkipped(t *testing.T) {
+	p := policy(func(s *config.Server) {
+		s.Match = config.Match{Authority: "mcp.example.com", PathPrefix: "/mcp"}
+		s.Identity = []config.IdentitySource{{Header: "x-user-id"}}
+		s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, PerUser: &config.Bucket{MaxTokens: 1, RefillPeriod: 20 * time.Second}}}
+	})
+	c := dial(t, New(limiter.New(p, limiter.Options{}), Options{}))
+	bodyOnly := func(user string) *extprocv3.ProcessingRequest {
+		r := body(searchCall)
+		r.ProtocolConfig = &extprocv3.ProtocolConfiguration{RequestBodyMode: extprocfilterv3.ProcessingMode_BUFFERED}
+		r.Attributes = map[string]*structpb.Struct{extProcAttributes: {Fields: map[string]*structpb.Value{
+			"request.host":                 structpb.NewStringValue("mcp.example.com"),
+			"request.path":                 structpb.NewStringValue("/mcp"),
+			"request.headers['x-user-id']": structpb.NewStringValue(user),
+		}}}
+		return r
+	}
+	allowed := withMetadata(continueBody(), "decision", "allowed", "method", "tools/call", "tool", "search")
+	replay(t, c, []exchangeStep{{bodyOnly("alice"), allowed}})
+	replay(t, c, []exchangeStep{{bodyOnly("bob"), allowed}})
+	limited := rejection(429,
+		`{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"limit":"tool:search","scope":"perUser"}}}`,
+		"content-type", "application/json", "retry-after", "20",
+		"ratelimit-policy", `"user-tool:search";q=1;w=20`, "ratelimit", `"user-tool:search";r=0;t=20`)
+	replay(t, c, []exchangeStep{{bodyOnly("alice"), withMetadata(limited, "decision", "limited", "method", "tools/call", "tool", "search", "limit", "tool:search")}})
+}
+
 func TestUnknownMessageEndsTheStream(t *testing.T) {
 	c := dial(t, New(limiter.New(policy(nil), limiter.Options{}), Options{}))
 	stream, err := c.Process(context.Background())
