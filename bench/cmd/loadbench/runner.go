@@ -1,0 +1,519 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	_ "embed"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mcp-ratelimit/extproc/test/integration/harness"
+)
+
+// Envoy filter set-ups.
+const (
+	filterNone    = "none"
+	filterExtproc = "extproc"
+	filterLocalRL = "local_ratelimit"
+	storeMemory   = "memory"
+	storeRedis    = "redis"
+	policyHigh    = "high"
+	policyFlood   = "flood"
+)
+
+// scenario is one configuration of the run.
+type scenario struct {
+	Name        string
+	Desc        string
+	Filter      string
+	Store       string
+	SkipHeaders bool
+	Policy      string
+	// SearchPerTen: calls in ten that go to the tool the flood policy limits.
+	SearchPerTen int
+}
+
+var scenarios = []scenario{
+	{Name: "a", Desc: "Envoy, no filter", Filter: filterNone},
+	{Name: "b", Desc: "Envoy + extproc, in-memory store", Filter: filterExtproc, Store: storeMemory, Policy: policyHigh},
+	{Name: "c", Desc: "Envoy + extproc, Redis", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh},
+	{Name: "d", Desc: "Envoy local_ratelimit (never rejects)", Filter: filterLocalRL},
+	{Name: "c-flood", Desc: "Envoy + extproc, Redis, 90% of calls over the limit", Filter: filterExtproc, Store: storeRedis, Policy: policyFlood, SearchPerTen: 9},
+	{Name: "e", Desc: "(c) with request headers SKIP, attributes instead", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, SkipHeaders: true},
+}
+
+func scenarioNames() []string {
+	var n []string
+	for _, s := range scenarios {
+		n = append(n, s.Name)
+	}
+	return n
+}
+
+func scenarioByName(name string) (scenario, bool) {
+	for _, s := range scenarios {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return scenario{}, false
+}
+
+func needsProbe(configs []string) bool {
+	for _, c := range configs {
+		if s, _ := scenarioByName(c); s.SkipHeaders {
+			return true
+		}
+	}
+	return false
+}
+
+// Policies. "high" limits every call with buckets that never run dry (1e6 tokens a
+// second, the policy's highest rate), so every request costs a full decision: the
+// shared bucket, the tool's shared bucket and the tool's per-user bucket. The user is
+// the client address (identity sourceAddress), which reaches the processor as an
+// attribute in every Envoy mode, so (c) and (e) make the same decisions. "flood"
+// gives the tool search a bucket of 10 tokens a minute and leaves echo unlimited:
+// with 9 calls in 10 to search, 90% are rejected.
+var policies = map[string]string{
+	policyHigh: `server: bench
+rateLimiting:
+  shared: {maxTokens: 1000000, refillPeriod: 1s}
+  tools:
+    - name: echo
+      shared: {maxTokens: 1000000, refillPeriod: 1s}
+      perUser: {maxTokens: 1000000, refillPeriod: 1s}
+    - name: search
+      shared: {maxTokens: 1000000, refillPeriod: 1s}
+      perUser: {maxTokens: 1000000, refillPeriod: 1s}
+identity:
+  - sourceAddress: {}
+`,
+	policyFlood: `server: bench
+rateLimiting:
+  tools:
+    - name: search
+      shared: {maxTokens: 10, refillPeriod: 1m}
+identity:
+  - sourceAddress: {}
+`,
+}
+
+// probeAttributes are the request_attributes of configuration (e): the client
+// address (identity sourceAddress) and what the headers phase would otherwise carry:
+// :authority and :path (server routing), MCP-Protocol-Version (errorCodeFor2026) and
+// a header identity (x-user-id). Each header is its own CEL expression: Envoy 1.40
+// sends the whole request.headers map as the string "CelMap value", not as a struct.
+// A header the request does not carry is left out of the attributes.
+var probeAttributes = []string{"source.address", "request.host", "request.path",
+	"request.headers['mcp-protocol-version']", "request.headers['x-user-id']"}
+
+//go:embed envoy.yaml.tmpl
+var envoyTemplate string
+
+var envoyTmpl = template.Must(template.New("envoy").Option("missingkey=error").Parse(envoyTemplate))
+
+// envoyParams fill envoy.yaml.tmpl.
+type envoyParams struct {
+	Filter       string
+	SkipHeaders  bool
+	Attributes   []string
+	ListenPort   int
+	AdminPort    int
+	UpstreamPort int
+	ExtprocPort  int
+}
+
+func renderEnvoy(p envoyParams) ([]byte, error) {
+	var b bytes.Buffer
+	if err := envoyTmpl.Execute(&b, p); err != nil {
+		return nil, fmt.Errorf("render envoy config: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+// runner holds what lives for the whole run: the binaries, the upstream and Redis.
+type runner struct {
+	f        flags
+	dir      string
+	log      io.Writer
+	envoyBin string
+	redisBin string
+	extproc  string
+
+	upstream     *proc
+	upstreamPort int
+	redis        *proc
+	redisAddr    string
+	rdb          *redis.Client
+}
+
+func newRunner(ctx context.Context, f flags, dir string, log io.Writer) (*runner, error) {
+	r := &runner{f: f, dir: dir, log: log}
+	var err error
+	if r.envoyBin, r.redisBin, err = findTools(); err != nil {
+		return nil, err
+	}
+	fmt.Fprintln(log, "loadbench: building ./cmd/extproc")
+	if r.extproc, err = harness.BuildExtproc(ctx, dir); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			r.close()
+		}
+	}()
+
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	if r.upstreamPort, err = freePort(); err != nil {
+		return nil, err
+	}
+	if r.upstream, err = startProc(dir, "upstream", self, "upstream", "-kind", f.upstream, "-addr", loopback(r.upstreamPort)); err != nil {
+		return nil, err
+	}
+	if err := r.upstream.waitReady(ctx, func(ctx context.Context) error { return tcpOpen(ctx, loopback(r.upstreamPort)) }); err != nil {
+		return nil, err
+	}
+
+	redisPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	r.redisAddr = loopback(redisPort)
+	if r.redis, err = startProc(dir, "redis-server", r.redisBin, "--port", strconv.Itoa(redisPort), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "warning"); err != nil {
+		return nil, err
+	}
+	r.rdb = redis.NewClient(&redis.Options{Addr: r.redisAddr})
+	if err := r.redis.waitReady(ctx, func(ctx context.Context) error { return r.rdb.Ping(ctx).Err() }); err != nil {
+		return nil, err
+	}
+	ok = true
+	return r, nil
+}
+
+func (r *runner) close() {
+	if r.rdb != nil {
+		r.rdb.Close()
+	}
+	for _, p := range []*proc{r.redis, r.upstream} {
+		if p != nil {
+			if err := p.stop(); err != nil {
+				fmt.Fprintln(r.log, "loadbench:", err)
+			}
+		}
+	}
+}
+
+// envoy is one running Envoy.
+type envoy struct {
+	*proc
+	listen, admin string
+}
+
+func (r *runner) startEnvoy(ctx context.Context, name string, p envoyParams) (*envoy, error) {
+	var err error
+	if p.ListenPort, err = freePort(); err != nil {
+		return nil, err
+	}
+	if p.AdminPort, err = freePort(); err != nil {
+		return nil, err
+	}
+	p.UpstreamPort = r.upstreamPort
+	cfg, err := renderEnvoy(p)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(r.dir, "envoy-"+name+".yaml")
+	if err := os.WriteFile(path, cfg, 0o644); err != nil {
+		return nil, err
+	}
+	pr, err := startProc(r.dir, "envoy-"+name, r.envoyBin, "-c", path, "--disable-hot-restart",
+		"--concurrency", strconv.Itoa(r.f.envoyConcurrency), "--log-level", "warning")
+	if err != nil {
+		return nil, err
+	}
+	e := &envoy{proc: pr, listen: loopback(p.ListenPort), admin: loopback(p.AdminPort)}
+	if err := pr.waitReady(ctx, func(ctx context.Context) error { return httpOK(ctx, "http://"+e.admin+"/ready") }); err != nil {
+		_ = pr.stop()
+		return nil, err
+	}
+	return e, nil
+}
+
+// counters returns Envoy's counters whose names contain filter.
+func (e *envoy) counters(ctx context.Context, filter string) (map[string]int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.admin+"/stats?usedonly&filter="+filter, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("envoy stats: %w", err)
+	}
+	defer resp.Body.Close()
+	return parseEnvoyStats(resp.Body)
+}
+
+// parseEnvoyStats reads Envoy's text /stats ("name: value" lines); histograms,
+// which are not integers, are left out.
+func parseEnvoyStats(r io.Reader) (map[string]int64, error) {
+	out := map[string]int64{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		name, v, ok := strings.Cut(sc.Text(), ": ")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			out[name] = n
+		}
+	}
+	return out, sc.Err()
+}
+
+// evalCalls returns how many EVAL and EVALSHA calls Redis has served.
+func (r *runner) evalCalls(ctx context.Context) (int64, error) {
+	info, err := r.rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return 0, fmt.Errorf("redis INFO commandstats: %w", err)
+	}
+	return parseEvalCalls(info), nil
+}
+
+// parseEvalCalls sums calls= of cmdstat_eval and cmdstat_evalsha in INFO output.
+func parseEvalCalls(info string) int64 {
+	var n int64
+	for _, l := range strings.Split(info, "\n") {
+		l = strings.TrimSpace(l)
+		rest, ok := strings.CutPrefix(l, "cmdstat_evalsha:")
+		if !ok {
+			rest, ok = strings.CutPrefix(l, "cmdstat_eval:")
+		}
+		if !ok {
+			continue
+		}
+		for _, kv := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(kv, "calls="); ok {
+				c, _ := strconv.ParseInt(v, 10, 64)
+				n += c
+			}
+		}
+	}
+	return n
+}
+
+// result is one configuration's figures.
+type result struct {
+	sc   scenario
+	load loadResult
+	// cpu is CPU time in the window per process: envoy, extproc, redis-server,
+	// upstream; loadgen apart.
+	cpu        map[string]time.Duration
+	loadgenCPU time.Duration
+	evalCalls  int64
+	// extprocMsgs: ext_proc messages Envoy sent in the window; extprocFailures:
+	// streams failed, message timeouts and failure_mode_allowed, which would mean
+	// requests went through undecided.
+	extprocMsgs     int64
+	extprocFailures int64
+}
+
+func (r result) rps() float64 {
+	if r.load.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.load.Requests()) / r.load.Elapsed.Seconds()
+}
+
+// systemCPU is the CPU of everything but the load generator.
+func (r result) systemCPU() time.Duration {
+	var t time.Duration
+	for _, d := range r.cpu {
+		t += d
+	}
+	return t
+}
+
+// per1k returns d per thousand requests, in seconds.
+func (r result) per1k(d time.Duration) float64 {
+	if r.load.Requests() == 0 {
+		return 0
+	}
+	return d.Seconds() * 1000 / float64(r.load.Requests())
+}
+
+// snapshots implements window: it reads CPU times and counters at the start and the
+// end of the measured window.
+type snapshots struct {
+	r     *runner
+	envoy *envoy
+	procs map[string]*proc
+	res   *result
+
+	cpu0    map[string]time.Duration
+	self0   time.Duration
+	eval0   int64
+	counts0 map[string]int64
+}
+
+func (s *snapshots) read(ctx context.Context) (map[string]time.Duration, time.Duration, int64, map[string]int64, error) {
+	cpu := map[string]time.Duration{}
+	for name, p := range s.procs {
+		t, err := cpuTime(p.pid())
+		if err != nil {
+			return nil, 0, 0, nil, fmt.Errorf("%s CPU: %w", name, err)
+		}
+		cpu[name] = t
+	}
+	self, err := cpuTime(os.Getpid())
+	if err != nil {
+		return nil, 0, 0, nil, err
+	}
+	var eval int64
+	if s.res.sc.Store == storeRedis {
+		if eval, err = s.r.evalCalls(ctx); err != nil {
+			return nil, 0, 0, nil, err
+		}
+	}
+	counts, err := s.envoy.counters(ctx, "ext_proc")
+	if err != nil {
+		return nil, 0, 0, nil, err
+	}
+	return cpu, self, eval, counts, nil
+}
+
+func (s *snapshots) begin(ctx context.Context) error {
+	var err error
+	s.cpu0, s.self0, s.eval0, s.counts0, err = s.read(ctx)
+	return err
+}
+
+func (s *snapshots) end(ctx context.Context) error {
+	cpu, self, eval, counts, err := s.read(ctx)
+	if err != nil {
+		return err
+	}
+	s.res.cpu = map[string]time.Duration{}
+	for name, t := range cpu {
+		s.res.cpu[name] = t - s.cpu0[name]
+	}
+	s.res.loadgenCPU = self - s.self0
+	s.res.evalCalls = eval - s.eval0
+	for name, v := range counts {
+		d := v - s.counts0[name]
+		switch {
+		case strings.HasSuffix(name, ".stream_msgs_sent"):
+			s.res.extprocMsgs += d
+		case strings.HasSuffix(name, ".streams_failed"), strings.HasSuffix(name, ".message_timeouts"),
+			strings.HasSuffix(name, ".failure_mode_allowed"):
+			s.res.extprocFailures += d
+		}
+	}
+	return nil
+}
+
+// runScenario starts the configuration's extproc and Envoy, loads them and stops them.
+func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
+	procs := map[string]*proc{"upstream": r.upstream}
+	p := envoyParams{Filter: sc.Filter, SkipHeaders: sc.SkipHeaders, Attributes: []string{"source.address"}}
+	if sc.SkipHeaders {
+		p.Attributes = probeAttributes
+	}
+	if sc.Store == storeRedis {
+		procs["redis-server"] = r.redis
+		// Buckets from an earlier configuration must not decide this one.
+		if err := r.rdb.FlushAll(ctx).Err(); err != nil {
+			return result{}, fmt.Errorf("redis FLUSHALL: %w", err)
+		}
+	}
+	if sc.Filter == filterExtproc {
+		x, port, err := r.startExtproc(ctx, sc)
+		if err != nil {
+			return result{}, err
+		}
+		defer func() {
+			if err := x.stop(); err != nil {
+				fmt.Fprintln(r.log, "loadbench:", err)
+			}
+		}()
+		procs["extproc"] = x
+		p.ExtprocPort = port
+	}
+	e, err := r.startEnvoy(ctx, sc.Name, p)
+	if err != nil {
+		return result{}, err
+	}
+	defer func() {
+		if err := e.stop(); err != nil {
+			fmt.Fprintln(r.log, "loadbench:", err)
+		}
+	}()
+	procs["envoy"] = e.proc
+
+	res := result{sc: sc}
+	o := r.f.load
+	o.URL = "http://" + e.listen + "/mcp"
+	o.SearchPerTen = sc.SearchPerTen
+	lr, err := runLoad(ctx, o, &snapshots{r: r, envoy: e, procs: procs, res: &res})
+	if err != nil {
+		return result{}, err
+	}
+	res.load = lr
+	if lr.Status[http.StatusOK]+lr.Status[http.StatusTooManyRequests] == 0 {
+		return result{}, fmt.Errorf("no request succeeded (statuses %v, %d errors, first: %s)", lr.Status, lr.Errors, lr.FirstErr)
+	}
+	for _, pr := range procs {
+		if pr.exited() {
+			return result{}, fmt.Errorf("%s exited during the run: %v\n%s", pr.name, pr.err, pr.tail())
+		}
+	}
+	return res, nil
+}
+
+// startExtproc starts the built extproc for sc with its policy, at the default log
+// level (info, which logs no line per request), and waits for /readyz.
+func (r *runner) startExtproc(ctx context.Context, sc scenario) (*proc, int, error) {
+	policy := filepath.Join(r.dir, "policy-"+sc.Name+".yaml")
+	if err := os.WriteFile(policy, []byte(policies[sc.Policy]), 0o600); err != nil {
+		return nil, 0, err
+	}
+	grpcPort, err := freePort()
+	if err != nil {
+		return nil, 0, err
+	}
+	adminPort, err := freePort()
+	if err != nil {
+		return nil, 0, err
+	}
+	args := []string{"--grpc-addr", loopback(grpcPort), "--admin-addr", loopback(adminPort),
+		"--config", policy, "--log-format", "text"}
+	if sc.Store == storeRedis {
+		args = append(args, "--redis-url", "redis://"+r.redisAddr+"/0")
+	}
+	x, err := startProc(r.dir, "extproc-"+sc.Name, r.extproc, args...)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := x.waitReady(ctx, func(ctx context.Context) error {
+		return httpOK(ctx, "http://"+loopback(adminPort)+"/readyz")
+	}); err != nil {
+		_ = x.stop()
+		return nil, 0, err
+	}
+	return x, grpcPort, nil
+}
