@@ -46,7 +46,10 @@ func openStore(ctx context.Context, o options, r config.Redis, log *slog.Logger)
 		return store{}, redact(fmt.Errorf("redis at %s failed the start-up PING (timeout %s): %w", where, pingTimeout, err), secrets)
 	}
 	log.Info("store: redis", "redis", where)
-	return store{Store: bucket.NewRedis(client, bucket.RedisOptions{}), close: client.Close}, nil
+	// The denial cache answers requests Redis is certain to deny without a round
+	// trip, so a flood over the limit costs Redis little (issue 6).
+	s := bucket.NewDenialCache(bucket.NewRedis(client, bucket.RedisOptions{}), bucket.DenialCacheOptions{})
+	return store{Store: s, close: client.Close}, nil
 }
 
 // redisDialOptions says where the buckets live; ok is false for the in-memory

@@ -3,6 +3,8 @@ package bucket
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -303,6 +305,39 @@ var behaviours = []behaviour{
 			t.Fatalf("got error %v, want context.Canceled", err)
 		}
 		wantAbsent(t, h, c.Key)
+	}},
+
+	{"concurrent takes get their own results", func(t *testing.T, h harness, server string) {
+		// Many callers at once, each on its own bucket: whatever a store does to
+		// serve them together (coalesced pipelines), each must see its own
+		// bucket's countdown.
+		const callers, maxTokens = 32, 5
+		errs := make(chan error, callers)
+		var wg sync.WaitGroup
+		for i := range callers {
+			c := Charge{Key: Key(server, ScopeUser, "", "u"+strconv.Itoa(i)), Limit: lim(maxTokens, hour), Cost: 1}
+			wg.Go(func() {
+				for want := int64(maxTokens - 1); want >= -1; want-- {
+					res, err := h.store.Take(context.Background(), []Charge{c})
+					switch {
+					case err != nil:
+						errs <- err
+						return
+					case want >= 0 && (!res.Allowed || res.Buckets[0].Remaining != want):
+						errs <- fmt.Errorf("%s: got %+v, want allowed with %d remaining", c.Key, res, want)
+						return
+					case want < 0 && res.Allowed:
+						errs <- fmt.Errorf("%s: got allowed past its %d tokens, want denied", c.Key, maxTokens)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
 	}},
 
 	{"concurrency exactness", func(t *testing.T, h harness, server string) {

@@ -20,6 +20,14 @@ type RedisOptions struct {
 	// Timeout bounds each Take in addition to ctx's own deadline; 0 means ctx
 	// alone bounds it.
 	Timeout time.Duration
+	// MaxBatch bounds how many Takes share one pipeline when Takes arrive
+	// faster than Redis answers (see coalescer); 0 means DefaultMaxBatch, and 1
+	// sends every Take on its own round trip. A client without pipelines (only
+	// redis.Scripter) never coalesces.
+	MaxBatch int
+	// MaxInFlight bounds the pipelines in flight at once; 0 means
+	// DefaultMaxInFlight. It should not exceed the client's pool size.
+	MaxInFlight int
 }
 
 // Redis is a Store whose buckets live in Redis, shared by every replica. A Take is
@@ -28,18 +36,29 @@ type RedisOptions struct {
 // that fails, times out or is cancelled has charged either everything or nothing,
 // never a part. All keys of one request share the {server} hash tag and therefore
 // one Redis Cluster slot.
+//
+// Concurrent Takes share round trips: those that arrive while Redis is busy go
+// out together in the next pipeline, each still its own script call (see
+// coalescer); a Take on an idle store is sent at once.
 type Redis struct {
 	client  redis.Scripter
 	script  *redis.Script
 	timeout time.Duration
+	// co is nil when every Take has its own round trip.
+	co *coalescer
 }
 
 var _ Store = (*Redis)(nil)
 
 // NewRedis returns a store over client: a *redis.Client, *redis.ClusterClient, a
-// failover client or anything else that runs scripts. It does not contact Redis.
+// failover client or anything else that runs scripts. It does not contact Redis
+// and starts no goroutine.
 func NewRedis(client redis.Scripter, opts RedisOptions) *Redis {
-	return &Redis{client: client, script: redis.NewScript(gcraSource), timeout: opts.Timeout}
+	r := &Redis{client: client, script: redis.NewScript(gcraSource), timeout: opts.Timeout}
+	if p, ok := client.(pipeliner); ok && opts.MaxBatch != 1 {
+		r.co = newCoalescer(client, p, r.script, opts.MaxBatch, opts.MaxInFlight)
+	}
+	return r
 }
 
 // Take charges every charge or none. An error means no decision: Redis unreachable,
@@ -76,7 +95,13 @@ func (r *Redis) Take(ctx context.Context, charges []Charge) (Result, error) {
 		ctx, cancel = context.WithTimeout(ctx, r.timeout)
 		defer cancel()
 	}
-	reply, err := r.script.Run(ctx, r.client, keys, args...).Result()
+	var reply any
+	var err error
+	if r.co != nil {
+		reply, err = r.co.run(ctx, keys, args)
+	} else {
+		reply, err = r.script.Run(ctx, r.client, keys, args...).Result()
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("bucket: redis take: %w", err)
 	}
