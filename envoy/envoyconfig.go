@@ -7,6 +7,7 @@ package envoyconfig
 import (
 	"bytes"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"text/template"
@@ -43,6 +44,22 @@ type Params struct {
 	// MessageTimeout: how long Envoy waits for each processor answer before applying
 	// failure_mode_allow. Whole milliseconds.
 	MessageTimeout time.Duration
+	// JWTAuthn, when set, adds Envoy's jwt_authn filter before ext_proc with one
+	// provider and a local JWKS: a valid token's payload reaches the processor as
+	// metadata (identity source jwtClaim), a missing token passes, an invalid one
+	// gets 401. Nil (the shipped envoy.yaml): no jwt_authn filter.
+	JWTAuthn *JWTAuthn
+}
+
+// JWTAuthn configures the optional jwt_authn filter.
+type JWTAuthn struct {
+	// Issuer is the iss claim the tokens must carry.
+	Issuer string
+	// JWKS is the JSON Web Key Set that verifies the tokens, inlined into the config.
+	JWKS string
+	// PayloadInMetadata names the verified payload in the jwt_authn metadata
+	// namespace; empty: "jwt_payload".
+	PayloadInMetadata string
 }
 
 // DefaultBufferLimitBytes is the documented request body limit: 4 MiB.
@@ -64,10 +81,14 @@ func Defaults() Params {
 	}
 }
 
-// templateData is what the template sees: Params with the duration in Envoy's form.
+// templateData is what the template sees: Params with the duration in Envoy's form
+// and the jwt_authn strings quoted for YAML.
 type templateData struct {
 	Params
-	MessageTimeout string
+	MessageTimeout       string
+	JWTIssuer            string
+	JWKS                 string
+	JWTPayloadInMetadata string
 }
 
 // Render returns the Envoy bootstrap YAML for p.
@@ -77,6 +98,13 @@ func Render(p Params) ([]byte, error) {
 	}
 	var buf bytes.Buffer
 	data := templateData{Params: p, MessageTimeout: envoyDuration(p.MessageTimeout)}
+	if j := p.JWTAuthn; j != nil {
+		name := j.PayloadInMetadata
+		if name == "" {
+			name = "jwt_payload"
+		}
+		data.JWTIssuer, data.JWKS, data.JWTPayloadInMetadata = yamlString(j.Issuer), yamlString(j.JWKS), yamlString(name)
+	}
 	if err := tmpl.Execute(&buf, data); err != nil {
 		return nil, fmt.Errorf("render envoy.yaml: %w", err)
 	}
@@ -97,7 +125,22 @@ func (p Params) validate() error {
 	if p.MessageTimeout < time.Millisecond || p.MessageTimeout%time.Millisecond != 0 {
 		errs = append(errs, fmt.Errorf("envoyconfig: MessageTimeout: got %v, want whole milliseconds > 0", p.MessageTimeout))
 	}
+	if j := p.JWTAuthn; j != nil {
+		if j.Issuer == "" {
+			errs = append(errs, errors.New("envoyconfig: JWTAuthn.Issuer: empty"))
+		}
+		if !json.Valid([]byte(j.JWKS)) {
+			errs = append(errs, errors.New("envoyconfig: JWTAuthn.JWKS: want a JSON Web Key Set"))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// yamlString quotes s as a YAML double-quoted scalar: JSON's string escapes are a
+// subset of YAML's, so any string (a whole JWKS document included) stays one value.
+func yamlString(s string) string {
+	b, _ := json.Marshal(s) // a string always marshals
+	return string(b)
 }
 
 // envoyDuration formats d as a protobuf JSON duration ("0.500s").

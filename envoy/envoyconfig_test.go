@@ -47,6 +47,37 @@ func TestRenderPutsEveryEndpointInItsCluster(t *testing.T) {
 	}
 }
 
+func TestRenderAddsJWTAuthnBeforeExtProcOnlyWhenAsked(t *testing.T) {
+	plain, err := Render(Defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(plain), "jwt_authn.v3") {
+		t.Errorf("Defaults(): got a jwt_authn filter, want none")
+	}
+	p := Defaults()
+	p.JWTAuthn = &JWTAuthn{Issuer: "https://issuer.test", JWKS: `{"keys":[{"kty":"RSA","n":"x\"y","e":"AQAB"}]}`}
+	out, err := Render(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	jwt, ext := strings.Index(s, "- name: envoy.filters.http.jwt_authn"), strings.Index(s, "- name: envoy.filters.http.ext_proc")
+	if jwt < 0 || jwt > ext {
+		t.Errorf("jwt_authn filter at %d, ext_proc at %d: want jwt_authn first", jwt, ext)
+	}
+	for _, want := range []string{
+		`issuer: "https://issuer.test"`,
+		`inline_string: "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"x\\\"y\",\"e\":\"AQAB\"}]}"`,
+		`payload_in_metadata: "jwt_payload"`,
+		"- allow_missing: {}",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("rendered config lacks %s", want)
+		}
+	}
+}
+
 func TestRenderRejectsInvalidParams(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -57,6 +88,8 @@ func TestRenderRejectsInvalidParams(t *testing.T) {
 		{"no extproc", func(p *Params) { p.ExtProc = nil }, "ExtProc"},
 		{"zero buffer", func(p *Params) { p.BufferLimitBytes = 0 }, "BufferLimitBytes"},
 		{"sub-millisecond timeout", func(p *Params) { p.MessageTimeout = 1500 * time.Microsecond }, "MessageTimeout"},
+		{"jwt without issuer", func(p *Params) { p.JWTAuthn = &JWTAuthn{JWKS: `{"keys":[]}`} }, "JWTAuthn.Issuer"},
+		{"jwt with a JWKS that is not JSON", func(p *Params) { p.JWTAuthn = &JWTAuthn{Issuer: "i", JWKS: "{"} }, "JWTAuthn.JWKS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -145,9 +145,10 @@ func gatewayManifest(t *testing.T) (filter map[string]any, bufferLimit int) {
 						"response_header_mode": respMode, "response_body_mode": "NONE", "response_trailer_mode": "SKIP",
 					},
 					"request_attributes": path(t, ep, "processingMode", "request", "attributes"),
-					"metadata_options": map[string]any{"forwarding_namespaces": map[string]any{
-						"untyped": path(t, ep, "metadata", "accessibleNamespaces"),
-					}},
+					"metadata_options": map[string]any{
+						"forwarding_namespaces": map[string]any{"untyped": path(t, ep, "metadata", "accessibleNamespaces")},
+						"receiving_namespaces":  map[string]any{"untyped": path(t, ep, "metadata", "writableNamespaces")},
+					},
 				},
 			}
 		case "ClientTrafficPolicy":

@@ -30,12 +30,23 @@ type Options struct {
 	MessageTimeout time.Duration
 	// StatelessUpstream runs the demo MCP server without sessions.
 	StatelessUpstream bool
+	// JWTAuthn adds Envoy's jwt_authn filter before ext_proc (identity source
+	// jwtClaim); nil: the shipped configuration, without it.
+	JWTAuthn *envoyconfig.JWTAuthn
+	// ExtprocLogFormat is extproc's --log-format; empty: "text".
+	ExtprocLogFormat string
+	// RedisAddrForExtproc, when set, maps Redis's address to the one extproc dials,
+	// e.g. a DelayProxy in front of it; nil: Redis itself.
+	RedisAddrForExtproc func(redisAddr string) string
 }
 
 // Env is one running deployment: MCP clients talk to URL.
 type Env struct {
 	// URL is the MCP endpoint through Envoy: http://127.0.0.1:port/mcp.
 	URL string
+	// BaseURL is Envoy's listener without a path: http://127.0.0.1:port. Envoy routes
+	// every path to the demo server, which serves MCP on every path.
+	BaseURL string
 	// Redis is nil with MemoryStore.
 	Redis    *Redis
 	Extprocs []*Extproc
@@ -77,6 +88,9 @@ func Start(tb testing.TB, o Options) *Env {
 	if !o.MemoryStore {
 		env.Redis = StartRedis(tb)
 		redisURL = env.Redis.URL()
+		if o.RedisAddrForExtproc != nil {
+			redisURL = "redis://" + o.RedisAddrForExtproc(env.Redis.Addr) + "/0"
+		}
 	}
 	replicas := max(o.Replicas, 1)
 	p := envoyconfig.Defaults()
@@ -89,6 +103,7 @@ func Start(tb testing.TB, o Options) *Env {
 		}
 		e := StartExtproc(tb, ExtprocOptions{
 			Binary: o.ExtprocBinary, ConfigPath: env.PolicyPath, RedisURL: redisURL, Name: name,
+			LogFormat: o.ExtprocLogFormat,
 		})
 		env.Extprocs = append(env.Extprocs, e)
 		p.ExtProc = append(p.ExtProc, endpoint(tb, e.GRPCAddr))
@@ -99,8 +114,10 @@ func Start(tb testing.TB, o Options) *Env {
 	if o.MessageTimeout != 0 {
 		p.MessageTimeout = o.MessageTimeout
 	}
+	p.JWTAuthn = o.JWTAuthn
 	env.Envoy = StartEnvoy(tb, p)
-	env.URL = "http://" + env.Envoy.ListenAddr + "/mcp"
+	env.BaseURL = "http://" + env.Envoy.ListenAddr
+	env.URL = env.BaseURL + "/mcp"
 	return env
 }
 

@@ -1,6 +1,8 @@
 // Package demo is a small MCP server built with the official Go SDK: the upstream that
-// the integration tests and docker-compose put behind Envoy. It counts the tool calls
-// that reach it, so a test can tell a call the limiter let through from one it stopped.
+// the integration tests and docker-compose put behind Envoy. It serves the tools echo,
+// search and slow, the resource demo://readme and the prompt greeting, and counts the
+// requests that reach them, so a test can tell a call the limiter let through from one
+// it stopped.
 package demo
 
 import (
@@ -22,6 +24,13 @@ const (
 	ToolSlow   = "slow"
 )
 
+// The demo server's resource and prompt, for method limits (resources/read,
+// prompts/get).
+const (
+	ResourceReadme = "demo://readme"
+	PromptGreeting = "greeting"
+)
+
 // maxSlow bounds the slow tool so that a test or a curl cannot hold a handler forever.
 const maxSlow = 10 * time.Second
 
@@ -40,6 +49,9 @@ type Server struct {
 
 	mu    sync.Mutex
 	calls map[string]int // tool name -> calls that reached a handler
+	// methods counts resources/read and prompts/get requests that reached a
+	// handler, apart from calls so that TotalCalls stays a count of tool calls.
+	methods map[string]int
 }
 
 // EchoArgs are the echo tool's arguments.
@@ -59,11 +71,13 @@ type SlowArgs struct {
 
 // New returns a demo server with the tools echo, search and slow.
 func New(opts Options) *Server {
-	s := &Server{calls: make(map[string]int)}
+	s := &Server{calls: make(map[string]int), methods: make(map[string]int)}
 	srv := mcp.NewServer(&mcp.Implementation{Name: "mcp-ratelimit-demo", Version: "1.0.0"}, nil)
 	mcp.AddTool(srv, &mcp.Tool{Name: ToolEcho, Description: "Returns its text."}, s.echo)
 	mcp.AddTool(srv, &mcp.Tool{Name: ToolSearch, Description: "Pretends to search; returns three made-up hits."}, s.search)
 	mcp.AddTool(srv, &mcp.Tool{Name: ToolSlow, Description: "Waits, then answers; for timeouts and concurrency."}, s.slow)
+	srv.AddResource(&mcp.Resource{URI: ResourceReadme, Name: "readme", MIMEType: "text/plain", Description: "A short text."}, s.readme)
+	srv.AddPrompt(&mcp.Prompt{Name: PromptGreeting, Description: "Asks the model to greet someone."}, s.greeting)
 	s.handler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
 		&mcp.StreamableHTTPOptions{Logger: opts.Logger, Stateless: opts.Stateless})
 	return s
@@ -88,6 +102,20 @@ func (s *Server) TotalCalls() int {
 		n += c
 	}
 	return n
+}
+
+// MethodCalls returns how many requests of method ("resources/read" or
+// "prompts/get") reached a handler.
+func (s *Server) MethodCalls(method string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.methods[method]
+}
+
+func (s *Server) countMethod(method string) {
+	s.mu.Lock()
+	s.methods[method]++
+	s.mu.Unlock()
 }
 
 func (s *Server) count(tool string) {
@@ -125,4 +153,18 @@ func (s *Server) slow(ctx context.Context, _ *mcp.CallToolRequest, in SlowArgs) 
 	case <-ctx.Done():
 		return nil, nil, fmt.Errorf("slow: %w", ctx.Err())
 	}
+}
+
+func (s *Server) readme(_ context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+	s.countMethod("resources/read")
+	return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{
+		{URI: req.Params.URI, MIMEType: "text/plain", Text: "This MCP server is behind a rate limiter.\n"},
+	}}, nil
+}
+
+func (s *Server) greeting(_ context.Context, _ *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+	s.countMethod("prompts/get")
+	return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{
+		{Role: "user", Content: &mcp.TextContent{Text: "Say hello."}},
+	}}, nil
 }

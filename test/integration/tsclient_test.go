@@ -1,0 +1,184 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mcp-ratelimit/extproc/test/integration/harness"
+	"github.com/mcp-ratelimit/extproc/test/mcpserver/demo"
+)
+
+// tsOutcome is the JSON line test/tsclient/limited.mjs prints.
+type tsOutcome struct {
+	SDKVersion string `json:"sdkVersion"`
+	OKCalls    int    `json:"okCalls"`
+	Limited    *struct {
+		Kind    string         `json:"kind"` // "error" or "result"
+		Class   string         `json:"class"`
+		Message string         `json:"message"`
+		Code    any            `json:"code"`
+		Data    map[string]any `json:"data"`
+		IsError bool           `json:"isError"`
+		Text    string         `json:"text"`
+		Meta    map[string]any `json:"meta"`
+	} `json:"limited"`
+	AfterList struct {
+		OK    bool            `json:"ok"`
+		Tools int             `json:"tools"`
+		Error json.RawMessage `json:"error"`
+	} `json:"afterList"`
+}
+
+// tsClientDir returns test/tsclient with its node modules installed (npm ci, once per
+// test binary). Without node or npm the test is skipped, or fails when CI=true.
+func tsClientDir(t *testing.T) string {
+	t.Helper()
+	for _, tool := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			msg := tool + " not found on PATH; install Node.js 20 or later to run the TypeScript SDK client tests"
+			if os.Getenv("CI") == "true" {
+				t.Fatal(msg)
+			}
+			t.Skip(msg)
+		}
+	}
+	dir, err := npmInstall()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// npmInstall runs `npm ci` in test/tsclient when node_modules is missing; the
+// folder is the cache between runs (CI may cache it too, keyed on package-lock.json).
+var npmInstall = sync.OnceValues(func() (string, error) {
+	root, err := harness.RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(root, "test", "tsclient")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "sdk", "package.json")); err == nil {
+		return dir, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", &npmError{err: err, out: out}
+	}
+	return dir, nil
+})
+
+type npmError struct {
+	err error
+	out []byte
+}
+
+func (e *npmError) Error() string {
+	return "npm ci in test/tsclient: " + e.err.Error() + "\n" + string(e.out)
+}
+func (e *npmError) Unwrap() error { return e.err }
+
+// runTSClient runs limited.mjs against url and decodes its outcome.
+func runTSClient(t *testing.T, dir, url string) tsOutcome {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "limited.mjs", url, demo.ToolEcho, "5")
+	cmd.Dir = dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("node limited.mjs: %v\nstdout: %s\nstderr: %s", err, stdout.Bytes(), stderr.Bytes())
+	}
+	t.Logf("TypeScript client: %s", bytes.TrimSpace(stdout.Bytes()))
+	var o tsOutcome
+	if err := json.Unmarshal(stdout.Bytes(), &o); err != nil {
+		t.Fatalf("decode %q: %v", stdout.Bytes(), err)
+	}
+	return o
+}
+
+// What the TypeScript SDK client (npm @modelcontextprotocol/sdk) shows its caller
+// when a call is limited (the table in docs/integration.md).
+func TestWhatTheTypeScriptSDKClientSeesWhenLimited(t *testing.T) {
+	dir := tsClientDir(t)
+	tests := []struct {
+		name     string
+		response string
+		check    func(t *testing.T, o tsOutcome)
+	}{
+		{
+			name:     "httpStatus 429: StreamableHTTPError 429 whose message holds the body text",
+			response: "response: {httpStatus: 429}\n",
+			check: func(t *testing.T, o tsOutcome) {
+				l := o.Limited
+				if l.Kind != "error" || l.Class != "StreamableHTTPError" || l.Code != float64(429) {
+					t.Errorf("got %s %s code %v, want a thrown StreamableHTTPError with code 429", l.Kind, l.Class, l.Code)
+				}
+				// The SDK reads the body into the message text (unparsed): the code
+				// and retry time are there for a human, not as fields.
+				if !strings.Contains(l.Message, `"code":-32029`) || !strings.Contains(l.Message, `"retryAfterSeconds":`) {
+					t.Errorf("message: got %q, want the rejection body in it", l.Message)
+				}
+				if l.Data != nil {
+					t.Errorf("data: got %v, want none", l.Data)
+				}
+			},
+		},
+		{
+			name:     "httpStatus 200: McpError with the code and data",
+			response: "response: {httpStatus: 200}\n",
+			check: func(t *testing.T, o tsOutcome) {
+				l := o.Limited
+				if l.Kind != "error" || l.Class != "McpError" || l.Code != float64(-32029) {
+					t.Errorf("got %s %s code %v, want a thrown McpError with code -32029", l.Kind, l.Class, l.Code)
+				}
+				if secs, ok := l.Data["retryAfterSeconds"].(float64); !ok || secs < 1 {
+					t.Errorf("data: got %v, want retryAfterSeconds >= 1", l.Data)
+				}
+			},
+		},
+		{
+			name:     "format toolResult: an isError result with _meta.retryAfterSeconds",
+			response: "response: {format: toolResult}\n",
+			check: func(t *testing.T, o tsOutcome) {
+				l := o.Limited
+				if l.Kind != "result" || !l.IsError {
+					t.Fatalf("got %+v, want an isError result", l)
+				}
+				if secs, ok := l.Meta["retryAfterSeconds"].(float64); !ok || secs < 1 {
+					t.Errorf("_meta: got %v, want retryAfterSeconds >= 1", l.Meta)
+				}
+				if !strings.HasPrefix(l.Text, "Rate limit exceeded; retry after ") {
+					t.Errorf("text: got %q, want the retry hint", l.Text)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := start(t, sharedPolicy(1)+tt.response, harness.Options{})
+			o := runTSClient(t, dir, env.URL)
+			if o.OKCalls != 1 || o.Limited == nil {
+				t.Fatalf("got %d calls through and limited %+v, want 1 call through, then a limited one", o.OKCalls, o.Limited)
+			}
+			tt.check(t, o)
+			if !o.AfterList.OK || o.AfterList.Tools != 3 {
+				t.Errorf("tools/list after the rejection: got %+v, want the session to still work (3 tools)", o.AfterList)
+			}
+			if got := env.Upstream.Calls(demo.ToolEcho); got != 1 {
+				t.Errorf("upstream echo calls: got %d, want 1", got)
+			}
+		})
+	}
+}
