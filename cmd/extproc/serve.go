@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -60,6 +61,36 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		}
 	}
 
+	// The admin server starts before the store is checked: while the start-up
+	// PING runs (up to pingTimeout), /healthz answers and /readyz says 503, so
+	// probes see "alive, not ready yet" rather than a refused connection.
+	var ready atomic.Bool
+	adminLis, err := net.Listen("tcp", o.adminAddr)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	admin := &http.Server{
+		Handler:           adminHandler(reg, &ready),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 2)
+	go func() {
+		if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("admin server: %w", err)
+		}
+	}()
+	log.Info("admin listening", "addr", adminLis.Addr().String())
+	stopAdmin := sync.OnceFunc(func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), adminShutdownTimeout)
+		defer cancel()
+		if err := admin.Shutdown(sctx); err != nil {
+			log.Warn("admin server did not stop in time", "error", err)
+			admin.Close()
+		}
+	})
+	defer stopAdmin() // on the early returns below; the shutdown path calls it in order
+
 	st, err := openStore(ctx, o, policy.Redis, log)
 	if err != nil {
 		return err
@@ -77,11 +108,6 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	grpcLis, err := listen(o.grpcAddr)
 	if err != nil {
 		return err
-	}
-	adminLis, err := net.Listen("tcp", o.adminAddr)
-	if err != nil {
-		grpcLis.Close()
-		return fmt.Errorf("admin listener: %w", err)
 	}
 
 	gs := grpc.NewServer(
@@ -111,27 +137,13 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	extprocv3.RegisterExternalProcessorServer(gs, proc)
 	healthpb.RegisterHealthServer(gs, hs)
 
-	var ready atomic.Bool
-	admin := &http.Server{
-		Handler:           adminHandler(reg, &ready),
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-
-	errc := make(chan error, 2)
 	go func() {
 		// Serve returns nil only after Stop or GracefulStop.
 		if err := gs.Serve(grpcLis); err != nil {
 			errc <- fmt.Errorf("grpc server: %w", err)
 		}
 	}()
-	go func() {
-		if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("admin server: %w", err)
-		}
-	}()
 	log.Info("grpc listening", "network", grpcLis.Addr().Network(), "addr", grpcLis.Addr().String())
-	log.Info("admin listening", "addr", adminLis.Addr().String())
 
 	// Started before "ready" is logged, so SIGHUP is handled by then.
 	if o.configPath != "" {
@@ -161,8 +173,9 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	// The policy is loaded, the store answered and both listeners are bound.
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(extProcService, healthpb.HealthCheckResponse_SERVING)
-	ready.Store(true)
+	// Logged first, so that whoever sees /readyz answer 200 finds "ready" in the log.
 	log.Info("ready", "version", version)
+	ready.Store(true)
 
 	var failed error
 	select {
@@ -180,12 +193,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 
 	// The admin server outlives the gRPC drain so that probes see /readyz fail
 	// and the last metrics can be scraped.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), adminShutdownTimeout)
-	defer cancel()
-	if err := admin.Shutdown(sctx); err != nil {
-		log.Warn("admin server did not stop in time", "error", err)
-		admin.Close()
-	}
+	stopAdmin()
 	log.Info("stopped")
 	return failed
 }

@@ -225,11 +225,18 @@ func Ping(ctx context.Context, client redis.UniversalClient) error {
 	return nil
 }
 
+// failoverAddr is the address go-redis gives a failover client's options.
+const failoverAddr = "FailoverClient"
+
 // describe names the servers a client talks to, for error messages.
 func describe(client redis.UniversalClient) string {
 	switch c := client.(type) {
 	case *redis.Client:
-		return c.Options().Addr
+		if addr := c.Options().Addr; addr != failoverAddr {
+			return addr
+		}
+		// A failover client does not expose its sentinels or master name.
+		return "the master named by sentinels"
 	case *redis.ClusterClient:
 		return "cluster " + strings.Join(c.Options().Addrs, ",")
 	}
@@ -237,7 +244,9 @@ func describe(client redis.UniversalClient) string {
 }
 
 // RouteRedisLogs sends go-redis's own log lines (reconnects, pool errors) to log
-// at warn level instead of plain text on stderr, which would break JSON logs.
+// at debug level instead of plain text on stderr, which would break JSON logs.
+// Debug, because they repeat per request during an outage, which the limiter
+// already reports once when the store goes down and once when it is back.
 // go-redis keeps its logger in a package variable, so this is process-wide:
 // call it once, from main.
 func RouteRedisLogs(log *slog.Logger) {
@@ -247,5 +256,5 @@ func RouteRedisLogs(log *slog.Logger) {
 type redisLogger struct{ log *slog.Logger }
 
 func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
-	l.log.WarnContext(ctx, "redis client", "msg", fmt.Sprintf(format, v...))
+	l.log.DebugContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
 }

@@ -24,8 +24,8 @@ func TestRedisOutageFailsOpenAndLimitsApplyAgainWhenItIsBack(t *testing.T) {
 	env := start(t, failurePolicy("open"), harness.Options{})
 	raw := newRawClient(t, env.URL)
 	checkPassed(t, "call 1", raw.call("1", demo.ToolEcho))
-	checkPassed(t, "call 2", raw.call("2", demo.ToolEcho))
-	checkRejected(t, raw.call("3", demo.ToolEcho), "3", "server", "shared")
+	// No call was denied yet, so nothing is in the denial cache: every decision
+	// during the outage asks Redis and fails open.
 
 	if err := env.Redis.Stop(); err != nil {
 		t.Fatal(err)
@@ -36,8 +36,11 @@ func TestRedisOutageFailsOpenAndLimitsApplyAgainWhenItIsBack(t *testing.T) {
 			t.Errorf("call %s with Redis down, failureMode open: got %d %q, want 200", id, r.Status, r.Body)
 		}
 	}
-	if got := env.Upstream.Calls(demo.ToolEcho); got != 7 {
-		t.Errorf("upstream echo calls: got %d, want 7 (2 before the outage, 5 during)", got)
+	if got := env.Upstream.Calls(demo.ToolEcho); got != 6 {
+		t.Errorf("upstream echo calls: got %d, want 6 (1 before the outage, 5 during)", got)
+	}
+	if got := scrape(t, env.Extprocs[0])[`mcp_ratelimit_decisions_total{decision="failed_open",limit="",method="tools/call",server="it"}`]; got != 5 {
+		t.Errorf("failed_open decisions: got %v, want 5", got)
 	}
 
 	// Redis comes back empty (no persistence): the bucket is full again, and enforced.
@@ -57,6 +60,25 @@ func TestRedisOutageFailsOpenAndLimitsApplyAgainWhenItIsBack(t *testing.T) {
 	}
 	if !limited {
 		t.Fatal("50 calls after Redis came back: got no 429, want limits to apply again")
+	}
+}
+
+func TestABucketKnownEmptyStaysLimitedDuringAnOutage(t *testing.T) {
+	env := start(t, failurePolicy("open"), harness.Options{})
+	raw := newRawClient(t, env.URL)
+	for i := range 2 {
+		checkPassed(t, "call", raw.call(strconv.Itoa(i), demo.ToolEcho))
+	}
+	checkRejected(t, raw.call("4", demo.ToolEcho), "4", "server", "shared")
+	if err := env.Redis.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The denial said when the bucket will hold a token again (30 min away);
+	// until then the answer is known without Redis, so failing open would only
+	// let through what Redis itself would reject.
+	checkRejected(t, raw.call("5", demo.ToolEcho), "5", "server", "shared")
+	if got := env.Upstream.Calls(demo.ToolEcho); got != 2 {
+		t.Errorf("upstream echo calls: got %d, want 2", got)
 	}
 }
 

@@ -50,7 +50,9 @@ func StartEnvoy(tb testing.TB, p envoyconfig.Params) *Envoy {
 		// --disable-hot-restart: several Envoys run at once in one test binary, and hot
 		// restart's shared memory would need a distinct --base-id for each.
 		e.svc = startProcess(tb, "envoy", bin, "-c", e.ConfigPath, "--disable-hot-restart",
-			"--concurrency", strconv.Itoa(2), "--log-level", "warning")
+			"--concurrency", strconv.Itoa(2), "--log-level", "warning",
+			// The access log reaches stdout every 10 s by default; tests read it.
+			"--file-flush-interval-msec", "50")
 	}
 	if err := WaitFor(context.Background(), "envoy", e.svc, func(ctx context.Context) error {
 		return httpOK(ctx, "http://"+e.AdminAddr+"/ready")

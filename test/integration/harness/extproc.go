@@ -25,6 +25,9 @@ type ExtprocOptions struct {
 	RedisURL string
 	// Name labels the logs; default "extproc".
 	Name string
+	// LogFormat is --log-format: "json" for tests that read records
+	// (Process.LogRecords); empty: "text".
+	LogFormat string
 }
 
 // StartExtproc starts the real CLI on free ports and waits until /readyz answers 200.
@@ -36,9 +39,12 @@ func StartExtproc(tb testing.TB, o ExtprocOptions) *Extproc {
 	if o.Name == "" {
 		o.Name = "extproc"
 	}
+	if o.LogFormat == "" {
+		o.LogFormat = "text"
+	}
 	e := &Extproc{GRPCAddr: Addr(FreePort(tb)), AdminAddr: Addr(FreePort(tb))}
 	args := []string{"--grpc-addr", e.GRPCAddr, "--admin-addr", e.AdminAddr,
-		"--log-format", "text", "--log-level", "debug"}
+		"--log-format", o.LogFormat, "--log-level", "debug"}
 	if o.ConfigPath != "" {
 		args = append(args, "--config", o.ConfigPath)
 	}

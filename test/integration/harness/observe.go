@@ -1,0 +1,71 @@
+package harness
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// AccessLog returns the entries of Envoy's access log so far: the JSON lines
+// envoy.yaml prints on stdout, one per request, in order. Envoy flushes its
+// access log about once a second, so a test polls (WaitAccessLog).
+func (e *Envoy) AccessLog() []map[string]any {
+	return jsonLines(e.svc.Log())
+}
+
+// WaitAccessLog polls Envoy's access log until it holds at least n entries that
+// match, and returns those.
+func (e *Envoy) WaitAccessLog(ctx context.Context, n int, match func(map[string]any) bool) ([]map[string]any, error) {
+	var got []map[string]any
+	err := WaitFor(ctx, "envoy access log", e.svc, func(context.Context) error {
+		got = got[:0]
+		for _, entry := range e.AccessLog() {
+			if match(entry) {
+				got = append(got, entry)
+			}
+		}
+		if len(got) < n {
+			return fmt.Errorf("got %d matching access log entries, want %d", len(got), n)
+		}
+		return nil
+	})
+	return got, err
+}
+
+// LogRecords returns the records of a process that logs JSON (extproc with
+// ExtprocOptions.LogFormat "json"); lines that are not JSON objects are skipped.
+func (p *Process) LogRecords() []map[string]any {
+	return jsonLines(p.Log())
+}
+
+// Signal sends sig to the running process, e.g. SIGHUP to make extproc reload.
+func (p *Process) Signal(sig os.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return errors.New(p.Name + ": not running")
+	}
+	return p.cmd.Process.Signal(sig)
+}
+
+// jsonLines decodes every line of s that is a JSON object.
+func jsonLines(s string) []map[string]any {
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(s))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(line) == 0 || line[0] != '{' {
+			continue
+		}
+		var m map[string]any
+		if json.Unmarshal(line, &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
