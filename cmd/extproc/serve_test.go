@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -233,46 +231,6 @@ func TestRunUsesRedisFromThePolicy(t *testing.T) {
 	}
 }
 
-func TestServeReloadsAChangedPolicyAndKeepsItWhenInvalid(t *testing.T) {
-	ctx, cancelTest := context.WithTimeout(t.Context(), testTimeout)
-	defer cancelTest()
-	file := writeFile(t, "policy.yaml", validPolicy)
-	o, err := parseFlags([]string{"--config", file, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, mapEnv(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.pollInterval = time.Millisecond
-	logs := newLogRecords(t)
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- serve(sctx, o, newLogger(logs, o)) }()
-	defer func() {
-		stop()
-		if err := waitDone(ctx, t, done); err != nil {
-			t.Errorf("serve: got error %v, want nil", err)
-		}
-	}()
-	_, admin := logs.addrs(ctx, t)
-	logs.wait(ctx, t, "ready")
-
-	replaceFile(t, file, strings.Replace(validPolicy, "maxTokens: 100", "maxTokens: 50", 1))
-	logs.wait(ctx, t, "policy reloaded")
-	replaceFile(t, file, invalidPolicy)
-	rec := logs.wait(ctx, t, "policy reload failed; keeping the policy in force")
-	if !strings.Contains(fmt.Sprint(rec["problems"]), "rateLimiting.shared.maxTokens") {
-		t.Errorf("got problems %v, want the field path", rec["problems"])
-	}
-	_, body := get(ctx, t, admin+"/metrics")
-	for _, want := range []string{
-		`mcp_ratelimit_config_reloads_total{result="success"} 1`,
-		`mcp_ratelimit_config_reloads_total{result="failure"} 1`,
-	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("got /metrics without %q, want it", want)
-		}
-	}
-}
-
 // replaceFile swaps file's content in one rename, as Kubernetes does with a
 // ConfigMap, so no poll can see it half-written.
 func replaceFile(t *testing.T, file, content string) {
@@ -284,32 +242,4 @@ func replaceFile(t *testing.T, file, content string) {
 	if err := os.Rename(tmp, file); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func TestServeReloadsOnSIGHUP(t *testing.T) {
-	ctx, cancelTest := context.WithTimeout(t.Context(), testTimeout)
-	defer cancelTest()
-	file := writeFile(t, "policy.yaml", validPolicy)
-	o, err := parseFlags([]string{"--config", file, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, mapEnv(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.pollInterval = time.Hour // only the signal can trigger the reload
-	logs := newLogRecords(t)
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- serve(sctx, o, newLogger(logs, o)) }()
-	defer func() {
-		stop()
-		if err := waitDone(ctx, t, done); err != nil {
-			t.Errorf("serve: got error %v, want nil", err)
-		}
-	}()
-	logs.wait(ctx, t, "ready") // SIGHUP is handled from then on
-
-	replaceFile(t, file, strings.Replace(validPolicy, "maxTokens: 100", "maxTokens: 50", 1))
-	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	logs.wait(ctx, t, "policy reloaded")
 }
