@@ -1,4 +1,9 @@
-// Package redistest starts a throwaway redis-server for tests.
+// Package redistest starts throwaway Redis deployments for tests: a single
+// server (Start, StartServer), one speaking TLS (StartTLS), one with an ACL user
+// (StartWithACL), a three-master Cluster (StartCluster) and a Sentinel-managed
+// master (StartSentinel). Every server listens on free loopback ports with
+// persistence off, is stopped by tb.Cleanup, and has its log printed only if the
+// test failed.
 //
 // The binary is found through $REDIS_SERVER, then <module root>/.tools/bin, then
 // PATH. When it is missing, tests fail if $CI is set (a CI run must not pass by
@@ -7,6 +12,7 @@ package redistest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -15,20 +21,187 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 const (
 	readyTimeout = 10 * time.Second
 	stopTimeout  = 5 * time.Second
+	// pollInterval paces readiness polls; it is not a synchronisation sleep.
+	pollInterval = 10 * time.Millisecond
 )
 
 // Start starts a redis-server listening on a free loopback port, with persistence
 // off, and returns its address ("127.0.0.1:port"). The server is stopped by
 // tb.Cleanup; its log is printed only if the test failed.
 func Start(tb testing.TB) string {
+	tb.Helper()
+	return StartServer(tb).Addr
+}
+
+// Server is a redis-server started for a test. Its methods must not be called
+// concurrently with each other.
+type Server struct {
+	// Addr is "127.0.0.1:port"; it stays the same across Restart.
+	Addr string
+
+	bin     string
+	conf    string   // configuration file, first argument when set
+	args    []string // everything but --port, --tls-port and the persistence flags
+	tls     bool     // Addr is the TLS port
+	probe   probe
+	dir     string
+	logPath string
+
+	mu   sync.Mutex
+	proc *process // nil while stopped
+}
+
+type process struct {
+	cmd    *exec.Cmd
+	exited chan error
+}
+
+// StartServer starts a redis-server as Start does, with extra command-line
+// arguments (e.g. "--maxmemory", "1mb"), and returns it to be stopped or
+// restarted.
+func StartServer(tb testing.TB, args ...string) *Server {
+	tb.Helper()
+	return startServer(tb, serverConfig{args: args})
+}
+
+// serverConfig says how to run one redis-server.
+type serverConfig struct {
+	args []string
+	// conf, when set, is the configuration file, passed before every argument.
+	conf string
+	// tls makes the server listen with TLS only, on the port of Addr.
+	tls bool
+	// probe is how to check readiness: TLS and credentials.
+	probe probe
+	// name is the log file's name in the server's directory.
+	name string
+}
+
+func startServer(tb testing.TB, c serverConfig) *Server {
+	tb.Helper()
+	bin := findServerOrSkip(tb)
+	if c.name == "" {
+		c.name = "redis"
+	}
+	s := &Server{bin: bin, conf: c.conf, args: c.args, tls: c.tls, probe: c.probe, dir: tb.TempDir()}
+	s.logPath = filepath.Join(s.dir, c.name+".log")
+	// The port is free when probed but another process may take it before
+	// redis-server binds it: try a few ports before giving up.
+	var lastErr error
+	for range 3 {
+		port, err := freePort()
+		if err != nil {
+			tb.Fatalf("redistest: find a free port: %v", err)
+		}
+		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if lastErr = s.run(); lastErr == nil {
+			break
+		}
+	}
+	if lastErr != nil {
+		tb.Fatalf("redistest: %v", lastErr)
+	}
+	tb.Cleanup(func() {
+		s.stop()
+		if tb.Failed() {
+			tb.Logf("redis-server %s log:\n%s", s.Addr, readLog(s.logPath))
+		}
+	})
+	return s
+}
+
+// Stop stops the server, as a crash or an outage would; Restart starts it again.
+func (s *Server) Stop(tb testing.TB) {
+	tb.Helper()
+	s.stop()
+}
+
+// Restart stops the server if it runs and starts it again on the same port with
+// the same arguments. Persistence is off, so it comes back empty: no keys, no
+// scripts. It fails the test if the port was taken meanwhile.
+func (s *Server) Restart(tb testing.TB) {
+	tb.Helper()
+	s.stop()
+	if err := s.run(); err != nil {
+		tb.Fatalf("redistest: restart: %v", err)
+	}
+}
+
+// run starts the process on s.Addr and waits until it answers PING.
+func (s *Server) run() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, port, _ := net.SplitHostPort(s.Addr)
+	// Appending keeps the log of every run of the server, for failures after a
+	// restart.
+	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+
+	args := []string{"--bind", "127.0.0.1", "--port", port}
+	if s.tls {
+		args = []string{"--bind", "127.0.0.1", "--port", "0", "--tls-port", port}
+	}
+	args = append(args,
+		"--save", "",
+		"--appendonly", "no",
+		"--dir", s.dir,
+		"--daemonize", "no",
+	)
+	args = append(args, s.args...)
+	if s.conf != "" {
+		args = append([]string{s.conf}, args...)
+	}
+	cmd := exec.Command(s.bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", s.bin, err)
+	}
+	p := &process{cmd: cmd, exited: make(chan error, 1)}
+	go func() { p.exited <- cmd.Wait() }()
+
+	if err := waitReady(s.Addr, s.probe, p.exited); err != nil {
+		_ = cmd.Process.Kill()
+		<-p.exited
+		return fmt.Errorf("%s on %s: %w\n%s", s.bin, s.Addr, err, readLog(s.logPath))
+	}
+	s.proc = p
+	return nil
+}
+
+func (s *Server) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.proc
+	if p == nil {
+		return
+	}
+	s.proc = nil
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(stopTimeout):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// findServerOrSkip returns the redis-server binary, or ends the test: failed
+// under CI, skipped otherwise.
+func findServerOrSkip(tb testing.TB) string {
 	tb.Helper()
 	bin, err := findServer()
 	if err != nil {
@@ -37,18 +210,7 @@ func Start(tb testing.TB) string {
 		}
 		tb.Skipf("redistest: skipping: %v", err)
 	}
-	// The port is free when probed but another process may take it before
-	// redis-server binds it: try a few ports before giving up.
-	var lastErr error
-	for range 3 {
-		addr, err := start(tb, bin)
-		if err == nil {
-			return addr
-		}
-		lastErr = err
-	}
-	tb.Fatalf("redistest: %v", lastErr)
-	return ""
+	return bin
 }
 
 func findServer() (string, error) {
@@ -99,63 +261,19 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// start runs one redis-server and waits until it answers PING.
-func start(tb testing.TB, bin string) (string, error) {
-	tb.Helper()
-	port, err := freePort()
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	dir := tb.TempDir()
-	logPath := filepath.Join(dir, "redis.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return "", err
-	}
-	defer logFile.Close()
-
-	cmd := exec.Command(bin,
-		"--port", strconv.Itoa(port),
-		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
-		"--dir", dir,
-		"--daemonize", "no",
-	)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("start %s: %w", bin, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if err := waitReady(addr, exited); err != nil {
-		_ = cmd.Process.Kill()
-		<-exited
-		return "", fmt.Errorf("%s on %s: %w\n%s", bin, addr, err, readLog(logPath))
-	}
-
-	tb.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(stopTimeout):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if tb.Failed() {
-			tb.Logf("redis-server %s log:\n%s", addr, readLog(logPath))
-		}
-	})
-	return addr, nil
+// probe is how waitReady talks to a server.
+type probe struct {
+	tls *tls.Config // nil for plain TCP
+	// password, when set, is sent with AUTH before PING, as user's when user is
+	// set and as the default user's otherwise.
+	user, password string
 }
 
 // waitReady polls PING until the server answers PONG, it exits, or readyTimeout.
-func waitReady(addr string, exited <-chan error) error {
+func waitReady(addr string, p probe, exited <-chan error) error {
 	deadline := time.Now().Add(readyTimeout)
 	for {
-		err := ping(addr)
+		err := ping(addr, p)
 		if err == nil {
 			return nil
 		}
@@ -167,26 +285,53 @@ func waitReady(addr string, exited <-chan error) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not ready after %v: %w", readyTimeout, err)
 		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+		time.Sleep(pollInterval)
 	}
 }
 
-func ping(addr string) error {
-	conn, err := net.DialTimeout("tcp", addr, time.Second)
+func ping(addr string, p probe) error {
+	dialer := &net.Dialer{Timeout: time.Second}
+	var conn net.Conn
+	var err error
+	if p.tls != nil {
+		conn, err = tls.DialWithDialer(dialer, "tcp", addr, p.tls)
+	} else {
+		conn, err = dialer.Dial("tcp", addr)
+	}
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+	r := bufio.NewReader(conn)
+	if p.password != "" {
+		auth := []string{"AUTH", p.password}
+		if p.user != "" {
+			auth = []string{"AUTH", p.user, p.password}
+		}
+		if err := expect(conn, r, auth, "+OK"); err != nil {
+			return err
+		}
+	}
+	return expect(conn, r, []string{"PING"}, "+PONG")
+}
+
+// expect sends one command and checks its one-line reply.
+func expect(conn net.Conn, r *bufio.Reader, args []string, want string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := conn.Write([]byte(b.String())); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
+	line, err := r.ReadString('\n')
 	if err != nil {
 		return err
 	}
-	if strings.TrimSpace(line) != "+PONG" {
-		return errors.New("PING answered " + strings.TrimSpace(line))
+	if got := strings.TrimSpace(line); got != want {
+		return errors.New(args[0] + " answered " + got)
 	}
 	return nil
 }
@@ -197,4 +342,24 @@ func readLog(path string) string {
 		return "(no log: " + err.Error() + ")"
 	}
 	return string(b)
+}
+
+// Client returns a go-redis client to s with administrator rights (the default
+// user, over TLS when s speaks it), for a test to inspect or disturb the server:
+// SCRIPT FLUSH, WAIT, FLUSHALL. It is closed by tb.Cleanup.
+func (s *Server) Client(tb testing.TB) *redis.Client {
+	tb.Helper()
+	c := redis.NewClient(&redis.Options{
+		Addr:      s.Addr,
+		TLSConfig: s.probe.tls,
+		Username:  s.probe.user,
+		Password:  s.probe.password,
+		// Admin commands from a test go straight to the server, and an error
+		// shows at once.
+		MaxRetries:            -1,
+		ContextTimeoutEnabled: true,
+		DisableIdentity:       true,
+	})
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
 }
