@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -288,29 +287,7 @@ func TestCoalescerReloadsTheScriptForAPipeline(t *testing.T) {
 }
 
 func TestCoalescerDeadlineBoundsQueuedAndSentCalls(t *testing.T) {
-	// A server that accepts connections and never answers.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conns := make(chan net.Conn, 64)
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				close(conns)
-				return
-			}
-			conns <- conn
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		for conn := range conns {
-			conn.Close()
-		}
-	})
-	c := newTestClient(t, l.Addr().String())
+	c := newTestClient(t, silentServer(t))
 	s := NewRedis(c, RedisOptions{MaxInFlight: 1, Timeout: 50 * time.Millisecond})
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)

@@ -22,7 +22,7 @@ func newTestClient(t testing.TB, addr string) *redis.Client {
 	return c
 }
 
-func redisHarness(c *redis.Client) harness {
+func redisHarness(c redis.UniversalClient) harness {
 	return harness{store: NewRedis(c, RedisOptions{}), stored: func(t *testing.T, key string) (int64, time.Duration, bool) {
 		t.Helper()
 		ctx := context.Background()
@@ -99,30 +99,7 @@ func TestRedisDownIsAnError(t *testing.T) {
 }
 
 func TestRedisHonoursDeadlines(t *testing.T) {
-	// A server that accepts connections and never answers, like a Redis stuck on a
-	// slow command or behind a black-holing network.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conns := make(chan net.Conn, 16)
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				close(conns)
-				return
-			}
-			conns <- conn
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		for conn := range conns {
-			conn.Close()
-		}
-	})
-	c := newTestClient(t, l.Addr().String())
+	c := newTestClient(t, silentServer(t))
 	ch := Charge{Key: Key("deadline", ScopeShared, "", ""), Limit: lim(3, hour), Cost: 1}
 
 	for _, tc := range []struct {
@@ -241,4 +218,32 @@ func resultsEqual(a, b Result) bool {
 		}
 	}
 	return true
+}
+
+// silentServer returns the address of a server that accepts connections and never
+// answers, like a Redis stuck on a slow command or behind a black-holing network.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make(chan net.Conn, 64)
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				close(conns)
+				return
+			}
+			conns <- conn
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		for conn := range conns {
+			conn.Close()
+		}
+	})
+	return l.Addr().String()
 }

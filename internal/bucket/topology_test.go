@@ -281,7 +281,7 @@ func TestRedisCluster(t *testing.T) {
 
 	t.Run("conformance", func(t *testing.T) {
 		runConformance(t, func(t *testing.T) harness {
-			h := universalHarness(admin)
+			h := redisHarness(admin)
 			h.store = NewRedis(client, RedisOptions{})
 			return h
 		})
@@ -290,33 +290,6 @@ func TestRedisCluster(t *testing.T) {
 	for _, m := range cl.Masters {
 		wantNoACLDenials(t, m.Client(t), user)
 	}
-}
-
-// universalHarness is redisHarness for any client, e.g. a cluster's.
-func universalHarness(c redis.UniversalClient) harness {
-	return harness{store: NewRedis(c, RedisOptions{}), stored: func(t *testing.T, key string) (int64, time.Duration, bool) {
-		t.Helper()
-		ctx := context.Background()
-		v, err := c.Get(ctx, key).Result()
-		if errors.Is(err, redis.Nil) {
-			return 0, 0, false
-		}
-		if err != nil {
-			t.Fatalf("GET %s: %v", key, err)
-		}
-		tat, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			t.Fatalf("GET %s: got %q, want a decimal integer", key, v)
-		}
-		ttl, err := c.PTTL(ctx, key).Result()
-		if err != nil {
-			t.Fatalf("PTTL %s: %v", key, err)
-		}
-		if ttl < 0 {
-			t.Fatalf("PTTL %s: got %v, want an expiry", key, ttl)
-		}
-		return tat, ttl, true
-	}}
 }
 
 func TestRedisSentinel(t *testing.T) {
