@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,21 +61,8 @@ func TestBinary(t *testing.T) {
 	t.Run("serves and exits 0 on SIGTERM", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
-		cmd.Env = []string{} // nothing inherited from the test's environment
-		logs := newLogRecords(t)
-		stderr, err := cmd.StderrPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		copied := make(chan struct{})
-		go func() {
-			io.Copy(logs, stderr)
-			close(copied)
-		}()
+		// Nothing is inherited from the test's environment.
+		cmd, logs, exited := startBinary(ctx, t, bin, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
 
 		target, admin := logs.addrs(ctx, t)
 		logs.wait(ctx, t, "ready")
@@ -91,8 +77,7 @@ func TestBinary(t *testing.T) {
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		<-copied // stderr reaches EOF when the process exits
-		if err := cmd.Wait(); err != nil {
+		if err := waitExit(ctx, t, exited); err != nil {
 			t.Errorf("exit after SIGTERM: got %v, want code 0", err)
 		}
 		if !logs.has("stopped") {

@@ -67,12 +67,22 @@ func (l *logRecords) String() string {
 // wait returns the first record whose msg is msg, waiting for it until ctx ends.
 func (l *logRecords) wait(ctx context.Context, t *testing.T, msg string) map[string]any {
 	t.Helper()
+	return l.waitNth(ctx, t, msg, 1)
+}
+
+// waitNth waits until n records whose msg is msg were logged and returns the
+// n-th.
+func (l *logRecords) waitNth(ctx context.Context, t *testing.T, msg string, n int) map[string]any {
+	t.Helper()
 	for {
 		l.mu.Lock()
+		seen := 0
 		for _, r := range l.recs {
 			if r["msg"] == msg {
-				l.mu.Unlock()
-				return r
+				if seen++; seen == n {
+					l.mu.Unlock()
+					return r
+				}
 			}
 		}
 		changed := l.changed
@@ -80,7 +90,7 @@ func (l *logRecords) wait(ctx context.Context, t *testing.T, msg string) map[str
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			t.Fatalf("log record %q: never came (%v)", msg, ctx.Err())
+			t.Fatalf("log record %q #%d: never came (%v)\n%s", msg, n, ctx.Err(), l.String())
 		}
 	}
 }

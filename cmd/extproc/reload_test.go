@@ -142,13 +142,13 @@ func TestReloadAppliesANewPolicyAndKeepsItWhenTheNextIsInvalid(t *testing.T) {
 				t.Fatalf("tools/call before the reload: got decision %q, want unlimited", got)
 			}
 			change(policyAfter)
-			waitRecords(ctx, t, logs, "policy reloaded", 1)
+			logs.waitNth(ctx, t, "policy reloaded", 1)
 			if got := ep.decision(ctx, t, toolsCall); got != "allowed" {
 				t.Errorf("tools/call after the reload: got decision %q, want allowed (the new policy)", got)
 			}
 
 			change(invalidPolicy)
-			rec := waitRecords(ctx, t, logs, "policy reload failed; keeping the policy in force", 1)
+			rec := logs.waitNth(ctx, t, "policy reload failed; keeping the policy in force", 1)
 			if p := fmt.Sprint(rec["problems"]); !strings.Contains(p, "rateLimiting.shared.maxTokens") || !strings.Contains(p, "rateLimiting.bogus") {
 				t.Errorf("logged problems: got %s, want both of the file's problems with their paths", p)
 			}
@@ -190,31 +190,6 @@ func startServe(ctx context.Context, t *testing.T, path string, poll time.Durati
 	target, admin = logs.addrs(ctx, t)
 	logs.wait(ctx, t, "ready") // SIGHUP is handled from then on
 	return target, admin, logs
-}
-
-// waitRecords waits until n records with message msg were logged and returns the
-// n-th.
-func waitRecords(ctx context.Context, t *testing.T, l *logRecords, msg string, n int) map[string]any {
-	t.Helper()
-	for {
-		l.mu.Lock()
-		seen := 0
-		for _, r := range l.recs {
-			if r["msg"] == msg {
-				if seen++; seen == n {
-					l.mu.Unlock()
-					return r
-				}
-			}
-		}
-		changed := l.changed
-		l.mu.Unlock()
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			t.Fatalf("log record %q #%d: never came (%v)\n%s", msg, n, ctx.Err(), l.String())
-		}
-	}
 }
 
 const toolsCall = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{}}}`
