@@ -65,6 +65,10 @@ const (
 	// OutcomeUnlimited: nothing in the policy applied (no body, not JSON-RPC, an
 	// unlimited method, no matching server).
 	OutcomeUnlimited Outcome = "unlimited"
+	// OutcomeUnreadable: a body in a Content-Encoding or charset the limiter
+	// cannot read (or too large once inflated), answered 415 (413) because the
+	// MCP server might read it and letting it through would bypass every limit.
+	OutcomeUnreadable Outcome = "unreadable"
 )
 
 // Labels for methods and tools that the policy does not name: metric labels and
@@ -111,6 +115,9 @@ type Options struct {
 	Fallback bucket.Store
 	// Logger; nil: slog.Default().
 	Logger *slog.Logger
+	// MaxDecodedBytes bounds a compressed body once inflated; a larger one is
+	// answered 413. Zero: DefaultMaxDecodedBytes.
+	MaxDecodedBytes int
 }
 
 // Limiter decides. It is safe for concurrent use; SetPolicy may be called at any
@@ -122,8 +129,9 @@ type Limiter struct {
 	log      *slog.Logger
 	// storeDown is true between a store failure and the next success, so the log
 	// says when the store goes down and comes back, not once per request.
-	storeDown atomic.Bool
-	dryRunLog logThrottle
+	storeDown  atomic.Bool
+	dryRunLog  logThrottle
+	maxDecoded int
 }
 
 // DefaultTimeout is the decision deadline when the policy sets none.
@@ -131,7 +139,10 @@ const DefaultTimeout = 50 * time.Millisecond
 
 // New returns a Limiter enforcing p. A nil p limits nothing.
 func New(p *config.Policy, opts Options) *Limiter {
-	l := &Limiter{store: opts.Store, fallback: opts.Fallback, log: opts.Logger}
+	l := &Limiter{store: opts.Store, fallback: opts.Fallback, log: opts.Logger, maxDecoded: opts.MaxDecodedBytes}
+	if l.maxDecoded <= 0 {
+		l.maxDecoded = DefaultMaxDecodedBytes
+	}
 	if l.store == nil {
 		l.store = bucket.NewMemory(bucket.MemoryOptions{})
 	}
@@ -170,7 +181,12 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 		// GET (SSE) and DELETE carry no JSON-RPC message: never limited (SPEC §1).
 		return d
 	}
-	body, err := mcp.Parse(r.Body)
+	raw, err := decodeBody(r.Body, r.header("content-encoding"), r.header("content-type"), l.maxDecoded)
+	if err != nil {
+		d.ParseError = true
+		return l.unreadable(srv, d, err)
+	}
+	body, err := mcp.Parse(raw)
 	if err != nil {
 		d.ParseError = true
 		if !errors.Is(err, mcp.ErrTrailingData) {

@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -80,6 +81,26 @@ func (l *Limiter) failClosed(body mcp.Body, d Decision) Decision {
 		{"content-type", "application/json"},
 		{"retry-after", "1"},
 	}
+	return d
+}
+
+// unreadable answers a body the limiter cannot decode: 415, or 413 when it is too
+// large once inflated. Dry run lets it through, counted.
+func (l *Limiter) unreadable(srv *config.Server, d Decision, err error) Decision {
+	if srv.DryRun {
+		return d
+	}
+	d.Allow = false
+	d.Outcome = OutcomeUnreadable
+	d.Status = 415
+	d.Details = "mcp_rate_limit_unreadable_body"
+	msg := "Request body encoding not supported by the rate limiter"
+	if errors.Is(err, errDecodedTooLarge) {
+		d.Status = 413
+		msg = "Request body too large to rate-limit once decompressed"
+	}
+	d.Body = mcp.ErrorBody(mcp.Body{}, -32600, msg)
+	d.Headers = []Header{{"content-type", "application/json"}}
 	return d
 }
 

@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"bytes"
+	"compress/gzip"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -215,6 +217,25 @@ func TestWrongContentTypeIsStillLimited(t *testing.T) {
 			id := strconv.Itoa(10 + i)
 			checkRejected(t, raw.post(callBody(id, demo.ToolEcho), map[string]string{"Content-Type": tt.contentType}), id, "server", "shared")
 		})
+	}
+}
+
+func TestCompressedBodyIsStillLimited(t *testing.T) {
+	env := start(t, sharedPolicy(1), harness.Options{})
+	raw := newRawClient(t, env.URL)
+	checkPassed(t, "first call", raw.call("1", demo.ToolEcho))
+	var gz bytes.Buffer
+	w := gzip.NewWriter(&gz)
+	if _, err := w.Write([]byte(callBody("2", demo.ToolEcho))); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkRejected(t, raw.post(gz.String(), map[string]string{"Content-Encoding": "gzip"}), "2", "server", "shared")
+	r := raw.post("\x1b\x00", map[string]string{"Content-Encoding": "br"})
+	if r.Status != http.StatusUnsupportedMediaType {
+		t.Errorf("brotli body: got %d %q, want 415 (the limiter cannot read it)", r.Status, r.Body)
 	}
 }
 

@@ -1,0 +1,141 @@
+package limiter
+
+import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// DefaultMaxDecodedBytes bounds a body after decompression.
+const DefaultMaxDecodedBytes = 8 << 20
+
+// Errors of decodeBody.
+var (
+	// errUndecodable: a Content-Encoding or charset the limiter cannot read.
+	errUndecodable = errors.New("body encoding the limiter cannot read")
+	// errDecodedTooLarge: the body grows past the bound when decompressed.
+	errDecodedTooLarge = errors.New("decompressed body too large")
+)
+
+// decodeBody returns the JSON text an MCP server reads from body: decompressed
+// per Content-Encoding and transcoded to UTF-8 per the Content-Type charset.
+// Servers undo both (Express's JSON parser, which the TypeScript SDK's server
+// uses, inflates gzip and deflate and decodes utf-16 and utf-32), so a limiter
+// reading only the raw bytes could be bypassed by compressing a tools/call. The
+// common case, neither header set to anything but identity/UTF-8, returns body
+// itself without copying.
+func decodeBody(body []byte, contentEncoding, contentType string, max int) ([]byte, error) {
+	if enc := strings.TrimSpace(contentEncoding); enc != "" && !strings.EqualFold(enc, "identity") {
+		// Codings are listed in the order they were applied: undo the last first.
+		codings := strings.Split(enc, ",")
+		for i := len(codings) - 1; i >= 0; i-- {
+			var err error
+			if body, err = decompress(body, strings.ToLower(strings.TrimSpace(codings[i])), max); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return transcode(body, charset(contentType))
+}
+
+func decompress(body []byte, coding string, max int) ([]byte, error) {
+	var r io.Reader
+	switch coding {
+	case "identity", "":
+		return body, nil
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return nil, fmt.Errorf("%w: gzip: %v", errUndecodable, err)
+		}
+		r = zr
+	case "deflate":
+		// HTTP's deflate is zlib-wrapped; some clients send raw deflate.
+		if zr, err := zlib.NewReader(bytes.NewReader(body)); err == nil {
+			r = zr
+		} else {
+			r = flate.NewReader(bytes.NewReader(body))
+		}
+	default:
+		return nil, fmt.Errorf("%w: content-encoding %q", errUndecodable, coding)
+	}
+	out, err := io.ReadAll(io.LimitReader(r, int64(max)+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", errUndecodable, coding, err)
+	}
+	if len(out) > max {
+		return nil, errDecodedTooLarge
+	}
+	return out, nil
+}
+
+// charset returns the lower-cased charset parameter of a Content-Type, or "".
+func charset(contentType string) string {
+	if !strings.Contains(contentType, "charset") {
+		return ""
+	}
+	_, params, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(params["charset"])
+}
+
+// transcode turns a body in charset cs into UTF-8. Charsets that are not a UTF
+// are left alone: servers refuse them (Express answers 415) or read the bytes as
+// they are (the Go SDK ignores the charset), and the parser reads bytes as UTF-8
+// just like the latter.
+func transcode(body []byte, cs string) ([]byte, error) {
+	switch cs {
+	case "utf-16le":
+		return utf16To8(body, binary.LittleEndian), nil
+	case "utf-16be":
+		return utf16To8(body, binary.BigEndian), nil
+	case "utf-16":
+		if len(body) >= 2 && body[0] == 0xff && body[1] == 0xfe {
+			return utf16To8(body[2:], binary.LittleEndian), nil
+		}
+		if len(body) >= 2 && body[0] == 0xfe && body[1] == 0xff {
+			return utf16To8(body[2:], binary.BigEndian), nil
+		}
+		return utf16To8(body, binary.BigEndian), nil
+	case "utf-32le":
+		return utf32To8(body, binary.LittleEndian), nil
+	case "utf-32be", "utf-32":
+		return utf32To8(body, binary.BigEndian), nil
+	}
+	if strings.HasPrefix(cs, "utf-") && cs != "utf-8" {
+		// utf-7 and friends: a server may decode them, the limiter cannot.
+		return nil, fmt.Errorf("%w: charset %q", errUndecodable, cs)
+	}
+	return body, nil
+}
+
+func utf16To8(b []byte, order binary.ByteOrder) []byte {
+	units := make([]uint16, len(b)/2)
+	for i := range units {
+		units[i] = order.Uint16(b[2*i:])
+	}
+	out := make([]byte, 0, len(units))
+	for _, r := range utf16.Decode(units) {
+		out = utf8.AppendRune(out, r)
+	}
+	return out
+}
+
+func utf32To8(b []byte, order binary.ByteOrder) []byte {
+	out := make([]byte, 0, len(b)/4)
+	for i := 0; i+4 <= len(b); i += 4 {
+		out = utf8.AppendRune(out, rune(order.Uint32(b[i:])))
+	}
+	return out
+}
