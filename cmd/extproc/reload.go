@@ -23,7 +23,7 @@ type policyWatcher struct {
 	path     string
 	interval time.Duration
 	trigger  <-chan os.Signal // a value reloads now; nil: polling only
-	initial  *config.Policy   // what the process started with
+	current  *config.Policy   // the policy in force, last applied
 	apply    func(*config.Policy)
 	reloaded func(ok bool) // counts each attempt
 	log      *slog.Logger
@@ -71,12 +71,21 @@ func (w *policyWatcher) reload(h [sha256.Size]byte) {
 			"file", w.path, "problems", config.Problems(err))
 		return
 	}
+	prev := w.current
 	w.apply(p)
+	w.current = p
 	w.reloaded(true)
 	w.log.Info("policy reloaded", "file", w.path, "summary", summary(p))
-	if !reflect.DeepEqual(p.Redis, w.initial.Redis) {
+	if redisConnectionChanged(prev.Redis, p.Redis) {
 		// The store is built once; swapping it under in-flight decisions is not worth
 		// the risk for a setting that changes with the deployment.
-		w.log.Warn("the redis block changed; it applies at the next restart", "file", w.path)
+		w.log.Warn("the redis connection settings changed; they apply at the next restart", "file", w.path)
 	}
+}
+
+// redisConnectionChanged compares what the store was built from. redis.timeout
+// is not part of it: every decision reads it from the policy in force.
+func redisConnectionChanged(a, b config.Redis) bool {
+	a.Timeout, b.Timeout = 0, 0
+	return !reflect.DeepEqual(a, b)
 }

@@ -45,6 +45,12 @@ const adminShutdownTimeout = 2 * time.Second
 // serve runs the processor until ctx is done, then shuts down gracefully. It
 // returns nil after a shutdown asked for through ctx.
 func serve(ctx context.Context, o options, log *slog.Logger) error {
+	// Caught from the start: Go's default for SIGHUP ends the process, which a
+	// reload signal must never do (it waits in the channel until the watcher
+	// starts; without --config there is nothing to reload and it is dropped).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	// Hashed before loading: a change in between is then seen by the first poll.
 	seen := contentHash(o.configPath)
 	policy, err := loadPolicy(o, log)
@@ -116,6 +122,9 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		// would end the stream, and failure_mode_allow would let it through
 		// unlimited. The limit stays above any buffer limit a deployment should use.
 		grpc.MaxRecvMsgSize(maxMessageBytes),
+		// Stop (after the grace period) then waits for handlers to return, so the
+		// store is never closed under a decision still running.
+		grpc.WaitForHandlers(true),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			// Envoy's HTTP/2 connection keepalive may ping every few seconds, also
 			// between streams; grpc-go's default policy (5 min, not without a stream)
@@ -147,15 +156,12 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 
 	// Started before "ready" is logged, so SIGHUP is handled by then.
 	if o.configPath != "" {
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
 		interval := o.pollInterval
 		if interval <= 0 {
 			interval = defaultPollInterval
 		}
 		w := &policyWatcher{
-			path: o.configPath, interval: interval, trigger: hup, initial: policy,
+			path: o.configPath, interval: interval, trigger: hup, current: policy,
 			apply: lim.SetPolicy, reloaded: m.ConfigReloaded, log: log, last: seen,
 		}
 		wctx, stopWatch := context.WithCancel(ctx)

@@ -248,3 +248,25 @@ func startGateProxy(t *testing.T, redisAddr string) *gateProxy {
 }
 
 func (g *gateProxy) open() { g.once.Do(func() { close(g.opened) }) }
+
+func TestBinarySurvivesSIGHUPWithoutConfig(t *testing.T) {
+	bin := buildBinary(t)
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	cmd, logs, exited := startBinary(ctx, t, bin, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
+	_, admin := logs.addrs(ctx, t)
+	logs.wait(ctx, t, "ready")
+	// Go's default for SIGHUP ends the process; a reload signal must not.
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(ctx, t, admin+"/healthz"); code != 200 {
+		t.Fatalf("GET /healthz after SIGHUP: got %d, want 200", code)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitExit(ctx, t, exited); err != nil {
+		t.Errorf("exit after SIGTERM: got %v, want code 0 (the SIGHUP must not have ended it)", err)
+	}
+}

@@ -109,6 +109,7 @@ func NewRedisClient(opts DialOptions) (redis.UniversalClient, error) {
 			PoolSize:              opts.PoolSize,
 			DialTimeout:           opts.DialTimeout,
 			ContextTimeoutEnabled: true,
+			MaxRetries:            noRetries,
 		}), nil
 	case len(opts.Cluster.Addrs) > 0:
 		return redis.NewClusterClient(&redis.ClusterOptions{
@@ -119,6 +120,7 @@ func NewRedisClient(opts DialOptions) (redis.UniversalClient, error) {
 			PoolSize:              opts.PoolSize,
 			DialTimeout:           opts.DialTimeout,
 			ContextTimeoutEnabled: true,
+			MaxRetries:            noRetries,
 		}), nil
 	}
 
@@ -149,8 +151,15 @@ func NewRedisClient(opts DialOptions) (redis.UniversalClient, error) {
 		o.DialTimeout = opts.DialTimeout
 	}
 	o.ContextTimeoutEnabled = true
+	o.MaxRetries = noRetries
 	return redis.NewClient(o), nil
 }
+
+// noRetries turns off go-redis's retries. It retries a command after a
+// connection reset even when Redis may already have run it, and a script run
+// twice charges a request twice. A failed decision instead follows failureMode,
+// and the next one reconnects.
+const noRetries = -1
 
 func newTLSConfig(o TLSOptions) (*tls.Config, error) {
 	c := &tls.Config{

@@ -245,6 +245,11 @@ func (l *Limiter) take(ctx context.Context, p *config.Policy, srv *config.Server
 		}
 		return res, nil, nil
 	}
+	if ctx.Err() != nil {
+		// Envoy gave up on the request (client gone, message_timeout): nobody
+		// waits for this decision, and the store is not to blame.
+		return res, nil, err
+	}
 	if errors.Is(err, bucket.ErrInvalidCharge) {
 		// A policy the config package accepted should never build one; say so
 		// loudly rather than counting it as an outage.

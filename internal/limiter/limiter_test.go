@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -512,5 +513,20 @@ func TestSFString(t *testing.T) {
 	}
 	if strings.ContainsAny(sfString("\n"), "\n") {
 		t.Error("control characters must not reach a header")
+	}
+}
+
+func TestACancelledRequestIsNotAStoreOutage(t *testing.T) {
+	var logs strings.Builder
+	p := server(func(s *config.Server) { s.Shared = perMinute(1) })
+	l := New(p, Options{Store: failingStore{hang: true}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	d := l.Decide(ctx, post(call("1", "a")))
+	if d.StoreError != nil || l.storeDown.Load() {
+		t.Errorf("got StoreError %v, storeDown %v, want neither for a request Envoy abandoned", d.StoreError, l.storeDown.Load())
+	}
+	if logs.Len() != 0 {
+		t.Errorf("got logs %q, want none", logs.String())
 	}
 }
