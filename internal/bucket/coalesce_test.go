@@ -308,3 +308,37 @@ func TestCoalescerDeadlineBoundsQueuedAndSentCalls(t *testing.T) {
 		t.Errorf("queue after every deadline: got %d calls, want 0", n)
 	}
 }
+
+func TestCoalescerShortDeadlineDoesNotFailItsBatch(t *testing.T) {
+	s, g, _ := gatedStore(t, RedisOptions{MaxInFlight: 1})
+	g.setHold(true)
+	a, b, c, d := charge("a"), charge("b"), charge("c"), charge("d")
+	first := goTake(context.Background(), s, a)
+	<-g.entered
+	leader := goTake(context.Background(), s, b)
+	waitQueued(t, s, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	short := goTake(ctx, s, c)
+	waitQueued(t, s, 2)
+	late := goTake(context.Background(), s, d)
+	waitQueued(t, s, 3)
+
+	g.release <- struct{}{} // a's round trip ends; b leads [b c d]
+	await(t, "first caller", first)
+	if got, want := <-g.entered, []string{b.Key, c.Key, d.Key}; !slices.Equal(got, want) {
+		t.Fatalf("second send: got keys %v, want %v", got, want)
+	}
+	// The batch is held past c's deadline: c gives up on its own...
+	if o := await(t, "short-deadline caller", short); !errors.Is(o.err, context.DeadlineExceeded) {
+		t.Fatalf("short-deadline caller: got %+v, %v, want context.DeadlineExceeded", o.res, o.err)
+	}
+	// ...and the others, whose deadlines are far, still get their decisions.
+	g.setHold(false)
+	g.release <- struct{}{}
+	for name, ch := range map[string]<-chan outcome{"leader": leader, "late caller": late} {
+		if o := await(t, name, ch); o.err != nil || !o.res.Allowed {
+			t.Errorf("%s: got %+v, %v, want allowed", name, o.res, o.err)
+		}
+	}
+}
