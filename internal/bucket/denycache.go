@@ -42,7 +42,9 @@ const denialShards = 32
 // it only denies what the store would deny. It stops being exact when tokens
 // come back by other means: a bucket deleted in Redis by hand, a Redis
 // failover that lost writes, or a limit changed under the same key (entries
-// record the Limit and only match the same one).
+// record the Limit and only match the same one, but during a rolling policy
+// change a replica on the new, smaller limit can move the TAT back under an
+// entry another replica recorded: that entry over-denies for at most its wait).
 //
 // A locally denied Take reports, for each remembered bucket, Denied, Remaining
 // 0 (it holds less than the cost; the cache does not follow refills) and the

@@ -165,9 +165,6 @@ func (l *Limiter) SetPolicy(p *config.Policy) {
 	l.policy.Store(compile(p))
 }
 
-// Policy returns the policy in force.
-func (l *Limiter) Policy() *config.Policy { return l.policy.Load().policy }
-
 // Decide returns the decision for r.
 func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 	c := l.policy.Load()
