@@ -5,6 +5,8 @@ package metrics
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,11 +81,20 @@ func (m *Metrics) Decided(d limiter.Decision, elapsed time.Duration) {
 	}
 	if d.StoreError != nil {
 		kind := "error"
-		if errors.Is(d.StoreError, context.DeadlineExceeded) {
+		if isTimeout(d.StoreError) {
 			kind = "timeout"
 		}
 		m.storeErrors.WithLabelValues(kind).Inc()
 	}
+}
+
+// isTimeout reports a decision deadline that ran out: the context's own error,
+// or the socket timeout the Redis client sets from that deadline, which can fire
+// a moment before the context notices.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		(errors.As(err, &ne) && ne.Timeout())
 }
 
 // ConfigReloaded counts a reload attempt.

@@ -3,6 +3,8 @@ package metrics
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +25,7 @@ func TestMetricsCountDecisions(t *testing.T) {
 	m.Decided(limiter.Decision{Server: "github", Method: "tools/call", Outcome: limiter.OutcomeLimited, Limit: "tool:search"}, time.Millisecond)
 	m.Decided(limiter.Decision{Server: "github", Method: "tools/call", Outcome: limiter.OutcomeFailedOpen, StoreError: context.DeadlineExceeded}, time.Millisecond)
 	m.Decided(limiter.Decision{Server: "github", Method: "tools/call", Outcome: limiter.OutcomeFailedOpen, StoreError: errors.New("refused")}, time.Millisecond)
+	m.Decided(limiter.Decision{Server: "github", Method: "tools/call", Outcome: limiter.OutcomeFailedOpen, StoreError: fmt.Errorf("read tcp: %w", os.ErrDeadlineExceeded)}, time.Millisecond)
 	m.Decided(limiter.Decision{Server: "github", Outcome: limiter.OutcomeUnlimited, ParseError: true}, time.Millisecond)
 	m.Decided(limiter.Decision{Outcome: limiter.OutcomeUnlimited}, time.Millisecond)
 	m.ConfigReloaded(true)
@@ -39,7 +42,7 @@ mcp_ratelimit_config_reloads_total{result="success"} 1
 # HELP mcp_ratelimit_decisions_total Rate-limit decisions by server, method, decision and denying limit.
 # TYPE mcp_ratelimit_decisions_total counter
 mcp_ratelimit_decisions_total{decision="allowed",limit="",method="tools/call",server="github"} 1
-mcp_ratelimit_decisions_total{decision="failed_open",limit="",method="tools/call",server="github"} 2
+mcp_ratelimit_decisions_total{decision="failed_open",limit="",method="tools/call",server="github"} 3
 mcp_ratelimit_decisions_total{decision="limited",limit="tool:search",method="tools/call",server="github"} 1
 mcp_ratelimit_decisions_total{decision="unlimited",limit="",method="",server="github"} 1
 mcp_ratelimit_decisions_total{decision="unlimited",limit="",method="",server="none"} 1
@@ -49,7 +52,7 @@ mcp_ratelimit_parse_errors_total 1
 # HELP mcp_ratelimit_store_errors_total Decisions whose store call failed, by kind (timeout, error).
 # TYPE mcp_ratelimit_store_errors_total counter
 mcp_ratelimit_store_errors_total{kind="error"} 1
-mcp_ratelimit_store_errors_total{kind="timeout"} 1
+mcp_ratelimit_store_errors_total{kind="timeout"} 2
 `
 	names := []string{"mcp_ratelimit_active_streams", "mcp_ratelimit_config_reloads_total", "mcp_ratelimit_decisions_total",
 		"mcp_ratelimit_parse_errors_total", "mcp_ratelimit_store_errors_total"}
