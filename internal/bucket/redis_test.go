@@ -25,8 +25,16 @@ func newTestClient(t testing.TB, addr string) *redis.Client {
 func redisHarness(c redis.UniversalClient) harness {
 	return harness{store: NewRedis(c, RedisOptions{}), stored: func(t *testing.T, key string) (int64, time.Duration, bool) {
 		t.Helper()
-		ctx := context.Background()
-		v, err := c.Get(ctx, key).Result()
+		// GET and PTTL in one MULTI: a 1ms bucket may expire between two calls.
+		var get *redis.StringCmd
+		var pttl *redis.DurationCmd
+		if _, err := c.TxPipelined(context.Background(), func(p redis.Pipeliner) error {
+			get, pttl = p.Get(context.Background(), key), p.PTTL(context.Background(), key)
+			return nil
+		}); err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatalf("GET+PTTL %s: %v", key, err)
+		}
+		v, err := get.Result()
 		if errors.Is(err, redis.Nil) {
 			return 0, 0, false
 		}
@@ -37,7 +45,7 @@ func redisHarness(c redis.UniversalClient) harness {
 		if err != nil {
 			t.Fatalf("GET %s: got %q, want a decimal integer", key, v)
 		}
-		ttl, err := c.PTTL(ctx, key).Result()
+		ttl, err := pttl.Result()
 		if err != nil {
 			t.Fatalf("PTTL %s: %v", key, err)
 		}
