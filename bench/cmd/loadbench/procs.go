@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,23 +113,6 @@ func (p *proc) waitReady(ctx context.Context, check func(context.Context) error)
 		case <-tick.C:
 		}
 	}
-}
-
-// httpOK GETs url and wants 200.
-func httpOK(ctx context.Context, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: got %d, want 200", url, resp.StatusCode)
-	}
-	return nil
 }
 
 // tcpOpen succeeds once addr accepts a connection.

@@ -248,7 +248,7 @@ func (r *runner) startEnvoy(ctx context.Context, name string, p envoyParams) (*e
 		return nil, err
 	}
 	e := &envoy{proc: pr, listen: loopback(p.ListenPort), admin: loopback(p.AdminPort)}
-	if err := pr.waitReady(ctx, func(ctx context.Context) error { return httpOK(ctx, "http://"+e.admin+"/ready") }); err != nil {
+	if err := pr.waitReady(ctx, func(ctx context.Context) error { return harness.HTTPOK(ctx, "http://"+e.admin+"/ready") }); err != nil {
 		_ = pr.stop()
 		return nil, err
 	}
@@ -510,7 +510,7 @@ func (r *runner) startExtproc(ctx context.Context, sc scenario) (*proc, int, err
 		return nil, 0, err
 	}
 	if err := x.waitReady(ctx, func(ctx context.Context) error {
-		return httpOK(ctx, "http://"+loopback(adminPort)+"/readyz")
+		return harness.HTTPOK(ctx, "http://"+loopback(adminPort)+"/readyz")
 	}); err != nil {
 		_ = x.stop()
 		return nil, 0, err

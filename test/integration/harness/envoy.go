@@ -55,7 +55,7 @@ func StartEnvoy(tb testing.TB, p envoyconfig.Params) *Envoy {
 			"--file-flush-interval-msec", "50")
 	}
 	if err := WaitFor(context.Background(), "envoy", e.svc, func(ctx context.Context) error {
-		return httpOK(ctx, "http://"+e.AdminAddr+"/ready")
+		return HTTPOK(ctx, "http://"+e.AdminAddr+"/ready")
 	}); err != nil {
 		tb.Fatal(err)
 	}

@@ -61,12 +61,12 @@ func StartExtproc(tb testing.TB, o ExtprocOptions) *Extproc {
 // WaitReady polls /readyz until it answers 200.
 func (e *Extproc) WaitReady(ctx context.Context) error {
 	return WaitFor(ctx, e.Name, e.Process, func(ctx context.Context) error {
-		return httpOK(ctx, "http://"+e.AdminAddr+"/readyz")
+		return HTTPOK(ctx, "http://"+e.AdminAddr+"/readyz")
 	})
 }
 
-// httpOK GETs url and wants 200.
-func httpOK(ctx context.Context, url string) error {
+// HTTPOK GETs url and wants 200 (readiness probes).
+func HTTPOK(ctx context.Context, url string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
