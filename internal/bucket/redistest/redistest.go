@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/mcp-ratelimit/extproc/internal/testtools"
 )
 
 const (
@@ -90,7 +92,7 @@ type serverConfig struct {
 
 func startServer(tb testing.TB, c serverConfig) *Server {
 	tb.Helper()
-	bin := findServerOrSkip(tb)
+	bin := testtools.Redis.Require(tb)
 	if c.name == "" {
 		c.name = "redis"
 	}
@@ -196,59 +198,6 @@ func (s *Server) stop() {
 	case <-time.After(stopTimeout):
 		_ = p.cmd.Process.Kill()
 		<-p.exited
-	}
-}
-
-// findServerOrSkip returns the redis-server binary, or ends the test: failed
-// under CI, skipped otherwise.
-func findServerOrSkip(tb testing.TB) string {
-	tb.Helper()
-	bin, err := findServer()
-	if err != nil {
-		if ci := os.Getenv("CI"); ci != "" && ci != "false" && ci != "0" {
-			tb.Fatalf("redistest: CI is set and %v", err)
-		}
-		tb.Skipf("redistest: skipping: %v", err)
-	}
-	return bin
-}
-
-func findServer() (string, error) {
-	if p := os.Getenv("REDIS_SERVER"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("$REDIS_SERVER: %w", err)
-		}
-		return p, nil
-	}
-	if root, ok := moduleRoot(); ok {
-		p := filepath.Join(root, ".tools", "bin", "redis-server")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	p, err := exec.LookPath("redis-server")
-	if err != nil {
-		return "", fmt.Errorf("redis-server not found via $REDIS_SERVER, .tools/bin or PATH: %w", err)
-	}
-	return p, nil
-}
-
-// moduleRoot is the closest directory above the working directory (the test's
-// package directory) holding go.mod.
-func moduleRoot() (string, bool) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", false
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, true
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", false
-		}
-		dir = parent
 	}
 }
 
