@@ -72,6 +72,7 @@ func New(d Decider, opts Options) *Server {
 // Process serves one ext_proc stream (Envoy opens one per HTTP request): receive,
 // handle, send, until Envoy closes it. Every message gets exactly one answer.
 func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	growStack()
 	s.obs.StreamStarted()
 	defer s.obs.StreamEnded()
 	ctx := stream.Context()
