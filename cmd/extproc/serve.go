@@ -122,6 +122,8 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		// would end the stream, and failure_mode_allow would let it through
 		// unlimited. The limit stays above any buffer limit a deployment should use.
 		grpc.MaxRecvMsgSize(maxMessageBytes),
+		// Shared answers go out as bytes marshalled once (see Server.Codec).
+		grpc.ForceServerCodecV2(proc.Codec()),
 		// Stop (after the grace period) then waits for handlers to return, so the
 		// store is never closed under a decision still running.
 		grpc.WaitForHandlers(true),

@@ -66,6 +66,8 @@ func New(d Decider, opts Options) *Server {
 	if s.maxBody <= 0 {
 		s.maxBody = 8 << 20
 	}
+	s.answers.encode(s.headersContinue)
+	s.answers.encode(s.bodyContinue)
 	return s
 }
 

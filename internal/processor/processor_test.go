@@ -27,11 +27,12 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// dial serves s over an in-memory gRPC connection and returns a client.
+// dial serves s over an in-memory gRPC connection, with its Codec as
+// cmd/extproc serves it, and returns a client.
 func dial(t *testing.T, s *Server) extprocv3.ExternalProcessorClient {
 	t.Helper()
 	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpc.ForceServerCodecV2(s.Codec()))
 	extprocv3.RegisterExternalProcessorServer(gs, s)
 	go func() { _ = gs.Serve(lis) }()
 	conn, err := grpc.NewClient("passthrough:///bufnet",

@@ -1,0 +1,37 @@
+package processor
+
+import (
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+)
+
+// Codec returns the gRPC codec to serve s with (grpc.ForceServerCodecV2): gRPC's
+// proto codec, except that the answers s builds once and shares (continues and
+// their dynamic metadata) are sent as bytes marshalled once, not marshalled
+// again for every request. Any other message, of any service on the same
+// server, goes to the proto codec.
+func (s *Server) Codec() encoding.CodecV2 {
+	return codec{base: encoding.GetCodecV2(proto.Name), answers: &s.answers}
+}
+
+type codec struct {
+	base    encoding.CodecV2
+	answers *answers
+}
+
+func (c codec) Marshal(v any) (mem.BufferSlice, error) {
+	if resp, ok := v.(*extprocv3.ProcessingResponse); ok {
+		if b, ok := c.answers.encoded.Load(resp); ok {
+			// A SliceBuffer is not pooled: gRPC's Free after the write leaves
+			// the shared bytes alone.
+			return mem.BufferSlice{mem.SliceBuffer(b.([]byte))}, nil
+		}
+	}
+	return c.base.Marshal(v)
+}
+
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error { return c.base.Unmarshal(data, v) }
+
+func (c codec) Name() string { return c.base.Name() }
