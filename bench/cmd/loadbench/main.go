@@ -2,10 +2,20 @@
 // run starts an upstream MCP server, redis-server and, for each configuration, Envoy
 // (and extproc), sends MCP tools/call POSTs at a fixed concurrency, and prints
 // requests/s, latency percentiles and CPU per request for each configuration as a
-// Markdown table, with ratios to Envoy without a filter.
+// Markdown table, with ratios to Envoy without a filter (a).
+//
+// The machine it runs on is noisy: one configuration's req/s moves by ±20% from
+// window to window, so one ratio says little. -rounds N runs the whole -configs list
+// N times in a row; each result is compared with the (a) of its own round (the
+// nearest (a) before it in the round, else the round's first), so slow drift of the
+// machine hits both sides of a ratio alike. With N > 1 the tables get a round column
+// and are followed by per-configuration medians of those ratios and, when (a), (c)
+// and (d) ran, a check of (c) against the targets: ≥ 0.6 × (a), and closer to (d)
+// than to half of (a).
 //
 //	go run ./bench/cmd/loadbench                 # every configuration, 32 workers, 2 s + 10 s each
 //	go run ./bench/cmd/loadbench -configs a,c,e -duration 5s -out bench/results
+//	go run ./bench/cmd/loadbench -configs a,c,d -duration 8s -rounds 5
 //
 // Everything listens on loopback ports chosen at start. See bench/README.md.
 package main
@@ -30,9 +40,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
-	if len(os.Args) > 1 && os.Args[1] == "upstream" {
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == "upstream":
 		err = runUpstream(ctx, os.Args[2:])
-	} else {
+	case len(os.Args) > 1 && os.Args[1] == "nullproc":
+		err = runNullProcessor(ctx, os.Args[2:])
+	default:
 		err = run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
@@ -41,9 +54,14 @@ func main() {
 	}
 }
 
+// maxRounds bounds -rounds: 50 rounds of every configuration at the defaults already
+// take well over an hour.
+const maxRounds = 50
+
 // flags are loadbench's command line.
 type flags struct {
 	configs          []string
+	rounds           int // times the whole configs list runs, 1..maxRounds
 	load             loadOptions
 	envoyConcurrency int
 	upstream         string
@@ -56,6 +74,8 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	fs.SetOutput(stderr)
 	var f flags
 	configs := fs.String("configs", strings.Join(scenarioNames(), ","), "configurations to run, in order")
+	fs.IntVar(&f.rounds, "rounds", 1, "run the whole -configs list this many times in a row (1..50); "+
+		"ratios are then against the (a) of the same round, and medians over the rounds follow the tables")
 	fs.IntVar(&f.load.Concurrency, "concurrency", 32, "concurrent requests (one keep-alive connection each)")
 	fs.DurationVar(&f.load.Warmup, "warmup", 2*time.Second, "load before each measured window")
 	fs.DurationVar(&f.load.Duration, "duration", 10*time.Second, "measured window of each configuration")
@@ -75,6 +95,8 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 		f.configs = append(f.configs, c)
 	}
 	switch {
+	case f.rounds < 1 || f.rounds > maxRounds:
+		return flags{}, fmt.Errorf("-rounds: got %d, want 1..%d", f.rounds, maxRounds)
 	case f.load.Concurrency < 1 || f.load.Concurrency > 1024:
 		return flags{}, fmt.Errorf("-concurrency: got %d, want 1..1024", f.load.Concurrency)
 	case f.load.Duration <= 0 || f.load.Duration > 10*time.Minute:
@@ -124,15 +146,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 		rep.probe = &p
 	}
-	for _, name := range f.configs {
-		sc, _ := scenarioByName(name)
-		fmt.Fprintf(stderr, "loadbench: %s: %s\n", sc.Name, sc.Desc)
-		res, err := r.runScenario(ctx, sc)
-		if err != nil {
-			return fmt.Errorf("%s: %w", sc.Name, err)
-		}
-		fmt.Fprintf(stderr, "loadbench: %s: %.0f req/s\n", sc.Name, res.rps())
-		rep.results = append(rep.results, res)
+	if rep.results, err = runRounds(ctx, r, f, stderr); err != nil {
+		return err
 	}
 
 	text := rep.markdown()
@@ -148,6 +163,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		fmt.Fprintln(stderr, "loadbench: wrote", path)
 	}
 	return nil
+}
+
+// runRounds runs every configuration of f.configs in order, f.rounds times.
+func runRounds(ctx context.Context, r *runner, f flags, stderr io.Writer) ([]roundResult, error) {
+	var results []roundResult
+	for round := 1; round <= f.rounds; round++ {
+		// With one round, progress lines and errors read as they did before -rounds.
+		prefix := ""
+		if f.rounds > 1 {
+			prefix = fmt.Sprintf("round %d/%d: ", round, f.rounds)
+		}
+		for _, name := range f.configs {
+			sc, _ := scenarioByName(name)
+			fmt.Fprintf(stderr, "loadbench: %s%s: %s\n", prefix, sc.Name, sc.Desc)
+			res, err := r.runScenario(ctx, sc)
+			if err != nil {
+				return nil, fmt.Errorf("%s%s: %w", prefix, sc.Name, err)
+			}
+			fmt.Fprintf(stderr, "loadbench: %s%s: %.0f req/s\n", prefix, sc.Name, res.rps())
+			results = append(results, roundResult{result: res, round: round})
+		}
+	}
+	return results, nil
 }
 
 // hostInfo describes the machine and the binaries for the report header.

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -211,6 +214,8 @@ func TestParseFlagsRejectsBadValues(t *testing.T) {
 		{"zero concurrency", []string{"-concurrency", "0"}, "-concurrency: got 0"},
 		{"zero duration", []string{"-duration", "0s"}, "-duration: got 0s"},
 		{"unknown upstream", []string{"-upstream", "nginx"}, `upstream kind "nginx"`},
+		{"zero rounds", []string{"-rounds", "0"}, "-rounds: got 0, want 1..50"},
+		{"51 rounds", []string{"-rounds", "51"}, "-rounds: got 51, want 1..50"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -227,11 +232,279 @@ func TestParseFlagsDefaultsRunEveryConfiguration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := strings.Join(f.configs, ","), "a,b,c,d,c-flood,e"; got != want {
+	if got, want := strings.Join(f.configs, ","), "a,b,c,d,c-flood,e,n"; got != want {
 		t.Errorf("got configs %s, want %s", got, want)
+	}
+	if f.rounds != 1 {
+		t.Errorf("got %d rounds, want 1", f.rounds)
 	}
 	if f.load.Concurrency != 32 || f.load.Duration != 10*time.Second || f.load.Warmup != 2*time.Second {
 		t.Errorf("got concurrency %d, duration %v, warm-up %v; want 32, 10s, 2s", f.load.Concurrency, f.load.Duration, f.load.Warmup)
+	}
+}
+
+func TestParseFlagsAcceptsRoundsInRange(t *testing.T) {
+	for _, n := range []int{1, 3, 50} {
+		f, err := parseFlags([]string{"-rounds", strconv.Itoa(n)}, io.Discard)
+		if err != nil {
+			t.Fatalf("-rounds %d: got error %v, want none", n, err)
+		}
+		if f.rounds != n {
+			t.Errorf("-rounds %d: got %d rounds", n, f.rounds)
+		}
+	}
+}
+
+// fakeResult is a result of config in round that completed rps requests in one
+// second with envoyCPU of CPU, so its CPU per 1k requests is envoyCPU/rps*1000.
+func fakeResult(config string, round, rps int, envoyCPU time.Duration) roundResult {
+	sc, ok := scenarioByName(config)
+	if !ok {
+		panic("unknown configuration " + config)
+	}
+	return roundResult{round: round, result: result{
+		sc:   sc,
+		load: loadResult{Elapsed: time.Second, Latencies: make([]time.Duration, rps), Status: map[int]int{http.StatusOK: rps}},
+		cpu:  map[string]time.Duration{"envoy": envoyCPU},
+	}}
+}
+
+func TestRatiosAreAgainstTheAOfTheSameRound(t *testing.T) {
+	r := fakeResult
+	tests := []struct {
+		name    string
+		results []roundResult
+		want    []ratio // rps and cpu rounded to 3 decimals
+	}{
+		{
+			name:    "one round, one a",
+			results: []roundResult{r("a", 1, 1000, time.Second), r("c", 1, 700, time.Second)},
+			want:    []ratio{{1, 1, true}, {0.7, 1.429, true}},
+		},
+		{
+			name: "each round has its own a",
+			results: []roundResult{
+				r("a", 1, 1000, time.Second), r("c", 1, 600, time.Second),
+				r("a", 2, 500, time.Second), r("c", 2, 400, time.Second),
+			},
+			want: []ratio{{1, 1, true}, {0.6, 1.667, true}, {1, 1, true}, {0.8, 1.25, true}},
+		},
+		{
+			name: "a round without a gets no ratio",
+			results: []roundResult{
+				r("a", 1, 1000, time.Second), r("c", 1, 600, time.Second),
+				r("c", 2, 400, time.Second),
+			},
+			want: []ratio{{1, 1, true}, {0.6, 1.667, true}, {}},
+		},
+		{
+			name: "several a in a round: the nearest one before",
+			results: []roundResult{
+				r("a", 1, 1000, time.Second), r("c", 1, 800, time.Second),
+				r("a", 1, 500, time.Second), r("c", 1, 400, time.Second),
+			},
+			want: []ratio{{1, 1, true}, {0.8, 1.25, true}, {1, 1, true}, {0.8, 1.25, true}},
+		},
+		{
+			name: "no a before in the round: the round's first a",
+			results: []roundResult{
+				r("a", 1, 2000, time.Second),
+				r("c", 2, 600, time.Second), r("a", 2, 1000, time.Second), r("a", 2, 500, time.Second),
+			},
+			want: []ratio{{1, 1, true}, {0.6, 1.667, true}, {1, 1, true}, {1, 1, true}},
+		},
+		{
+			name:    "an a that measured nothing gives no ratio",
+			results: []roundResult{r("a", 1, 0, 0), r("c", 1, 600, time.Second)},
+			want:    []ratio{{}, {}},
+		},
+	}
+	round3 := func(x float64) float64 { return math.Round(x*1000) / 1000 }
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ratios(tt.results)
+			for i := range got {
+				got[i].rps, got[i].cpu = round3(got[i].rps), round3(got[i].cpu)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMedianOfOddAndEvenCounts(t *testing.T) {
+	tests := []struct {
+		name string
+		xs   []float64
+		want float64
+	}{
+		{"one value", []float64{0.7}, 0.7},
+		{"odd count, unsorted", []float64{0.9, 0.5, 0.7}, 0.7},
+		{"even count is the mean of the middle two", []float64{4, 1, 3, 2}, 2.5},
+		{"two values", []float64{0.6, 0.8}, 0.7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := slices.Clone(tt.xs)
+			if got := median(in); math.Abs(got-tt.want) > 1e-12 {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+			if !slices.Equal(in, tt.xs) {
+				t.Errorf("median reordered its input: %v, was %v", in, tt.xs)
+			}
+		})
+	}
+	if got := median(nil); !math.IsNaN(got) {
+		t.Errorf("median(nil): got %v, want NaN", got)
+	}
+}
+
+func TestSummarizeGroupsByConfigInFirstAppearanceOrder(t *testing.T) {
+	r := fakeResult
+	results := []roundResult{
+		r("c", 1, 900, time.Second), // no a in round 1: counted in req/s, not in ratios
+		r("a", 2, 1000, time.Second), r("c", 2, 600, time.Second),
+		r("a", 3, 1000, time.Second), r("c", 3, 800, time.Second),
+	}
+	sums := summarize(results, ratios(results))
+	if len(sums) != 2 || sums[0].name != "c" || sums[1].name != "a" {
+		t.Fatalf("got %+v, want c then a", sums)
+	}
+	c := sums[0]
+	if got, want := median(c.rps), 800.0; got != want {
+		t.Errorf("c req/s median: got %v, want %v", got, want)
+	}
+	if got, want := c.rpsRatios, []float64{0.6, 0.8}; !slices.Equal(got, want) {
+		t.Errorf("c ratios: got %v, want %v", got, want)
+	}
+	if got, want := median(c.rpsRatios), 0.7; math.Abs(got-want) > 1e-12 {
+		t.Errorf("c ×(a) median: got %v, want %v", got, want)
+	}
+}
+
+func TestTargetLine(t *testing.T) {
+	tests := []struct {
+		name string
+		c, d float64
+		want string
+	}{
+		{
+			name: "both met",
+			c:    0.80, d: 0.98,
+			want: "(c) median ×(a) = 0.80 (target ≥ 0.60: met); closer to (d) (0.98) than to half of (a) iff ×(a) > (0.98+0.50)/2 = 0.74: met",
+		},
+		{
+			name: "at least 0.6 but nearer half of (a)",
+			c:    0.69, d: 0.97,
+			want: "(c) median ×(a) = 0.69 (target ≥ 0.60: met); closer to (d) (0.97) than to half of (a) iff ×(a) > (0.97+0.50)/2 = 0.73: not met",
+		},
+		{
+			name: "neither met",
+			c:    0.48, d: 1.00,
+			want: "(c) median ×(a) = 0.48 (target ≥ 0.60: not met); closer to (d) (1.00) than to half of (a) iff ×(a) > (1.00+0.50)/2 = 0.75: not met",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := targetLine(tt.c, tt.d); got != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTargetCheckNeedsRatiosOfACAndD(t *testing.T) {
+	r := fakeResult
+	tests := []struct {
+		name    string
+		results []roundResult
+		want    string // "" for no line
+	}{
+		{
+			name: "a, c and d in every round",
+			results: []roundResult{
+				r("a", 1, 1000, time.Second), r("c", 1, 700, time.Second), r("d", 1, 950, time.Second),
+				r("a", 2, 1000, time.Second), r("c", 2, 500, time.Second), r("d", 2, 1000, time.Second),
+				r("a", 3, 1000, time.Second), r("c", 3, 650, time.Second), r("d", 3, 990, time.Second),
+			},
+			want: "(c) median ×(a) = 0.65 (target ≥ 0.60: met); closer to (d) (0.99) than to half of (a) iff ×(a) > (0.99+0.50)/2 = 0.74: not met",
+		},
+		{
+			name:    "no d",
+			results: []roundResult{r("a", 1, 1000, time.Second), r("c", 1, 700, time.Second)},
+		},
+		{
+			name:    "no a",
+			results: []roundResult{r("c", 1, 700, time.Second), r("d", 1, 950, time.Second)},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := targetCheck(summarize(tt.results, ratios(tt.results)))
+			if ok != (tt.want != "") || got != tt.want {
+				t.Errorf("got %q (ok %v), want %q", got, ok, tt.want)
+			}
+		})
+	}
+}
+
+func TestMarkdownShowsRoundsOnlyWhenThereAreSeveral(t *testing.T) {
+	r := fakeResult
+	one := report{flags: flags{rounds: 1}, results: []roundResult{
+		r("a", 1, 1000, time.Second), r("c", 1, 700, time.Second), r("d", 1, 950, time.Second),
+	}}
+	three := report{flags: flags{rounds: 3}}
+	for round := 1; round <= 3; round++ {
+		three.results = append(three.results,
+			r("a", round, 1000, time.Second), r("c", round, 600+50*round, time.Second), r("d", round, 1000, time.Second))
+	}
+	tests := []struct {
+		name        string
+		rep         report
+		want, wantN []string // substrings that must, and must not, appear
+	}{
+		{
+			name: "one round: the table as before -rounds",
+			rep:  one,
+			want: []string{
+				"\n| config | req/s | ×(a) |",
+				"\n| a Envoy, no filter | 1000 | 1.00 | ",
+				"\n| c Envoy + extproc, Redis | 700 | 0.70 | ",
+				"\n| c | 1.429 | – | – | – | 0.000 |\n",
+			},
+			wantN: []string{"round", "Medians", "target"},
+		},
+		{
+			name: "three rounds: round column, medians and the target line",
+			rep:  three,
+			want: []string{
+				"3 rounds of the configurations",
+				"\n| round | config | req/s | ×(a) |",
+				"\n| 2 | c Envoy + extproc, Redis | 700 | 0.70 | ",
+				"\n| round | config | envoy |",
+				"\n| 3 | c | 1.333 | – |",
+				"\nMedians over 3 rounds",
+				"\n| c | 3 | 700 | 0.70 | 0.65–0.75 | 1.429 | 1.43 |\n",
+				"\n| a | 3 | 1000 | 1.00 | 1.00–1.00 | 1.000 | 1.00 |\n",
+				"\n(c) median ×(a) = 0.70 (target ≥ 0.60: met); closer to (d) (1.00) than to half of (a) iff ×(a) > (1.00+0.50)/2 = 0.75: not met\n",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			md := tt.rep.markdown()
+			for _, w := range tt.want {
+				if !strings.Contains(md, w) {
+					t.Errorf("missing %q in\n%s", w, md)
+				}
+			}
+			for _, w := range tt.wantN {
+				if strings.Contains(md, w) {
+					t.Errorf("unexpected %q in\n%s", w, md)
+				}
+			}
+		})
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -13,8 +14,13 @@ type report struct {
 	started time.Time
 	host    string
 	probe   *probeResult
-	results []result
+	results []roundResult
 }
+
+// multiRound tells whether the run had several rounds. Only then do the tables get a
+// round column and the medians section follow, so a one-round report reads as it
+// did before -rounds.
+func (rep report) multiRound() bool { return rep.flags.rounds > 1 }
 
 func (rep report) markdown() string {
 	var b strings.Builder
@@ -23,24 +29,47 @@ func (rep report) markdown() string {
 	fmt.Fprintf(&b, "%d concurrent keep-alive connections, %v warm-up + %v measured per configuration; "+
 		"upstream %s; Envoy --concurrency %d. %s.\n\n",
 		f.load.Concurrency, f.load.Warmup, f.load.Duration, f.upstream, f.envoyConcurrency, rep.host)
-
-	var base *result
-	for i := range rep.results {
-		if rep.results[i].sc.Name == "a" {
-			base = &rep.results[i]
-		}
+	if rep.multiRound() {
+		fmt.Fprintf(&b, "%d rounds of the configurations, one after the other; every ×(a) is against the (a) of the same round.\n\n", f.rounds)
 	}
-	b.WriteString("| config | req/s | ×(a) | p50 ms | p99 ms | p99.9 ms | CPU s/1k req | ×(a) | loadgen CPU s/1k | 429 | ext_proc msgs/req | Redis calls/req | errors |\n")
-	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
-	for _, r := range rep.results {
+
+	rs := ratios(rep.results)
+	rep.writeMainTable(&b, rs)
+	rep.writeCPUTable(&b)
+	if rep.multiRound() {
+		writeMedians(&b, f.rounds, summarize(rep.results, rs))
+	}
+
+	if p := rep.probe; p != nil {
+		b.WriteString("\nProbe of configuration (e), request_header_mode SKIP + request_body_mode BUFFERED:\n\n")
+		fmt.Fprintf(&b, "- messages the processor received for one POST: %s\n", strings.Join(p.Messages, ", "))
+		fmt.Fprintf(&b, "- attributes[\"envoy.filters.http.ext_proc\"] of the first message: `%s`\n", p.Attributes)
+	}
+	return b.String()
+}
+
+// roundCell returns the leading round column of a row, header or separator line:
+// with one round there is none.
+func (rep report) roundCell(cell string) string {
+	if !rep.multiRound() {
+		return ""
+	}
+	return "| " + cell + " "
+}
+
+// writeMainTable writes one row per result; rs are the results' ratios.
+func (rep report) writeMainTable(b *strings.Builder, rs []ratio) {
+	b.WriteString(rep.roundCell("round") + "| config | req/s | ×(a) | p50 ms | p99 ms | p99.9 ms | CPU s/1k req | ×(a) | loadgen CPU s/1k | 429 | ext_proc msgs/req | Redis calls/req | errors |\n")
+	b.WriteString(rep.roundCell("--:") + "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for i, r := range rep.results {
 		n := r.load.Requests()
 		rpsRatio, cpuRatio := "", ""
-		if base != nil && base.rps() > 0 && base.systemCPU() > 0 {
-			rpsRatio = fmt.Sprintf("%.2f", r.rps()/base.rps())
-			cpuRatio = fmt.Sprintf("%.2f", r.per1k(r.systemCPU())/base.per1k(base.systemCPU()))
+		if rs[i].ok {
+			rpsRatio = fmt.Sprintf("%.2f", rs[i].rps)
+			cpuRatio = fmt.Sprintf("%.2f", rs[i].cpu)
 		}
 		msgs, evals := "–", "–"
-		if r.sc.Filter == filterExtproc && n > 0 {
+		if (r.sc.Filter == filterExtproc || r.sc.Filter == filterNullProc) && n > 0 {
 			msgs = fmt.Sprintf("%.2f", float64(r.extprocMsgs)/float64(n))
 		}
 		if r.sc.Store == storeRedis && n > 0 {
@@ -50,15 +79,19 @@ func (rep report) markdown() string {
 		if r.extprocFailures > 0 {
 			errs += fmt.Sprintf(" (ext_proc failures %d)", r.extprocFailures)
 		}
-		fmt.Fprintf(&b, "| %s %s | %.0f | %s | %s | %s | %s | %.3f | %s | %.3f | %s | %s | %s | %s |\n",
-			r.sc.Name, r.sc.Desc, r.rps(), rpsRatio,
+		fmt.Fprintf(b, "%s| %s %s | %.0f | %s | %s | %s | %s | %.3f | %s | %.3f | %s | %s | %s | %s |\n",
+			rep.roundCell(fmt.Sprint(r.round)), r.sc.Name, r.sc.Desc, r.rps(), rpsRatio,
 			ms(percentile(r.load.Latencies, 0.50)), ms(percentile(r.load.Latencies, 0.99)), ms(percentile(r.load.Latencies, 0.999)),
 			r.per1k(r.systemCPU()), cpuRatio, r.per1k(r.loadgenCPU),
 			pct(r.load.Status[http.StatusTooManyRequests], n), msgs, evals, errs)
 	}
+}
 
+// writeCPUTable writes each result's CPU per request split by process.
+func (rep report) writeCPUTable(b *strings.Builder) {
 	b.WriteString("\nCPU seconds per 1k requests by process (the CPU column above is their sum):\n\n")
-	b.WriteString("| config | envoy | extproc | redis-server | upstream | loadgen |\n|---|--:|--:|--:|--:|--:|\n")
+	b.WriteString(rep.roundCell("round") + "| config | envoy | extproc | redis-server | upstream | loadgen |\n")
+	b.WriteString(rep.roundCell("--:") + "|---|--:|--:|--:|--:|--:|\n")
 	for _, r := range rep.results {
 		cell := func(name string) string {
 			if d, ok := r.cpu[name]; ok {
@@ -66,16 +99,32 @@ func (rep report) markdown() string {
 			}
 			return "–"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.3f |\n", r.sc.Name,
+		fmt.Fprintf(b, "%s| %s | %s | %s | %s | %s | %.3f |\n", rep.roundCell(fmt.Sprint(r.round)), r.sc.Name,
 			cell("envoy"), cell("extproc"), cell("redis-server"), cell("upstream"), r.per1k(r.loadgenCPU))
 	}
+}
 
-	if p := rep.probe; p != nil {
-		b.WriteString("\nProbe of configuration (e), request_header_mode SKIP + request_body_mode BUFFERED:\n\n")
-		fmt.Fprintf(&b, "- messages the processor received for one POST: %s\n", strings.Join(p.Messages, ", "))
-		fmt.Fprintf(&b, "- attributes[\"envoy.filters.http.ext_proc\"] of the first message: `%s`\n", p.Attributes)
+// writeMedians writes one row per configuration with its medians over the rounds,
+// then the check of (c) against the targets when (a), (c) and (d) ran. A median of
+// ratios, each taken within one round, resists both a noisy window and drift
+// between rounds better than a ratio of medians would.
+func writeMedians(b *strings.Builder, rounds int, sums []configSummary) {
+	fmt.Fprintf(b, "\nMedians over %d rounds (×(a): median of the per-round ratios):\n\n", rounds)
+	b.WriteString("| config | rounds | req/s median | ×(a) median | ×(a) min–max | CPU s/1k median | CPU ×(a) median |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|\n")
+	for _, s := range sums {
+		rpsRatio, spread, cpuRatio := "", "", ""
+		if len(s.rpsRatios) > 0 {
+			rpsRatio = fmt.Sprintf("%.2f", median(s.rpsRatios))
+			spread = fmt.Sprintf("%.2f–%.2f", slices.Min(s.rpsRatios), slices.Max(s.rpsRatios))
+			cpuRatio = fmt.Sprintf("%.2f", median(s.cpuRatios))
+		}
+		fmt.Fprintf(b, "| %s | %d | %.0f | %s | %s | %.3f | %s |\n",
+			s.name, len(s.rps), median(s.rps), rpsRatio, spread, median(s.cpu), cpuRatio)
 	}
-	return b.String()
+	if line, ok := targetCheck(sums); ok {
+		b.WriteString("\n" + line + "\n")
+	}
 }
 
 // otherStatuses counts answers that are neither 200 nor 429.

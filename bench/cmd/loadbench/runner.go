@@ -25,10 +25,13 @@ const (
 	filterNone    = "none"
 	filterExtproc = "extproc"
 	filterLocalRL = "local_ratelimit"
-	storeMemory   = "memory"
-	storeRedis    = "redis"
-	policyHigh    = "high"
-	policyFlood   = "flood"
+	// filterNullProc is the ext_proc filter of (c) in front of nullproc instead
+	// of extproc.
+	filterNullProc = "nullproc"
+	storeMemory    = "memory"
+	storeRedis     = "redis"
+	policyHigh     = "high"
+	policyFlood    = "flood"
 )
 
 // scenario is one configuration of the run.
@@ -50,6 +53,7 @@ var scenarios = []scenario{
 	{Name: "d", Desc: "Envoy local_ratelimit (never rejects)", Filter: filterLocalRL},
 	{Name: "c-flood", Desc: "Envoy + extproc, Redis, 90% of calls over the limit", Filter: filterExtproc, Store: storeRedis, Policy: policyFlood, SearchPerTen: 9},
 	{Name: "e", Desc: "(c) with request headers SKIP, attributes instead", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, SkipHeaders: true},
+	{Name: "n", Desc: "Envoy + a null ext_proc server (grpc-go, answers continue, reads nothing)", Filter: filterNullProc},
 }
 
 func scenarioNames() []string {
@@ -441,8 +445,12 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 			return result{}, fmt.Errorf("redis FLUSHALL: %w", err)
 		}
 	}
-	if sc.Filter == filterExtproc {
-		x, port, err := r.startExtproc(ctx, sc)
+	if sc.Filter == filterExtproc || sc.Filter == filterNullProc {
+		start := r.startExtproc
+		if sc.Filter == filterNullProc {
+			start = r.startNullProc
+		}
+		x, port, err := start(ctx, sc)
 		if err != nil {
 			return result{}, err
 		}
@@ -453,6 +461,9 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 		}()
 		procs["extproc"] = x
 		p.ExtprocPort = port
+	}
+	if p.Filter == filterNullProc {
+		p.Filter = filterExtproc // the same Envoy configuration as (c)
 	}
 	e, err := r.startEnvoy(ctx, sc.Name, p)
 	if err != nil {
@@ -506,6 +517,34 @@ func (r *runner) startExtproc(ctx context.Context, sc scenario) (*proc, int, err
 		args = append(args, "--redis-url", "redis://"+r.redisAddr+"/0")
 	}
 	x, err := startProc(r.dir, "extproc-"+sc.Name, r.extproc, args...)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := x.waitReady(ctx, func(ctx context.Context) error {
+		return harness.HTTPOK(ctx, "http://"+loopback(adminPort)+"/readyz")
+	}); err != nil {
+		_ = x.stop()
+		return nil, 0, err
+	}
+	return x, grpcPort, nil
+}
+
+// startNullProc starts loadbench's own null ext_proc server ("nullproc") and waits
+// for its /readyz. It is measured under the name extproc.
+func (r *runner) startNullProc(ctx context.Context, sc scenario) (*proc, int, error) {
+	grpcPort, err := freePort()
+	if err != nil {
+		return nil, 0, err
+	}
+	adminPort, err := freePort()
+	if err != nil {
+		return nil, 0, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, 0, err
+	}
+	x, err := startProc(r.dir, "nullproc-"+sc.Name, self, "nullproc", "-addr", loopback(grpcPort), "-admin-addr", loopback(adminPort))
 	if err != nil {
 		return nil, 0, err
 	}

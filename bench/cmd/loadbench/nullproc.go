@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+)
+
+// runNullProcessor is the "nullproc" subcommand: an ext_proc server that answers
+// every message with a bare continue, reading nothing. It is what any ext_proc
+// server written with grpc-go costs at the least (stream set-up, two messages in,
+// two answers out), so configuration (n) separates the price of the ext_proc
+// protocol from the price of extproc's own work. /readyz on -admin-addr answers
+// 200 once the gRPC listener is open, as extproc's does.
+func runNullProcessor(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("nullproc", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:0", "gRPC listen address")
+	admin := fs.String("admin-addr", "127.0.0.1:0", "HTTP /readyz listen address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	aln, err := net.Listen("tcp", *admin)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("listen: %w", err)
+	}
+	gs := grpc.NewServer()
+	extprocv3.RegisterExternalProcessorServer(gs, newNullProcessor())
+	hs := &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- gs.Serve(ln) }()
+	go func() { errc <- hs.Serve(aln) }()
+	select {
+	case err := <-errc:
+		gs.Stop()
+		hs.Close()
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	gs.Stop()
+	if err := hs.Close(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// nullProcessor answers each ext_proc message with a continue of its kind,
+// built once and shared.
+type nullProcessor struct {
+	extprocv3.UnimplementedExternalProcessorServer
+	headers, body, trailers *extprocv3.ProcessingResponse
+}
+
+func newNullProcessor() *nullProcessor {
+	return &nullProcessor{
+		headers: &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+			RequestHeaders: &extprocv3.HeadersResponse{}}},
+		body: &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
+			RequestBody: &extprocv3.BodyResponse{}}},
+		trailers: &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
+			RequestTrailers: &extprocv3.TrailersResponse{}}},
+	}
+}
+
+func (p *nullProcessor) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		resp := p.body
+		switch req.Request.(type) {
+		case *extprocv3.ProcessingRequest_RequestHeaders:
+			resp = p.headers
+		case *extprocv3.ProcessingRequest_RequestTrailers:
+			resp = p.trailers
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
