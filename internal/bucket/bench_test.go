@@ -178,12 +178,16 @@ func BenchmarkDenialCache(b *testing.B) {
 // coalesced Takes with 1, 2 and 4 pipelines in flight. The unloaded rows run
 // one goroutine, one Take after another.
 //
-// Medians of -count=5 on the 2-core development machine, shared with other
-// work (so only ratios within one run mean much), 1 bucket: plain 22k
-// decisions/s (p99 9.3ms), coalesced 52k/58k/52k with 1/2/4 in flight (p99
-// 5.1/2.9/4.5ms), i.e. 2.3-2.6× plain; an earlier run gave 2.0×/1.6×/2.1×.
-// Unloaded p50 28µs coalesced vs 39µs plain in that run, 35µs vs 31µs in the
-// earlier one: noise around the same code path (same allocations).
+// Figures from the 2-core development machine, shared with other work, so only
+// ratios within one run mean much (medians of -count=3, 1 bucket, decisions/s):
+// with the current gcra.lua, plain 27k, coalesced 49k/59k/57k with 1/2/4 in
+// flight: 2.15x plain at the default 2. With 4 buckets the script's own work
+// (four GETs and SETs) dominates and pipelining saves less: 23k plain, 24k/31k
+// with 2/4 in flight (1.06x/1.34x).
+// Six paired runs of the old and the current script (-benchtime 3s) gave
+// coalesced/plain 1.46-1.71x. Unloaded p50 39us coalesced vs 48us plain (the
+// same code path: one EVALSHA, same allocations). Redis is the bottleneck:
+// redis-server runs at ~95% of a core, the Go side at ~40%.
 func BenchmarkRedis(b *testing.B) {
 	const goroutines = 64
 	c := redis.NewClient(&redis.Options{Addr: redistest.Start(b), PoolSize: goroutines, ContextTimeoutEnabled: true})
