@@ -232,7 +232,7 @@ func TestParseFlagsDefaultsRunEveryConfiguration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := strings.Join(f.configs, ","), "a,b,c,d,c-flood,e,n"; got != want {
+	if got, want := strings.Join(f.configs, ","), "a,b,c,d,c-flood,e,n,u"; got != want {
 		t.Errorf("got configs %s, want %s", got, want)
 	}
 	if f.rounds != 1 {
@@ -513,8 +513,11 @@ func TestMarkdownShowsRoundsOnlyWhenThereAreSeveral(t *testing.T) {
 func TestEnvoyConfigsAreValid(t *testing.T) {
 	for _, sc := range scenarios {
 		t.Run(sc.Name, func(t *testing.T) {
-			p := envoyParams{Filter: sc.Filter, SkipHeaders: sc.SkipHeaders, Attributes: probeAttributes,
-				ListenPort: 10000, AdminPort: 9901, UpstreamPort: 8080, ExtprocPort: 50051}
+			p := envoyParamsFor(sc)
+			p.ListenPort, p.AdminPort, p.UpstreamPort, p.ExtprocPort = 10000, 9901, 8080, 50051
+			if sc.UnixSocket {
+				p.ExtprocSocket = "/tmp/loadbench/extproc.sock"
+			}
 			cfg, err := renderEnvoy(p)
 			if err != nil {
 				t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -41,7 +42,10 @@ type scenario struct {
 	Filter      string
 	Store       string
 	SkipHeaders bool
-	Policy      string
+	// UnixSocket: Envoy reaches the processor over a Unix socket, as a sidecar in
+	// the same pod or host would, instead of TCP on loopback.
+	UnixSocket bool
+	Policy     string
 	// SearchPerTen: calls in ten that go to the tool the flood policy limits.
 	SearchPerTen int
 }
@@ -54,6 +58,7 @@ var scenarios = []scenario{
 	{Name: "c-flood", Desc: "Envoy + extproc, Redis, 90% of calls over the limit", Filter: filterExtproc, Store: storeRedis, Policy: policyFlood, SearchPerTen: 9},
 	{Name: "e", Desc: "(c) with request headers SKIP, attributes instead", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, SkipHeaders: true},
 	{Name: "n", Desc: "Envoy + a null ext_proc server (grpc-go, answers continue, reads nothing)", Filter: filterNullProc},
+	{Name: "u", Desc: "(c) with Envoy reaching extproc over a Unix socket", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, UnixSocket: true},
 }
 
 func scenarioNames() []string {
@@ -135,7 +140,31 @@ type envoyParams struct {
 	ListenPort   int
 	AdminPort    int
 	UpstreamPort int
-	ExtprocPort  int
+	// The processor's address: ExtprocSocket (a Unix socket path) when set,
+	// else 127.0.0.1:ExtprocPort.
+	ExtprocPort   int
+	ExtprocSocket string
+}
+
+// envoyParamsFor returns the Envoy template's parameters for sc; the caller fills
+// in the ports. (n) gets the Envoy configuration of (c): only the processor
+// behind it differs.
+func envoyParamsFor(sc scenario) envoyParams {
+	p := envoyParams{Filter: sc.Filter, SkipHeaders: sc.SkipHeaders, Attributes: []string{"source.address"}}
+	if sc.Filter == filterNullProc {
+		p.Filter = filterExtproc
+	}
+	if sc.SkipHeaders {
+		p.Attributes = probeAttributes
+	}
+	return p
+}
+
+// processorAddr is where a started processor listens: a Unix socket path, or a
+// loopback TCP port.
+type processorAddr struct {
+	port   int
+	socket string
 }
 
 func renderEnvoy(p envoyParams) ([]byte, error) {
@@ -434,10 +463,7 @@ func (s *snapshots) end(ctx context.Context) error {
 // runScenario starts the configuration's extproc and Envoy, loads them and stops them.
 func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 	procs := map[string]*proc{"upstream": r.upstream}
-	p := envoyParams{Filter: sc.Filter, SkipHeaders: sc.SkipHeaders, Attributes: []string{"source.address"}}
-	if sc.SkipHeaders {
-		p.Attributes = probeAttributes
-	}
+	p := envoyParamsFor(sc)
 	if sc.Store == storeRedis {
 		procs["redis-server"] = r.redis
 		// Buckets from an earlier configuration must not decide this one.
@@ -450,7 +476,7 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 		if sc.Filter == filterNullProc {
 			start = r.startNullProc
 		}
-		x, port, err := start(ctx, sc)
+		x, addr, err := start(ctx, sc)
 		if err != nil {
 			return result{}, err
 		}
@@ -460,10 +486,7 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 			}
 		}()
 		procs["extproc"] = x
-		p.ExtprocPort = port
-	}
-	if p.Filter == filterNullProc {
-		p.Filter = filterExtproc // the same Envoy configuration as (c)
+		p.ExtprocPort, p.ExtprocSocket = addr.port, addr.socket
 	}
 	e, err := r.startEnvoy(ctx, sc.Name, p)
 	if err != nil {
@@ -498,61 +521,81 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 
 // startExtproc starts the built extproc for sc with its policy, at the default log
 // level (info, which logs no line per request), and waits for /readyz.
-func (r *runner) startExtproc(ctx context.Context, sc scenario) (*proc, int, error) {
+func (r *runner) startExtproc(ctx context.Context, sc scenario) (*proc, processorAddr, error) {
+	var none processorAddr
 	policy := filepath.Join(r.dir, "policy-"+sc.Name+".yaml")
 	if err := os.WriteFile(policy, []byte(policies[sc.Policy]), 0o600); err != nil {
-		return nil, 0, err
+		return nil, none, err
 	}
-	grpcPort, err := freePort()
+	addr, grpcAddr, err := r.processorListenAddr(sc)
 	if err != nil {
-		return nil, 0, err
+		return nil, none, err
 	}
 	adminPort, err := freePort()
 	if err != nil {
-		return nil, 0, err
+		return nil, none, err
 	}
-	args := []string{"--grpc-addr", loopback(grpcPort), "--admin-addr", loopback(adminPort),
+	args := []string{"--grpc-addr", grpcAddr, "--admin-addr", loopback(adminPort),
 		"--config", policy, "--log-format", "text"}
 	if sc.Store == storeRedis {
 		args = append(args, "--redis-url", "redis://"+r.redisAddr+"/0")
 	}
 	x, err := startProc(r.dir, "extproc-"+sc.Name, r.extproc, args...)
 	if err != nil {
-		return nil, 0, err
+		return nil, none, err
 	}
 	if err := x.waitReady(ctx, func(ctx context.Context) error {
 		return harness.HTTPOK(ctx, "http://"+loopback(adminPort)+"/readyz")
 	}); err != nil {
 		_ = x.stop()
-		return nil, 0, err
+		return nil, none, err
 	}
-	return x, grpcPort, nil
+	return x, addr, nil
+}
+
+// processorListenAddr picks where sc's processor listens, and the same as a
+// --grpc-addr / -addr value.
+func (r *runner) processorListenAddr(sc scenario) (processorAddr, string, error) {
+	if sc.UnixSocket {
+		// The run directory's path is short enough for a socket (108 bytes).
+		path := filepath.Join(r.dir, "extproc-"+sc.Name+".sock")
+		return processorAddr{socket: path}, "unix://" + path, nil
+	}
+	port, err := freePort()
+	if err != nil {
+		return processorAddr{}, "", err
+	}
+	return processorAddr{port: port}, loopback(port), nil
 }
 
 // startNullProc starts loadbench's own null ext_proc server ("nullproc") and waits
 // for its /readyz. It is measured under the name extproc.
-func (r *runner) startNullProc(ctx context.Context, sc scenario) (*proc, int, error) {
-	grpcPort, err := freePort()
+func (r *runner) startNullProc(ctx context.Context, sc scenario) (*proc, processorAddr, error) {
+	var none processorAddr
+	if sc.UnixSocket {
+		return nil, none, errors.New("nullproc listens on TCP only")
+	}
+	addr, grpcAddr, err := r.processorListenAddr(sc)
 	if err != nil {
-		return nil, 0, err
+		return nil, none, err
 	}
 	adminPort, err := freePort()
 	if err != nil {
-		return nil, 0, err
+		return nil, none, err
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return nil, 0, err
+		return nil, none, err
 	}
-	x, err := startProc(r.dir, "nullproc-"+sc.Name, self, "nullproc", "-addr", loopback(grpcPort), "-admin-addr", loopback(adminPort))
+	x, err := startProc(r.dir, "nullproc-"+sc.Name, self, "nullproc", "-addr", grpcAddr, "-admin-addr", loopback(adminPort))
 	if err != nil {
-		return nil, 0, err
+		return nil, none, err
 	}
 	if err := x.waitReady(ctx, func(ctx context.Context) error {
 		return harness.HTTPOK(ctx, "http://"+loopback(adminPort)+"/readyz")
 	}); err != nil {
 		_ = x.stop()
-		return nil, 0, err
+		return nil, none, err
 	}
-	return x, grpcPort, nil
+	return x, addr, nil
 }
