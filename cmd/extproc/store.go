@@ -26,7 +26,7 @@ type store struct {
 }
 
 // openStore picks the store (see redisDialOptions), logs which one, and for Redis
-// checks that it answers within pingTimeout.
+// checks within pingTimeout that it answers and can run the bucket script.
 func openStore(ctx context.Context, o options, r config.Redis, log *slog.Logger) (store, error) {
 	d, ok := redisDialOptions(o, r)
 	if !ok {
@@ -44,6 +44,10 @@ func openStore(ctx context.Context, o options, r config.Redis, log *slog.Logger)
 	if err := bucket.Ping(pctx, client); err != nil {
 		client.Close()
 		return store{}, redact(fmt.Errorf("redis at %s failed the start-up PING (timeout %s): %w", where, pingTimeout, err), secrets)
+	}
+	if err := bucket.CheckScript(pctx, client); err != nil {
+		client.Close()
+		return store{}, redact(fmt.Errorf("redis at %s failed the start-up check: %w", where, err), secrets)
 	}
 	log.Info("store: redis", "redis", where)
 	// The denial cache answers requests Redis is certain to deny without a round

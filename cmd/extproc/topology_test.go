@@ -21,6 +21,9 @@ func TestOpenStoreReachesEveryTopology(t *testing.T) {
 	const user, password = "extproc", "s3cret"
 	tlsSrv := redistest.StartTLS(t, true)
 	aclSrv := redistest.StartWithACL(t, user, password, "~mcprl:*", "+@all")
+	// Answers PING but cannot run the bucket script, as a Redis older than 6.2
+	// (no SET PXAT) cannot either.
+	noSetSrv := redistest.StartWithACL(t, user, password, "~mcprl:*", "+@all", "-set")
 	sentinel := redistest.StartSentinel(t)
 	cluster := redistest.StartCluster(t, 3)
 	tlsBlock := "  tls: {caFile: " + tlsSrv.CAFile + ", certFile: " + tlsSrv.CertFile + ", keyFile: " + tlsSrv.KeyFile + "}\n"
@@ -54,6 +57,12 @@ func TestOpenStoreReachesEveryTopology(t *testing.T) {
 			name:  "ACL user with a wrong password",
 			redis: "  url: redis://" + aclSrv.Addr + "\n  username: " + user + "\n  password: stale\n",
 			want:  "WRONGPASS",
+		},
+		{
+			name:  "Redis that answers PING but cannot run the bucket script",
+			opts:  options{redisPassword: password},
+			redis: "  url: redis://" + noSetSrv.Addr + "\n  username: " + user + "\n",
+			want:  "failed the start-up check",
 		},
 		{
 			name:  "sentinel",

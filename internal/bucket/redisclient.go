@@ -234,6 +234,26 @@ func Ping(ctx context.Context, client redis.UniversalClient) error {
 	return nil
 }
 
+// checkKey is the bucket CheckScript charges: under the key prefix, so the ACL
+// that lets the store work lets the check work, and without the "{server}" hash
+// tag every bucket's key has, so it can never be one of them.
+const checkKey = "mcprl:v1:startup-check"
+
+// CheckScript runs the bucket script once, as a Take does, on a bucket of its own
+// (one token a millisecond, expired within 2ms): a Redis that answers PING but
+// cannot run it (older than 6.2, which lacks SET PXAT; an ACL without EVALSHA,
+// EVAL, TIME, GET or SET) fails here rather than on every later decision, where
+// the failure mode would hide it. A denial is a success: two replicas starting
+// together may both check.
+func CheckScript(ctx context.Context, client redis.UniversalClient) error {
+	c := Charge{Key: checkKey, Limit: Limit{MaxTokens: 1, RefillPeriod: time.Millisecond}, Cost: 1}
+	if _, err := NewRedis(client, RedisOptions{MaxBatch: 1}).Take(ctx, []Charge{c}); err != nil {
+		return fmt.Errorf("bucket: redis at %s cannot run the bucket script (it needs Redis 6.2 or later, "+
+			"and EVALSHA, EVAL, TIME, GET and SET on mcprl:* keys): %w", describe(client), err)
+	}
+	return nil
+}
+
 // failoverAddr is the address go-redis gives a failover client's options.
 const failoverAddr = "FailoverClient"
 

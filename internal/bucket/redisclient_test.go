@@ -168,3 +168,56 @@ func TestPing(t *testing.T) {
 		t.Errorf("got %v, want an error containing %q", err, want)
 	}
 }
+
+func TestCheckScript(t *testing.T) {
+	const user, password = "extproc", "s3cret"
+	for _, tc := range []struct {
+		name  string
+		rules []string // ACL rules of user
+		want  []string // in CheckScript's error; none for success
+	}{
+		{"the least an ACL user needs", minimalACL, nil},
+		{"a user that may not SET, as Redis before 6.2 cannot SET PXAT", []string{"~mcprl:*", "+@all", "-set"},
+			[]string{"cannot run the bucket script", "Redis 6.2 or later", "can't run this command"}},
+		{"a user that may not run scripts", []string{"~mcprl:*", "+@all", "-evalsha", "-eval"},
+			[]string{"cannot run the bucket script", "NOPERM"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.StartWithACL(t, user, password, tc.rules...)
+			client := mustClient(t, DialOptions{URL: "redis://" + srv.Addr, Username: user, Password: password})
+			err := CheckScript(context.Background(), client)
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("got %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("got nil, want an error")
+			}
+			for _, w := range append(tc.want, srv.Addr) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("got %q, want it to contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestCheckScriptLeavesNoBucketBehind(t *testing.T) {
+	srv := redistest.StartServer(t)
+	client := mustClient(t, DialOptions{URL: "redis://" + srv.Addr})
+	if err := CheckScript(context.Background(), client); err != nil {
+		t.Fatal(err)
+	}
+	// The check's bucket refills in 1ms, so its key expires at the latest 2ms
+	// after it was set (PXAT, whole milliseconds).
+	ttl, err := srv.Client(t).PTTL(context.Background(), checkKey).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// go-redis gives PTTL's -1 (a key without expiry) and -2 (no key) as is.
+	if ttl == -1 || ttl > 2*time.Millisecond {
+		t.Errorf("PTTL %s: got %v, want at most 2ms (or gone)", checkKey, ttl)
+	}
+}
