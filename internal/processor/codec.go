@@ -24,9 +24,7 @@ type codec struct {
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	if resp, ok := v.(*extprocv3.ProcessingResponse); ok {
 		if b, ok := c.answers.encoded.Load(resp); ok {
-			// A SliceBuffer is not pooled: gRPC's Free after the write leaves
-			// the shared bytes alone.
-			return mem.BufferSlice{mem.SliceBuffer(b.([]byte))}, nil
+			return b.(mem.BufferSlice), nil
 		}
 	}
 	return c.base.Marshal(v)

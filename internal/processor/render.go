@@ -7,6 +7,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -48,7 +49,7 @@ func (s *Server) render(d limiter.Decision, ph phase) *extprocv3.ProcessingRespo
 type answers struct {
 	m       sync.Map // answerKey → *extprocv3.ProcessingResponse or *structpb.Struct
 	n       atomic.Int64
-	encoded sync.Map // *extprocv3.ProcessingResponse → its proto encoding ([]byte)
+	encoded sync.Map // *extprocv3.ProcessingResponse → its proto encoding (mem.BufferSlice)
 }
 
 // maxCachedAnswers bounds the cache across many policy reloads with new names.
@@ -106,7 +107,10 @@ func (a *answers) store(k answerKey, v any) {
 // report the error on its own.
 func (a *answers) encode(resp *extprocv3.ProcessingResponse) {
 	if b, err := proto.Marshal(resp); err == nil {
-		a.encoded.Store(resp, b)
+		// Kept as the BufferSlice Codec returns, so a send allocates nothing. A
+		// SliceBuffer is not pooled: gRPC's Free after each write leaves the
+		// shared bytes alone, and gRPC only reads them.
+		a.encoded.Store(resp, mem.BufferSlice{mem.SliceBuffer(b)})
 	}
 }
 
