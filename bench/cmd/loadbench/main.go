@@ -146,8 +146,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 		rep.probe = &p
 	}
-	if rep.results, err = runRounds(ctx, r, f, stderr); err != nil {
-		return err
+	// A run that stops part-way still reports what finished (an hour of rounds is
+	// not thrown away for the last one), then fails with runErr.
+	results, runErr := runRounds(ctx, r, f, stderr)
+	if runErr != nil && len(results) == 0 {
+		return runErr
+	}
+	rep.results = results
+	if runErr != nil {
+		rep.stopped = runErr.Error()
 	}
 
 	text := rep.markdown()
@@ -162,7 +169,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 		fmt.Fprintln(stderr, "loadbench: wrote", path)
 	}
-	return nil
+	return runErr
 }
 
 // runRounds runs every configuration of f.configs in order, f.rounds times.
@@ -179,7 +186,8 @@ func runRounds(ctx context.Context, r *runner, f flags, stderr io.Writer) ([]rou
 			fmt.Fprintf(stderr, "loadbench: %s%s: %s\n", prefix, sc.Name, sc.Desc)
 			res, err := r.runScenario(ctx, sc)
 			if err != nil {
-				return nil, fmt.Errorf("%s%s: %w", prefix, sc.Name, err)
+				// The rounds so far are still worth a report.
+				return results, fmt.Errorf("%s%s: %w", prefix, sc.Name, err)
 			}
 			fmt.Fprintf(stderr, "loadbench: %s%s: %.0f req/s\n", prefix, sc.Name, res.rps())
 			results = append(results, roundResult{result: res, round: round})

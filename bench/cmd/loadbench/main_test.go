@@ -538,3 +538,34 @@ func TestEnvoyConfigsAreValid(t *testing.T) {
 		})
 	}
 }
+
+func TestMarkdownOfAStoppedRunSaysSoAndKeepsWhatFinished(t *testing.T) {
+	rep := report{flags: flags{rounds: 3}, stopped: "round 2/3: c: envoy exited",
+		results: []roundResult{fakeResult("a", 1, 2000, time.Second), fakeResult("c", 1, 1400, time.Second)}}
+	md := rep.markdown()
+	for _, want := range []string{"**Incomplete run**: it stopped at round 2/3: c: envoy exited", "| 1 | c "} {
+		if !strings.Contains(md, want) {
+			t.Errorf("missing %q in\n%s", want, md)
+		}
+	}
+	if md := (report{flags: flags{rounds: 1}, results: rep.results[:1]}).markdown(); strings.Contains(md, "Incomplete") {
+		t.Errorf("a finished run reads as incomplete:\n%s", md)
+	}
+}
+
+func TestProcessorSocketPathsAreNumberedAndChecked(t *testing.T) {
+	u, _ := scenarioByName("u")
+	r := &runner{dir: "/tmp/loadbench-1"}
+	addr, grpcAddr, err := r.processorListenAddr(u, "03-u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "/tmp/loadbench-1/extproc-03-u.sock"; addr.socket != want || grpcAddr != "unix://"+want {
+		t.Errorf("got %q and %q, want socket %s", addr.socket, grpcAddr, want)
+	}
+
+	r.dir = "/" + strings.Repeat("d", maxSocketPath)
+	if _, _, err := r.processorListenAddr(u, "03-u"); err == nil || !strings.Contains(err.Error(), "TMPDIR") {
+		t.Errorf("socket path over %d bytes: got %v, want an error naming TMPDIR", maxSocketPath, err)
+	}
+}

@@ -15,6 +15,8 @@ type report struct {
 	host    string
 	probe   *probeResult
 	results []roundResult
+	// stopped is why the run ended before every round finished; "" when it did not.
+	stopped string
 }
 
 // multiRound tells whether the run had several rounds. Only then do the tables get a
@@ -31,6 +33,9 @@ func (rep report) markdown() string {
 		f.load.Concurrency, f.load.Warmup, f.load.Duration, f.upstream, f.envoyConcurrency, rep.host)
 	if rep.multiRound() {
 		fmt.Fprintf(&b, "%d rounds of the configurations, one after the other; every ×(a) is against the (a) of the same round.\n\n", f.rounds)
+	}
+	if rep.stopped != "" {
+		fmt.Fprintf(&b, "**Incomplete run**: it stopped at %s. The tables hold what finished before.\n\n", rep.stopped)
 	}
 
 	rs := ratios(rep.results)

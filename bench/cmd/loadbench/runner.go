@@ -160,6 +160,9 @@ func envoyParamsFor(sc scenario) envoyParams {
 	return p
 }
 
+// maxSocketPath is the size of sun_path on Linux, the terminating NUL included.
+const maxSocketPath = 108
+
 // processorAddr is where a started processor listens: a Unix socket path, or a
 // loopback TCP port.
 type processorAddr struct {
@@ -189,6 +192,9 @@ type runner struct {
 	redis        *proc
 	redisAddr    string
 	rdb          *redis.Client
+	// runs counts runScenario calls: it numbers each run's files in the run
+	// directory, so that -keep keeps every round's and every repeat's.
+	runs int
 }
 
 func newRunner(ctx context.Context, f flags, dir string, log io.Writer) (*runner, error) {
@@ -463,6 +469,8 @@ func (s *snapshots) end(ctx context.Context) error {
 // runScenario starts the configuration's extproc and Envoy, loads them and stops them.
 func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 	procs := map[string]*proc{"upstream": r.upstream}
+	r.runs++
+	tag := fmt.Sprintf("%02d-%s", r.runs, sc.Name) // names this run's files
 	p := envoyParamsFor(sc)
 	if sc.Store == storeRedis {
 		procs["redis-server"] = r.redis
@@ -476,7 +484,7 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 		if sc.Filter == filterNullProc {
 			start = r.startNullProc
 		}
-		x, addr, err := start(ctx, sc)
+		x, addr, err := start(ctx, sc, tag)
 		if err != nil {
 			return result{}, err
 		}
@@ -488,7 +496,7 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 		procs["extproc"] = x
 		p.ExtprocPort, p.ExtprocSocket = addr.port, addr.socket
 	}
-	e, err := r.startEnvoy(ctx, sc.Name, p)
+	e, err := r.startEnvoy(ctx, tag, p)
 	if err != nil {
 		return result{}, err
 	}
@@ -521,13 +529,13 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 
 // startExtproc starts the built extproc for sc with its policy, at the default log
 // level (info, which logs no line per request), and waits for /readyz.
-func (r *runner) startExtproc(ctx context.Context, sc scenario) (*proc, processorAddr, error) {
+func (r *runner) startExtproc(ctx context.Context, sc scenario, tag string) (*proc, processorAddr, error) {
 	var none processorAddr
-	policy := filepath.Join(r.dir, "policy-"+sc.Name+".yaml")
+	policy := filepath.Join(r.dir, "policy-"+tag+".yaml")
 	if err := os.WriteFile(policy, []byte(policies[sc.Policy]), 0o600); err != nil {
 		return nil, none, err
 	}
-	addr, grpcAddr, err := r.processorListenAddr(sc)
+	addr, grpcAddr, err := r.processorListenAddr(sc, tag)
 	if err != nil {
 		return nil, none, err
 	}
@@ -540,7 +548,7 @@ func (r *runner) startExtproc(ctx context.Context, sc scenario) (*proc, processo
 	if sc.Store == storeRedis {
 		args = append(args, "--redis-url", "redis://"+r.redisAddr+"/0")
 	}
-	x, err := startProc(r.dir, "extproc-"+sc.Name, r.extproc, args...)
+	x, err := startProc(r.dir, "extproc-"+tag, r.extproc, args...)
 	if err != nil {
 		return nil, none, err
 	}
@@ -555,10 +563,12 @@ func (r *runner) startExtproc(ctx context.Context, sc scenario) (*proc, processo
 
 // processorListenAddr picks where sc's processor listens, and the same as a
 // --grpc-addr / -addr value.
-func (r *runner) processorListenAddr(sc scenario) (processorAddr, string, error) {
+func (r *runner) processorListenAddr(sc scenario, tag string) (processorAddr, string, error) {
 	if sc.UnixSocket {
-		// The run directory's path is short enough for a socket (108 bytes).
-		path := filepath.Join(r.dir, "extproc-"+sc.Name+".sock")
+		path := filepath.Join(r.dir, "extproc-"+tag+".sock")
+		if len(path) >= maxSocketPath {
+			return processorAddr{}, "", fmt.Errorf("unix socket path %s is %d bytes, the limit is %d: set TMPDIR to a shorter directory", path, len(path), maxSocketPath-1)
+		}
 		return processorAddr{socket: path}, "unix://" + path, nil
 	}
 	port, err := freePort()
@@ -570,12 +580,12 @@ func (r *runner) processorListenAddr(sc scenario) (processorAddr, string, error)
 
 // startNullProc starts loadbench's own null ext_proc server ("nullproc") and waits
 // for its /readyz. It is measured under the name extproc.
-func (r *runner) startNullProc(ctx context.Context, sc scenario) (*proc, processorAddr, error) {
+func (r *runner) startNullProc(ctx context.Context, sc scenario, tag string) (*proc, processorAddr, error) {
 	var none processorAddr
 	if sc.UnixSocket {
 		return nil, none, errors.New("nullproc listens on TCP only")
 	}
-	addr, grpcAddr, err := r.processorListenAddr(sc)
+	addr, grpcAddr, err := r.processorListenAddr(sc, tag)
 	if err != nil {
 		return nil, none, err
 	}
@@ -587,7 +597,7 @@ func (r *runner) startNullProc(ctx context.Context, sc scenario) (*proc, process
 	if err != nil {
 		return nil, none, err
 	}
-	x, err := startProc(r.dir, "nullproc-"+sc.Name, self, "nullproc", "-addr", grpcAddr, "-admin-addr", loopback(adminPort))
+	x, err := startProc(r.dir, "nullproc-"+tag, self, "nullproc", "-addr", grpcAddr, "-admin-addr", loopback(adminPort))
 	if err != nil {
 		return nil, none, err
 	}
