@@ -480,11 +480,7 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 		}
 	}
 	if sc.Filter == filterExtproc || sc.Filter == filterNullProc {
-		start := r.startExtproc
-		if sc.Filter == filterNullProc {
-			start = r.startNullProc
-		}
-		x, addr, err := start(ctx, sc, tag)
+		x, addr, err := r.startProcessor(ctx, sc, tag)
 		if err != nil {
 			return result{}, err
 		}
@@ -527,14 +523,12 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 	return res, nil
 }
 
-// startExtproc starts the built extproc for sc with its policy, at the default log
-// level (info, which logs no line per request), and waits for /readyz.
-func (r *runner) startExtproc(ctx context.Context, sc scenario, tag string) (*proc, processorAddr, error) {
+// startProcessor starts sc's processor and waits for its /readyz: the built
+// extproc with sc's policy, at the default log level (info, which logs no line
+// per request), or for (n) loadbench's own null processor ("nullproc"), which
+// is measured under the name extproc.
+func (r *runner) startProcessor(ctx context.Context, sc scenario, tag string) (*proc, processorAddr, error) {
 	var none processorAddr
-	policy := filepath.Join(r.dir, "policy-"+tag+".yaml")
-	if err := os.WriteFile(policy, []byte(policies[sc.Policy]), 0o600); err != nil {
-		return nil, none, err
-	}
 	addr, grpcAddr, err := r.processorListenAddr(sc, tag)
 	if err != nil {
 		return nil, none, err
@@ -543,12 +537,29 @@ func (r *runner) startExtproc(ctx context.Context, sc scenario, tag string) (*pr
 	if err != nil {
 		return nil, none, err
 	}
-	args := []string{"--grpc-addr", grpcAddr, "--admin-addr", loopback(adminPort),
-		"--config", policy, "--log-format", "text"}
-	if sc.Store == storeRedis {
-		args = append(args, "--redis-url", "redis://"+r.redisAddr+"/0")
+	var name, bin string
+	var args []string
+	switch {
+	case sc.Filter == filterNullProc && sc.UnixSocket:
+		return nil, none, errors.New("nullproc listens on TCP only")
+	case sc.Filter == filterNullProc:
+		if bin, err = os.Executable(); err != nil {
+			return nil, none, err
+		}
+		name, args = "nullproc-"+tag, []string{"nullproc", "-addr", grpcAddr, "-admin-addr", loopback(adminPort)}
+	default:
+		policy := filepath.Join(r.dir, "policy-"+tag+".yaml")
+		if err := os.WriteFile(policy, []byte(policies[sc.Policy]), 0o600); err != nil {
+			return nil, none, err
+		}
+		name, bin = "extproc-"+tag, r.extproc
+		args = []string{"--grpc-addr", grpcAddr, "--admin-addr", loopback(adminPort),
+			"--config", policy, "--log-format", "text"}
+		if sc.Store == storeRedis {
+			args = append(args, "--redis-url", "redis://"+r.redisAddr+"/0")
+		}
 	}
-	x, err := startProc(r.dir, "extproc-"+tag, r.extproc, args...)
+	x, err := startProc(r.dir, name, bin, args...)
 	if err != nil {
 		return nil, none, err
 	}
@@ -576,36 +587,4 @@ func (r *runner) processorListenAddr(sc scenario, tag string) (processorAddr, st
 		return processorAddr{}, "", err
 	}
 	return processorAddr{port: port}, loopback(port), nil
-}
-
-// startNullProc starts loadbench's own null ext_proc server ("nullproc") and waits
-// for its /readyz. It is measured under the name extproc.
-func (r *runner) startNullProc(ctx context.Context, sc scenario, tag string) (*proc, processorAddr, error) {
-	var none processorAddr
-	if sc.UnixSocket {
-		return nil, none, errors.New("nullproc listens on TCP only")
-	}
-	addr, grpcAddr, err := r.processorListenAddr(sc, tag)
-	if err != nil {
-		return nil, none, err
-	}
-	adminPort, err := freePort()
-	if err != nil {
-		return nil, none, err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, none, err
-	}
-	x, err := startProc(r.dir, "nullproc-"+tag, self, "nullproc", "-addr", grpcAddr, "-admin-addr", loopback(adminPort))
-	if err != nil {
-		return nil, none, err
-	}
-	if err := x.waitReady(ctx, func(ctx context.Context) error {
-		return harness.HTTPOK(ctx, "http://"+loopback(adminPort)+"/readyz")
-	}); err != nil {
-		_ = x.stop()
-		return nil, none, err
-	}
-	return x, addr, nil
 }
