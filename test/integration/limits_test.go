@@ -249,6 +249,19 @@ func TestNonJSONBodyPassesUntouched(t *testing.T) {
 	}
 }
 
+// A body several times extproc's per-stream gRPC window (1 MiB) still reaches
+// the processor whole and is decided: charged, then the next call is over.
+func TestBodyOfSeveralMiBIsDecided(t *testing.T) {
+	env := start(t, sharedPolicy(1), harness.Options{})
+	raw := newRawClient(t, env.URL)
+	big := func(id string) string {
+		return `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"echo","arguments":{"text":"` +
+			strings.Repeat("a", 3<<20) + `"}}}`
+	}
+	checkPassed(t, "3 MiB call within the limit", raw.post(big("1"), nil))
+	checkRejected(t, raw.post(big("2"), nil), "2", "server", "shared")
+}
+
 func TestBodyOverEnvoyBufferLimitGets413(t *testing.T) {
 	const limit = 64 << 10
 	env := start(t, sharedPolicy(100), harness.Options{BufferLimitBytes: limit})
