@@ -36,7 +36,9 @@ func runNullProcessor(ctx context.Context, args []string) error {
 		ln.Close()
 		return fmt.Errorf("listen: %w", err)
 	}
-	gs := grpc.NewServer()
+	// The flow-control windows cmd/extproc sets (see its serve.go), so that (n)
+	// is the floor of the same transport, not of grpc-go's defaults.
+	gs := grpc.NewServer(grpc.InitialWindowSize(1<<20), grpc.InitialConnWindowSize(4<<20))
 	extprocv3.RegisterExternalProcessorServer(gs, newNullProcessor())
 	hs := &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }),
