@@ -64,9 +64,12 @@ type flags struct {
 	rounds           int // times the whole configs list runs, 1..maxRounds
 	load             loadOptions
 	envoyConcurrency int
-	upstream         string
-	out              string
-	keep             bool
+	// extprocProcs is GOMAXPROCS for the processor (extproc or nullproc); 0
+	// leaves it to the Go runtime (the CPUs it may use).
+	extprocProcs int
+	upstream     string
+	out          string
+	keep         bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (flags, error) {
@@ -82,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	fs.IntVar(&f.load.MaxRequests, "max-requests", 2_000_000, "end a window early after this many requests")
 	fs.IntVar(&f.load.Users, "users", 16, "distinct x-user-id values")
 	fs.IntVar(&f.envoyConcurrency, "envoy-concurrency", 2, "Envoy worker threads (--concurrency)")
+	fs.IntVar(&f.extprocProcs, "extproc-gomaxprocs", 0, "GOMAXPROCS for extproc and nullproc, as a CPU limit would set it; 0: the Go default")
 	fs.StringVar(&f.upstream, "upstream", upstreamSDK, "upstream: sdk (Go SDK, stateless, JSON answers), sdk-sse (the same, SSE answers) or fixed (net/http, constant result)")
 	fs.StringVar(&f.out, "out", "", "also write the report to DIR/<timestamp>.md (bench/results is git-ignored)")
 	fs.BoolVar(&f.keep, "keep", false, "keep the run directory (configs, policies, process logs)")
@@ -107,6 +111,8 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 		return flags{}, fmt.Errorf("-max-requests: got %d, want >= 1", f.load.MaxRequests)
 	case f.envoyConcurrency < 1:
 		return flags{}, fmt.Errorf("-envoy-concurrency: got %d, want >= 1", f.envoyConcurrency)
+	case f.extprocProcs < 0:
+		return flags{}, fmt.Errorf("-extproc-gomaxprocs: got %d, want >= 0", f.extprocProcs)
 	}
 	if _, err := upstreamHandler(f.upstream); err != nil {
 		return flags{}, fmt.Errorf("-upstream: %w", err)

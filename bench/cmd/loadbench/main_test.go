@@ -216,6 +216,7 @@ func TestParseFlagsRejectsBadValues(t *testing.T) {
 		{"unknown upstream", []string{"-upstream", "nginx"}, `upstream kind "nginx"`},
 		{"zero rounds", []string{"-rounds", "0"}, "-rounds: got 0, want 1..50"},
 		{"51 rounds", []string{"-rounds", "51"}, "-rounds: got 51, want 1..50"},
+		{"negative GOMAXPROCS", []string{"-extproc-gomaxprocs", "-1"}, "-extproc-gomaxprocs: got -1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -237,6 +238,9 @@ func TestParseFlagsDefaultsRunEveryConfiguration(t *testing.T) {
 	}
 	if f.rounds != 1 {
 		t.Errorf("got %d rounds, want 1", f.rounds)
+	}
+	if f.extprocProcs != 0 {
+		t.Errorf("got extproc GOMAXPROCS %d, want 0 (the Go default)", f.extprocProcs)
 	}
 	if f.load.Concurrency != 32 || f.load.Duration != 10*time.Second || f.load.Warmup != 2*time.Second {
 		t.Errorf("got concurrency %d, duration %v, warm-up %v; want 32, 10s, 2s", f.load.Concurrency, f.load.Duration, f.load.Warmup)
@@ -567,5 +571,22 @@ func TestProcessorSocketPathsAreNumberedAndChecked(t *testing.T) {
 	r.dir = "/" + strings.Repeat("d", maxSocketPath)
 	if _, _, err := r.processorListenAddr(u, "03-u"); err == nil || !strings.Contains(err.Error(), "TMPDIR") {
 		t.Errorf("socket path over %d bytes: got %v, want an error naming TMPDIR", maxSocketPath, err)
+	}
+}
+
+func TestStartProcEnvAddsToLoadbenchsEnvironment(t *testing.T) {
+	t.Setenv("LOADBENCH_TEST_INHERITED", "kept")
+	dir := t.TempDir()
+	p, err := startProcEnv(dir, "env", "/bin/sh", []string{"GOMAXPROCS=1"}, "-c", `echo "$GOMAXPROCS $LOADBENCH_TEST_INHERITED"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	out, err := os.ReadFile(filepath.Join(dir, "env.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(out)); got != "1 kept" {
+		t.Errorf("child saw %q, want %q", got, "1 kept")
 	}
 }

@@ -31,12 +31,21 @@ type proc struct {
 
 // startProc starts path with args, its output in dir/name.log.
 func startProc(dir, name, path string, args ...string) (*proc, error) {
+	return startProcEnv(dir, name, path, nil, args...)
+}
+
+// startProcEnv is startProc with extra environment variables ("KEY=value") on
+// top of loadbench's own.
+func startProcEnv(dir, name, path string, env []string, args ...string) (*proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(path, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		f.Close()

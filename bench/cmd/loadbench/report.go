@@ -28,9 +28,13 @@ func (rep report) markdown() string {
 	var b strings.Builder
 	f := rep.flags
 	fmt.Fprintf(&b, "## loadbench %s\n\n", rep.started.UTC().Format(time.RFC3339))
+	procs := ""
+	if f.extprocProcs > 0 {
+		procs = fmt.Sprintf("; extproc GOMAXPROCS=%d", f.extprocProcs)
+	}
 	fmt.Fprintf(&b, "%d concurrent keep-alive connections, %v warm-up + %v measured per configuration; "+
-		"upstream %s; Envoy --concurrency %d. %s.\n\n",
-		f.load.Concurrency, f.load.Warmup, f.load.Duration, f.upstream, f.envoyConcurrency, rep.host)
+		"upstream %s; Envoy --concurrency %d%s. %s.\n\n",
+		f.load.Concurrency, f.load.Warmup, f.load.Duration, f.upstream, f.envoyConcurrency, procs, rep.host)
 	if rep.multiRound() {
 		fmt.Fprintf(&b, "%d rounds of the configurations, one after the other; every ×(a) is against the (a) of the same round.\n\n", f.rounds)
 	}

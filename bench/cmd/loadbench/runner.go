@@ -559,7 +559,11 @@ func (r *runner) startProcessor(ctx context.Context, sc scenario, tag string) (*
 			args = append(args, "--redis-url", "redis://"+r.redisAddr+"/0")
 		}
 	}
-	x, err := startProc(r.dir, name, bin, args...)
+	var env []string
+	if n := r.f.extprocProcs; n > 0 {
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(n))
+	}
+	x, err := startProcEnv(r.dir, name, bin, env, args...)
 	if err != nil {
 		return nil, none, err
 	}
