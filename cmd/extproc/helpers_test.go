@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -142,6 +143,23 @@ func checkHealth(ctx context.Context, t *testing.T, c healthpb.HealthClient, ser
 }
 
 // get fetches url and returns its status code and body.
+// waitReadyz polls admin's /readyz until it answers 200. "ready" is logged just
+// before /readyz turns 200 (serve.go), so a test that has seen that line must
+// still poll.
+func waitReadyz(ctx context.Context, t *testing.T, admin string) {
+	t.Helper()
+	for {
+		code, _ := get(ctx, t, admin+"/readyz")
+		if code == 200 {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("GET /readyz: got %d until the test timed out, want 200", code)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func get(ctx context.Context, t *testing.T, url string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -62,6 +62,7 @@ func TestRunServesHealthAndShutsDownOnCancel(t *testing.T) {
 			t.Errorf("health of %q: got %v, want SERVING", svc, got)
 		}
 	}
+	waitReadyz(ctx, t, admin)
 	for _, c := range []struct{ path, body string }{{"/healthz", "ok"}, {"/readyz", "ok"}} {
 		code, body := get(ctx, t, admin+c.path)
 		if code != 200 || strings.TrimSpace(body) != c.body {
@@ -222,9 +223,7 @@ func TestRunUsesRedisFromThePolicy(t *testing.T) {
 	}
 	_, admin := logs.addrs(ctx, t)
 	logs.wait(ctx, t, "ready")
-	if code, _ := get(ctx, t, admin+"/readyz"); code != 200 {
-		t.Errorf("GET /readyz: got %d, want 200", code)
-	}
+	waitReadyz(ctx, t, admin)
 	stop()
 	if err := waitDone(ctx, t, done); err != nil {
 		t.Errorf("run: got error %v, want nil", err)

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -82,17 +81,7 @@ func TestBinaryReadinessAndShutdown(t *testing.T) {
 			t.Error(`got "ready" logged before Redis answered, want it after`)
 		}
 		gate.open()
-		// "ready" is logged just before /readyz turns 200 (serve.go): poll it.
-		for {
-			code, _ := get(ctx, t, admin+"/readyz")
-			if code == 200 {
-				break
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("GET /readyz once Redis answered: got %d until the test timed out, want 200", code)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		waitReadyz(ctx, t, admin)
 		if !logs.has("ready") {
 			t.Error(`/readyz answered 200 before "ready" was logged`)
 		}
