@@ -12,6 +12,8 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
+
+	"github.com/mcp-ratelimit/extproc/internal/processor"
 )
 
 // runNullProcessor is the "nullproc" subcommand: an ext_proc server that answers
@@ -36,9 +38,9 @@ func runNullProcessor(ctx context.Context, args []string) error {
 		ln.Close()
 		return fmt.Errorf("listen: %w", err)
 	}
-	// The flow-control windows cmd/extproc sets (see its serve.go), so that (n)
-	// is the floor of the same transport, not of grpc-go's defaults.
-	gs := grpc.NewServer(grpc.InitialWindowSize(1<<20), grpc.InitialConnWindowSize(4<<20))
+	// extproc's transport options, so that (n) is the floor of the same
+	// transport, not of grpc-go's defaults.
+	gs := grpc.NewServer(processor.TransportOptions()...)
 	extprocv3.RegisterExternalProcessorServer(gs, newNullProcessor())
 	hs := &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }),
