@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -540,8 +539,6 @@ func (r *runner) startProcessor(ctx context.Context, sc scenario, tag string) (*
 	var name, bin string
 	var args []string
 	switch {
-	case sc.Filter == filterNullProc && sc.UnixSocket:
-		return nil, none, errors.New("nullproc listens on TCP only")
 	case sc.Filter == filterNullProc:
 		if bin, err = os.Executable(); err != nil {
 			return nil, none, err
