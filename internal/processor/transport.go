@@ -2,12 +2,13 @@ package processor
 
 import "google.golang.org/grpc"
 
-// The gRPC flow-control windows: per stream, enough for a shipped-size body in
-// a few updates; per connection (one Envoy worker's streams together), a few
-// such bodies. They bound what an Envoy can send ahead of the handlers.
+// The gRPC flow-control windows, for grpc-go and grpclite alike: per stream,
+// enough for a shipped-size body in a few updates; per connection (one Envoy
+// worker's streams together), a few such bodies. They bound what an Envoy can
+// send ahead of the handlers.
 const (
-	streamWindowBytes = 1 << 20
-	connWindowBytes   = 4 << 20
+	StreamWindowBytes = 1 << 20
+	ConnWindowBytes   = 4 << 20
 )
 
 // TransportOptions are the gRPC server options for serving ext_proc streams:
@@ -18,7 +19,7 @@ const (
 // request without them. A body of several MiB takes a few window updates.
 func TransportOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.InitialWindowSize(streamWindowBytes),
-		grpc.InitialConnWindowSize(connWindowBytes),
+		grpc.InitialWindowSize(StreamWindowBytes),
+		grpc.InitialConnWindowSize(ConnWindowBytes),
 	}
 }
