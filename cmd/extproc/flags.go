@@ -25,10 +25,18 @@ type options struct {
 	logLevel        slog.Level
 	logFormat       string // "json" or "text"
 	shutdownTimeout time.Duration
+	// grpcTransport serves ext_proc connections: transportLite or transportGRPCGo.
+	grpcTransport string
 	// pollInterval is how often the policy file is checked for changes; zero
 	// means defaultPollInterval. Not a flag: tests shorten it.
 	pollInterval time.Duration
 }
+
+// --grpc-transport values.
+const (
+	transportLite   = "lite"
+	transportGRPCGo = "grpc-go"
+)
 
 // usageError is a mistake on the command line; main exits 2 for it.
 type usageError struct{ err error }
@@ -134,6 +142,17 @@ func flagSpecs() []flagSpec {
 					return errors.New("must be > 0")
 				}
 				o.shutdownTimeout = d
+				return nil
+			},
+		},
+		{
+			name: "grpc-transport", env: "EXTPROC_GRPC_TRANSPORT", def: transportLite,
+			help: "what serves ext_proc connections: lite (less CPU per stream; other gRPC still goes to grpc-go) or grpc-go (everything on grpc-go)",
+			set: func(o *options, v string) error {
+				if v != transportLite && v != transportGRPCGo {
+					return fmt.Errorf("want %s or %s", transportLite, transportGRPCGo)
+				}
+				o.grpcTransport = v
 				return nil
 			},
 		},

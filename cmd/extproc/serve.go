@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/mcp-ratelimit/extproc/internal/config"
+	"github.com/mcp-ratelimit/extproc/internal/grpclite"
 	"github.com/mcp-ratelimit/extproc/internal/limiter"
 	"github.com/mcp-ratelimit/extproc/internal/metrics"
 	"github.com/mcp-ratelimit/extproc/internal/processor"
@@ -33,6 +35,9 @@ import (
 
 // extProcService is the gRPC service name whose health Envoy and Kubernetes ask for.
 var extProcService = extprocv3.ExternalProcessor_ServiceDesc.ServiceName
+
+// processMethod is the ext_proc method Envoy calls, one stream per HTTP request.
+var processMethod = "/" + extProcService + "/Process"
 
 // maxMessageBytes bounds one ext_proc message: the buffered request body plus
 // headers. Keep it above Envoy's per_connection_buffer_limit_bytes (4 MiB shipped).
@@ -80,7 +85,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() {
 		if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("admin server: %w", err)
@@ -148,13 +153,39 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	extprocv3.RegisterExternalProcessorServer(gs, proc)
 	healthpb.RegisterHealthServer(gs, hs)
 
+	// ext_proc connections are served by grpclite, which costs a fraction of
+	// grpc-go's CPU per stream (internal/grpclite); every other connection
+	// (health checks, from Envoy or the kubelet) goes on to grpc-go, which also
+	// serves ext_proc should such a connection carry it. --grpc-transport
+	// grpc-go puts everything on grpc-go.
+	var lite *grpclite.Server
+	grpcServed := grpcLis
+	if o.grpcTransport != transportGRPCGo {
+		lite = grpclite.New(grpclite.Options{
+			Method: processMethod,
+			Handler: func(ctx context.Context) grpclite.StreamHandler {
+				return proc.OpenStream(ctx)
+			},
+			MaxMessageBytes: maxMessageBytes,
+			StreamWindow:    processor.StreamWindowBytes,
+			ConnWindow:      processor.ConnWindowBytes,
+			Logger:          log,
+		})
+		grpcServed = lite.Fallback()
+		go func() {
+			if err := lite.Serve(grpcLis); err != nil && !errors.Is(err, grpclite.ErrServerClosed) {
+				errc <- fmt.Errorf("grpc server: %w", err)
+			}
+		}()
+	}
 	go func() {
 		// Serve returns nil only after Stop or GracefulStop.
-		if err := gs.Serve(grpcLis); err != nil {
+		if err := gs.Serve(grpcServed); err != nil {
 			errc <- fmt.Errorf("grpc server: %w", err)
 		}
 	}()
-	log.Info("grpc listening", "network", grpcLis.Addr().Network(), "addr", grpcLis.Addr().String())
+	log.Info("grpc listening", "network", grpcLis.Addr().Network(), "addr", grpcLis.Addr().String(),
+		"transport", cmp.Or(o.grpcTransport, transportLite))
 
 	// Started before "ready" is logged, so SIGHUP is handled by then.
 	if o.configPath != "" {
@@ -197,7 +228,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	// (Shutdown also ignores later updates) while the listeners still answer.
 	ready.Store(false)
 	hs.Shutdown()
-	stopGRPC(gs, o.shutdownTimeout, log)
+	stopGRPC(lite, gs, o.shutdownTimeout, log)
 
 	// The admin server outlives the gRPC drain so that probes see /readyz fail
 	// and the last metrics can be scraped.
@@ -220,28 +251,38 @@ func loadPolicy(o options, log *slog.Logger) (*config.Policy, error) {
 	return p, nil
 }
 
-// stopGRPC lets in-flight ext_proc streams finish, then cuts those still open.
+// stopGRPC lets in-flight ext_proc streams finish, then cuts those still open;
+// lite is nil with --grpc-transport grpc-go.
 //
 // Budget: grace (--shutdown-timeout, 15 s by default) for the drain, then up to
 // adminShutdownTimeout (2 s) for the admin server: 17 s, within Kubernetes'
 // default terminationGracePeriodSeconds of 30 s. An ext_proc stream lives as long
 // as one HTTP request's headers and body, so a few seconds normally suffice;
 // the grace only matters for slow uploads and long-lived health Watch streams.
-func stopGRPC(gs *grpc.Server, grace time.Duration, log *slog.Logger) {
+func stopGRPC(lite *grpclite.Server, gs *grpc.Server, grace time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	var wg sync.WaitGroup
+	if lite != nil {
+		wg.Go(func() {
+			// Cuts its own streams when ctx ends, then waits for their handlers.
+			_ = lite.Shutdown(ctx)
+		})
+	}
+	wg.Go(gs.GracefulStop)
 	done := make(chan struct{})
 	go func() {
-		gs.GracefulStop()
+		wg.Wait()
 		close(done)
 	}()
-	t := time.NewTimer(grace)
-	defer t.Stop()
 	select {
 	case <-done:
-	case <-t.C:
-		log.Warn("grace period over: closing the streams still open", "grace", grace.String())
-		gs.Stop()
-		<-done
+		return
+	case <-ctx.Done():
 	}
+	log.Warn("grace period over: closing the streams still open", "grace", grace.String())
+	gs.Stop()
+	<-done
 }
 
 // adminHandler serves the admin endpoints. ready is false until the server
