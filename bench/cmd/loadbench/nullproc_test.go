@@ -14,12 +14,20 @@ import (
 )
 
 func TestNullProcessorAnswersEachMessageWithAContinueOfItsKind(t *testing.T) {
+	for _, transport := range []string{"lite", "grpc-go"} {
+		t.Run(transport, func(t *testing.T) { testNullProcessor(t, transport) })
+	}
+}
+
+func testNullProcessor(t *testing.T, transport string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	grpcAddr, adminAddr := freeAddr(t), freeAddr(t)
 	srvCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- runNullProcessor(srvCtx, []string{"-addr", grpcAddr, "-admin-addr", adminAddr}) }()
+	go func() {
+		done <- runNullProcessor(srvCtx, []string{"-addr", grpcAddr, "-admin-addr", adminAddr, "-transport", transport})
+	}()
 	t.Cleanup(func() {
 		stop()
 		if err := <-done; err != nil {

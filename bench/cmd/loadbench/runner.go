@@ -45,6 +45,9 @@ type scenario struct {
 	// the same pod or host would, instead of TCP on loopback.
 	UnixSocket bool
 	Policy     string
+	// GRPCGo: the processor serves on grpc-go alone (extproc's
+	// --grpc-transport grpc-go) instead of its default, grpclite.
+	GRPCGo bool
 	// SearchPerTen: calls in ten that go to the tool the flood policy limits.
 	SearchPerTen int
 }
@@ -56,7 +59,9 @@ var scenarios = []scenario{
 	{Name: "d", Desc: "Envoy local_ratelimit (never rejects)", Filter: filterLocalRL},
 	{Name: "c-flood", Desc: "Envoy + extproc, Redis, 90% of calls over the limit", Filter: filterExtproc, Store: storeRedis, Policy: policyFlood, SearchPerTen: 9},
 	{Name: "e", Desc: "(c) with request headers SKIP, attributes instead", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, SkipHeaders: true},
-	{Name: "n", Desc: "Envoy + a null ext_proc server (grpc-go, answers continue, reads nothing)", Filter: filterNullProc},
+	{Name: "c-grpc", Desc: "(c) with extproc serving on grpc-go alone (--grpc-transport grpc-go)", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, GRPCGo: true},
+	{Name: "n", Desc: "Envoy + a null ext_proc server (extproc's transport, answers continue, unmarshals only)", Filter: filterNullProc},
+	{Name: "n-grpc", Desc: "(n) on grpc-go alone", Filter: filterNullProc, GRPCGo: true},
 	{Name: "u", Desc: "(c) with Envoy reaching extproc over a Unix socket", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, UnixSocket: true},
 }
 
@@ -544,6 +549,9 @@ func (r *runner) startProcessor(ctx context.Context, sc scenario, tag string) (*
 			return nil, none, err
 		}
 		name, args = "nullproc-"+tag, []string{"nullproc", "-addr", grpcAddr, "-admin-addr", loopback(adminPort)}
+		if sc.GRPCGo {
+			args = append(args, "-transport", "grpc-go")
+		}
 	default:
 		policy := filepath.Join(r.dir, "policy-"+tag+".yaml")
 		if err := os.WriteFile(policy, []byte(policies[sc.Policy]), 0o600); err != nil {
@@ -554,6 +562,9 @@ func (r *runner) startProcessor(ctx context.Context, sc scenario, tag string) (*
 			"--config", policy, "--log-format", "text"}
 		if sc.Store == storeRedis {
 			args = append(args, "--redis-url", "redis://"+r.redisAddr+"/0")
+		}
+		if sc.GRPCGo {
+			args = append(args, "--grpc-transport", "grpc-go")
 		}
 	}
 	var env []string
