@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh machine: installs envoy and redis-server when
 # missing (scripts/install-tools.sh), checks formatting and static analysis, runs
 # every test with the race detector (unit, store conformance against a real
-# redis-server, real Envoy integration), then a short fuzz of the MCP parser.
+# redis-server, real Envoy integration), then a short fuzz of the MCP parser and of
+# grpclite's connection handling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,3 +23,5 @@ echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
 echo "== fuzz the MCP parser (${FUZZTIME:=20s})"
 go test -run='^$' -fuzz=FuzzParse -fuzztime="$FUZZTIME" ./internal/mcp/
+echo "== fuzz grpclite's connection handling ($FUZZTIME)"
+go test -run='^$' -fuzz=FuzzConn -fuzztime="$FUZZTIME" ./internal/grpclite/
