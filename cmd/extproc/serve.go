@@ -157,7 +157,9 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	// grpc-go's CPU per stream (internal/grpclite); every other connection
 	// (health checks, from Envoy or the kubelet) goes on to grpc-go, which also
 	// serves ext_proc should such a connection carry it. --grpc-transport
-	// grpc-go puts everything on grpc-go.
+	// grpc-go puts everything on grpc-go. The keepalive settings above are
+	// grpc-go's; grpclite answers Envoy's pings and leaves finding a vanished
+	// Envoy to TCP keepalive, which Go turns on for accepted connections.
 	var lite *grpclite.Server
 	grpcServed := grpcLis
 	if o.grpcTransport != transportGRPCGo {

@@ -3,7 +3,8 @@ package processor
 // growStack makes the runtime move the calling goroutine to a stack of 16 KiB in
 // one step, while the stack is still shallow.
 //
-// grpc-go runs each stream on a new goroutine, which starts with a small stack.
+// grpc-go runs each stream, and Stream each decision, on a new goroutine,
+// which starts with a small stack.
 // A decision on Redis goes deep (go-redis's pool, hooks and retries), and each
 // time the stack fills the runtime copies it to one twice the size, walking
 // every frame: a CPU profile of extproc under load through Envoy spent about
