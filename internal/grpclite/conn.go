@@ -29,6 +29,9 @@ const (
 	// drain.
 	goAwayPing = "grpclite"
 	ioBufBytes = 32 << 10
+	// maxPendingOut bounds a stream's replies waiting for window before it
+	// stops granting window for requests (grpc-go's write quota).
+	maxPendingOut = 64 << 10
 )
 
 // switchWriter lets the Framer's writes go to a scratch buffer until the
@@ -417,16 +420,16 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	case uint32(len(c.streams)) >= c.srv.opts.MaxConcurrentStreams:
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeRefusedStream}
 	case f.Truncated:
-		c.trailersOnlyLocked(id, &status{code: codeResourceExhausted, msg: "request headers too large"})
+		c.trailersOnlyLocked(id, &status{code: codeResourceExhausted, msg: "request headers too large"}, f.StreamEnded())
 		return nil
 	case f.PseudoValue("method") != "POST":
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	case f.PseudoValue("path") != c.srv.opts.Method:
 		c.trailersOnlyLocked(id, &status{code: codeUnimplemented,
-			msg: "unknown method " + f.PseudoValue("path") + " on a connection of " + c.srv.opts.Method})
+			msg: "unknown method " + f.PseudoValue("path") + " on a connection of " + c.srv.opts.Method}, f.StreamEnded())
 		return nil
 	case !isGRPCContentType(f):
-		c.trailersOnlyLocked(id, &status{code: codeInternal, msg: "content-type is not application/grpc"})
+		c.trailersOnlyLocked(id, &status{code: codeInternal, msg: "content-type is not application/grpc"}, f.StreamEnded())
 		return nil
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
@@ -498,8 +501,11 @@ func (c *conn) onData(f *http2.DataFrame) error {
 		}
 	}
 	if f.StreamEnded() {
-		if s.prefixN > 0 {
+		if s.prefixN > 0 && !ended {
 			c.mu.Lock()
+			// The client's side is closed too: no RST_STREAM after the status
+			// (writeTrailersLocked), and DATA after this is STREAM_CLOSED.
+			s.remoteClosed = true
 			c.endStreamLocked(s, &status{code: codeInternal, msg: "stream ended inside a message"})
 			c.mu.Unlock()
 			return nil
@@ -515,8 +521,14 @@ func (c *conn) onData(f *http2.DataFrame) error {
 
 // grantLocked returns to the client, once a quarter of the stream's window has
 // been used, what it sent, unless a message waits behind the handler.
+//
+// Nor while maxPendingOut bytes of its replies wait for window: the handler
+// answers every message, so a client that granted no window but kept getting
+// it made the replies in s.out grow without bound. (grpc-go bounds them the
+// same way: Send blocks on a 64 KiB write quota, and the window is not granted
+// while the handler does not read.) drainBlockedLocked grants again.
 func (c *conn) grantLocked(s *stream) {
-	if s.ended || s.remoteClosed || len(s.queue) > 0 || s.recvUnack < c.srv.opts.StreamWindow/4 {
+	if s.ended || s.remoteClosed || len(s.queue) > 0 || len(s.out) >= maxPendingOut || s.recvUnack < c.srv.opts.StreamWindow/4 {
 		return
 	}
 	c.fr.WriteWindowUpdate(s.id, s.recvUnack)
@@ -726,10 +738,15 @@ func (c *conn) resetLocked(id uint32, code http2.ErrCode) {
 	}
 }
 
-// trailersOnlyLocked answers a stream that is never opened with just a status.
-func (c *conn) trailersOnlyLocked(id uint32, st *status) {
+// trailersOnlyLocked answers a stream that is never opened with just a status;
+// remoteClosed: the client's HEADERS ended its side. The stream is then closed
+// by the status, and RST_STREAM on a closed stream is a frame RFC 9113 §5.1
+// forbids sending.
+func (c *conn) trailersOnlyLocked(id uint32, st *status, remoteClosed bool) {
 	c.writeHeadersFrameLocked(id, c.trailerBlockLocked(st, true), true)
-	c.fr.WriteRSTStream(id, http2.ErrCodeNo)
+	if !remoteClosed {
+		c.fr.WriteRSTStream(id, http2.ErrCodeNo)
+	}
 }
 
 // sendMessageLocked sends one response message, framed, as far as the flow
@@ -771,6 +788,8 @@ func (c *conn) drainBlockedLocked() {
 			c.sendWindow -= n
 			s.sendWindow -= n
 		}
+		// Room in s.out again: the request window held back may go.
+		c.grantLocked(s)
 		if len(s.out) > 0 {
 			// This stream waits for its own window; others may go on.
 			if s.sendWindow <= 0 && len(c.blocked) > 1 {

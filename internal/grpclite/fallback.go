@@ -2,6 +2,7 @@ package grpclite
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -71,7 +72,18 @@ type recorder struct {
 	on  bool
 }
 
+// errPreludeTooLong ends a connection whose first stream does not arrive
+// within maxPreludeBytes.
+var errPreludeTooLong = errors.New("no stream within the first bytes")
+
 func (r *recorder) Read(p []byte) (int, error) {
+	// Bounded here, not only between frames by prelude: one frame (a HEADERS
+	// continued by endless CONTINUATION frames of HPACK table size updates,
+	// which never reach the header list limit) made ReadFrame read, and the
+	// recorder keep, an unbounded number of bytes.
+	if r.on && len(r.buf) > maxPreludeBytes {
+		return 0, errPreludeTooLong
+	}
 	n, err := r.r.Read(p)
 	if r.on && n > 0 {
 		r.buf = append(r.buf, p[:n]...)

@@ -727,3 +727,128 @@ func TestShutdownDrainsWithTwoGoAways(t *testing.T) {
 		t.Fatal("timed out waiting for Shutdown")
 	}
 }
+
+// The bytes of a connection's prelude are kept (to replay them to the
+// fallback), so the prelude must be bounded even inside one frame. Before the
+// fix, a first HEADERS continued by endless CONTINUATION frames holding only
+// HPACK table size updates (which decode to no field, so the header list limit
+// never trips) was recorded in full: unbounded memory per connection.
+func TestEndlessHeaderBlockInPreludeClosesConnection(t *testing.T) {
+	checkRawLeaks(t)
+	c := dialRaw(t, serveRaw(t, Options{}), true)
+	const total = 64 << 20
+	frag := bytes.Repeat([]byte{0x20}, 16384) // dynamic table size update to 0
+	sent := make(chan int, 1)
+	go func() {
+		n := 0
+		err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: frag})
+		for ; err == nil && n < total; n += len(frag) {
+			err = c.fr.WriteContinuation(1, false, frag)
+		}
+		sent <- n
+	}()
+	select {
+	case n := <-sent:
+		if n >= total {
+			t.Errorf("server read %d bytes of one header block before its first stream, want the connection closed past %d", n, maxPreludeBytes)
+		}
+	case <-time.After(rawWaitLimit):
+		c.nc.Close()
+		<-sent
+		t.Fatal("timed out writing the header block")
+	}
+}
+
+// Replies that wait for window (the client grants none) must hold back the
+// window granted for requests, as grpc-go's write quota does; before the fix
+// the server kept granting, and replies piled up without bound.
+func TestRepliesWaitingForWindowStopRequestWindowGrants(t *testing.T) {
+	checkRawLeaks(t)
+	const window = 65535
+	addr := serveRaw(t, Options{StreamWindow: window})
+	c := dialRaw(t, addr, false)
+	c.write([]byte(http2.ClientPreface))
+	c.check(c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}))
+	c.headers(1, rawMethod, false)
+	msg := grpcMessage(0, make([]byte, 1000))
+	const total = 4 << 20
+	sent, credit := 0, window
+	barrier := [8]byte{'b', 'a', 'r', 'r', 'i', 'e', 'r'}
+	for sent < total {
+		for credit >= len(msg) && sent < total {
+			c.data(1, msg, false)
+			credit -= len(msg)
+			sent += len(msg)
+		}
+		c.check(c.fr.WritePing(false, barrier))
+		granted := 0
+		c.until("PING ack", func(f http2.Frame) bool {
+			switch f := f.(type) {
+			case *http2.WindowUpdateFrame:
+				if f.StreamID == 1 {
+					granted += int(f.Increment)
+				}
+			case *http2.RSTStreamFrame:
+				t.Fatalf("got RST_STREAM %v on stream %d", f.ErrCode, f.StreamID)
+			case *http2.PingFrame:
+				return f.IsAck() && f.Data == barrier
+			}
+			return false
+		})
+		if granted == 0 && credit < len(msg) {
+			break
+		}
+		credit += granted
+	}
+	if sent >= total {
+		t.Errorf("server granted window for %d bytes of requests while their replies waited for window, want it to stop granting", sent)
+	}
+}
+
+// A stream the client has closed (END_STREAM) is closed once the server's
+// status goes: no RST_STREAM may follow it (RFC 9113 §5.1).
+func TestStatusAfterClientEndStreamIsNotFollowedByReset(t *testing.T) {
+	tests := []struct {
+		name string
+		send func(c *rawClient)
+		id   uint32
+	}{
+		{
+			name: "another method",
+			send: func(c *rawClient) {
+				c.headers(1, rawMethod, false)
+				c.headers(3, "/other.Service/Method", true)
+			},
+			id: 3,
+		},
+		{
+			name: "END_STREAM inside a message",
+			send: func(c *rawClient) {
+				c.headers(1, rawMethod, false)
+				c.data(1, grpcMessage(0, []byte("abcdef"))[:7], true)
+			},
+			id: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkRawLeaks(t)
+			c := dialRaw(t, serveRaw(t, Options{}), true)
+			tt.send(c)
+			c.trailers(tt.id)
+			barrier := [8]byte{'b', 'a', 'r', 'r', 'i', 'e', 'r'}
+			c.check(c.fr.WritePing(false, barrier))
+			c.until("PING ack", func(f http2.Frame) bool {
+				switch f := f.(type) {
+				case *http2.RSTStreamFrame:
+					if f.StreamID == tt.id {
+						t.Errorf("got RST_STREAM %v on stream %d after its status, want none: the stream is closed", f.ErrCode, f.StreamID)
+					}
+				case *http2.PingFrame:
+					return f.IsAck() && f.Data == barrier
+				}
+				return false
+			})
+		})
+	}
+}
