@@ -32,6 +32,9 @@ const (
 	// maxPendingOut bounds a stream's replies waiting for window before it
 	// stops granting window for requests (grpc-go's write quota).
 	maxPendingOut = 64 << 10
+	// firstMsgBytes is the buffer a message starts with; it doubles as data
+	// arrives, up to the declared length.
+	firstMsgBytes = 32 << 10
 )
 
 // switchWriter lets the Framer's writes go to a scratch buffer until the
@@ -561,9 +564,16 @@ func (c *conn) assemble(s *stream, data []byte) error {
 				return nil
 			}
 			s.msgLen = int(size)
-			s.msg = make([]byte, 0, s.msgLen)
+			// Sized by what arrives, not by what the prefix declares: five bytes
+			// would otherwise make the server allocate up to MaxMessageBytes.
+			s.msg = make([]byte, 0, min(s.msgLen, firstMsgBytes))
 		}
 		k := min(len(data), s.msgLen-len(s.msg))
+		if len(s.msg)+k > cap(s.msg) {
+			grown := make([]byte, len(s.msg), min(s.msgLen, max(2*cap(s.msg), len(s.msg)+k)))
+			copy(grown, s.msg)
+			s.msg = grown
+		}
 		s.msg = append(s.msg, data[:k]...)
 		data = data[k:]
 		if len(s.msg) == s.msgLen {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -850,5 +851,34 @@ func TestStatusAfterClientEndStreamIsNotFollowedByReset(t *testing.T) {
 				return false
 			})
 		})
+	}
+}
+
+// A message's buffer grows with the data that arrives: a prefix declaring a
+// large message, with no data behind it, costs the server next to nothing.
+func TestDeclaredMessageLengthAllocatesNothingUntilDataArrives(t *testing.T) {
+	checkRawLeaks(t)
+	const streams, declared = 16, 60 << 20
+	_, addr := serveRawServer(t, Options{MaxMessageBytes: 64 << 20})
+	c := dialRaw(t, addr, true)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range uint32(streams) {
+		id := 2*i + 1
+		c.headers(id, rawMethod, false)
+		prefix := grpcMessage(0, nil)
+		binary.BigEndian.PutUint32(prefix[1:], declared)
+		c.data(id, append(prefix, 'x'), false)
+	}
+	// The PING's answer comes after every frame before it was handled.
+	c.check(c.fr.WritePing(false, [8]byte{'a', 'l', 'l', 'r', 'e', 'a', 'd'}))
+	c.until("the PING's acknowledgement", func(f http2.Frame) bool {
+		p, ok := f.(*http2.PingFrame)
+		return ok && p.IsAck()
+	})
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 32<<20 {
+		t.Errorf("allocated %d MiB for %d streams declaring %d MiB each and sending 1 byte, want under 32 MiB",
+			got>>20, streams, declared>>20)
 	}
 }
