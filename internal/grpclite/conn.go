@@ -84,7 +84,6 @@ type conn struct {
 	// Set under mu, but atomic so that close can read it without mu.
 	handedOver atomic.Bool
 	closed     bool
-	writeErr   error
 	hbuf       bytes.Buffer
 	henc       *hpack.Encoder
 }
@@ -273,8 +272,7 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 // write is the bufio.Writer's way to the connection.
 func (c *conn) write(p []byte) (int, error) {
 	n, err := c.nc.Write(p)
-	if err != nil && c.writeErr == nil {
-		c.writeErr = err
+	if err != nil {
 		// The reader then fails too and ends the connection.
 		c.nc.Close()
 	}
@@ -894,14 +892,11 @@ func (c *conn) goAway() {
 
 func (c *conn) finalGoAwayLocked() {
 	c.goingAway = true
-	c.fr.WriteGoAway(c.maxStreamIDLocked(), http2.ErrCodeNo, nil)
+	// maxStreamID is the reader's; the PING ack that calls this runs on it.
+	c.fr.WriteGoAway(c.maxStreamID, http2.ErrCodeNo, nil)
 	c.flushIfIdleLocked()
 	c.closeIfIdleLocked()
 }
-
-// maxStreamIDLocked reads the reader's maxStreamID; the PING ack that calls
-// this runs on the reading goroutine.
-func (c *conn) maxStreamIDLocked() uint32 { return c.maxStreamID }
 
 // closeIfIdleLocked closes a connection that is going away once its last
 // stream ends.
