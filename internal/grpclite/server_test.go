@@ -719,27 +719,30 @@ func TestShutdownLetsStreamsInFlightFinish(t *testing.T) {
 	}
 }
 
+// cuttingStops are the two ways to stop a server that cut streams still open:
+// Shutdown once its context ends, and Close.
+var cuttingStops = []struct {
+	name    string
+	stop    func(*grpclite.Server) error
+	wantErr error
+}{
+	{
+		name: "Shutdown past its deadline",
+		stop: func(s *grpclite.Server) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			return s.Shutdown(ctx)
+		},
+		wantErr: context.DeadlineExceeded,
+	},
+	{
+		name: "Close",
+		stop: func(s *grpclite.Server) error { s.Close(); return nil },
+	},
+}
+
 func TestStopCutsStreamsButWaitsForHandlers(t *testing.T) {
-	tests := []struct {
-		name    string
-		stop    func(*grpclite.Server) error
-		wantErr error
-	}{
-		{
-			name: "Shutdown past its deadline",
-			stop: func(s *grpclite.Server) error {
-				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-				defer cancel()
-				return s.Shutdown(ctx)
-			},
-			wantErr: context.DeadlineExceeded,
-		},
-		{
-			name: "Close",
-			stop: func(s *grpclite.Server) error { s.Close(); return nil },
-		},
-	}
-	for _, tt := range tests {
+	for _, tt := range cuttingStops {
 		t.Run(tt.name, func(t *testing.T) {
 			checkLeaks(t)
 			held, ctxEnded, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
@@ -829,26 +832,7 @@ func (l *pipeListener) dial(t *testing.T) net.Conn {
 // A client that stops reading leaves the server's writes blocked (on a pipe,
 // at once); Shutdown and Close must still return.
 func TestStopReturnsWhenClientStopsReading(t *testing.T) {
-	tests := []struct {
-		name    string
-		stop    func(*grpclite.Server) error
-		wantErr error
-	}{
-		{
-			name: "Shutdown",
-			stop: func(s *grpclite.Server) error {
-				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-				defer cancel()
-				return s.Shutdown(ctx)
-			},
-			wantErr: context.DeadlineExceeded,
-		},
-		{
-			name: "Close",
-			stop: func(s *grpclite.Server) error { s.Close(); return nil },
-		},
-	}
-	for _, tt := range tests {
+	for _, tt := range cuttingStops {
 		t.Run(tt.name, func(t *testing.T) {
 			checkLeaks(t)
 			pl := newPipeListener()
