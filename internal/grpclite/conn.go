@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -56,8 +57,11 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// maxStreamID is the highest stream the client opened. Written by the
+	// reading goroutine under mu, so it reads it without.
+	maxStreamID uint32
+
 	// Owned by the reading goroutine.
-	maxStreamID uint32 // highest stream the client opened
 	recvUnacked uint32 // connection-level bytes received and not yet returned
 	recvWindow  int64  // connection-level bytes the client may still send
 	handlers    sync.WaitGroup
@@ -78,8 +82,10 @@ type conn struct {
 	// goingAway: the final GOAWAY was sent; new streams are refused and the
 	// connection closes when the last stream ends.
 	goingAway bool
-	// drainStarted: the first GOAWAY of a drain was sent.
+	// drainStarted: the first GOAWAY of a drain was sent; drainTimer sends the
+	// final one if the client does not acknowledge the drain's PING in time.
 	drainStarted bool
+	drainTimer   *time.Timer
 	// handedOver: the connection went to the fallback and is not ours to close.
 	// Set under mu, but atomic so that close can read it without mu.
 	handedOver atomic.Bool
@@ -411,10 +417,10 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if id%2 == 0 || id <= c.maxStreamID {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
-	c.maxStreamID = id
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.maxStreamID = id
 	switch {
 	case c.goingAway:
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeRefusedStream}
@@ -888,11 +894,20 @@ func (c *conn) goAway() {
 	copy(data[:], goAwayPing)
 	c.fr.WritePing(false, data)
 	c.flushLocked()
+	c.drainTimer = time.AfterFunc(c.srv.opts.DrainTimeout, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if !c.goingAway && !c.closed {
+			c.finalGoAwayLocked()
+		}
+	})
 }
 
 func (c *conn) finalGoAwayLocked() {
 	c.goingAway = true
-	// maxStreamID is the reader's; the PING ack that calls this runs on it.
+	if c.drainTimer != nil {
+		c.drainTimer.Stop()
+	}
 	c.fr.WriteGoAway(c.maxStreamID, http2.ErrCodeNo, nil)
 	c.flushIfIdleLocked()
 	c.closeIfIdleLocked()
@@ -936,6 +951,9 @@ func (c *conn) end(err error) {
 	c.closed = true
 	c.nc.Close()
 	c.cancel()
+	if c.drainTimer != nil {
+		c.drainTimer.Stop()
+	}
 	for _, s := range c.streams {
 		s.ended = true
 		s.queue = nil

@@ -882,3 +882,40 @@ func TestDeclaredMessageLengthAllocatesNothingUntilDataArrives(t *testing.T) {
 			got>>20, streams, declared>>20)
 	}
 }
+
+// A client that never acknowledges the drain's PING still gets the final
+// GOAWAY, after DrainTimeout, and the drain completes without waiting for
+// Shutdown's deadline.
+func TestDrainSendsTheFinalGoAwayWithoutThePingAcknowledgement(t *testing.T) {
+	checkRawLeaks(t)
+	s, addr := serveRawServer(t, Options{DrainTimeout: 50 * time.Millisecond})
+	c := dialRaw(t, addr, true)
+	c.headers(1, rawMethod, false)
+	c.data(1, grpcMessage(0, []byte("x")), false)
+	c.until("the reply", func(f http2.Frame) bool { d, ok := f.(*http2.DataFrame); return ok && d.StreamID == 1 })
+
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- s.Shutdown(t.Context()) }()
+	c.until("the first GOAWAY", func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
+	// The drain's PING goes unanswered.
+	g := c.until("the final GOAWAY", func(f http2.Frame) bool {
+		g, ok := f.(*http2.GoAwayFrame)
+		return ok && g.LastStreamID != 1<<31-1
+	}).(*http2.GoAwayFrame)
+	if g.LastStreamID != 1 || g.ErrCode != http2.ErrCodeNo {
+		t.Errorf("final GOAWAY: got (last stream %d, %v), want (1, NO_ERROR)", g.LastStreamID, g.ErrCode)
+	}
+	c.data(1, nil, true)
+	if h := c.trailers(1); field(h, "grpc-status") != "0" {
+		t.Errorf("stream 1: grpc-status %q, want 0", field(h, "grpc-status"))
+	}
+	c.closed()
+	select {
+	case err := <-shutdown:
+		if err != nil {
+			t.Errorf("Shutdown returned %v, want nil", err)
+		}
+	case <-time.After(rawWaitLimit):
+		t.Fatal("timed out waiting for Shutdown")
+	}
+}

@@ -76,6 +76,11 @@ type Options struct {
 	// MaxConcurrentStreams per connection; past it a new stream is refused
 	// (REFUSED_STREAM, which clients retry). Zero: 10,000.
 	MaxConcurrentStreams uint32
+	// DrainTimeout bounds how long a drain waits for the client to acknowledge
+	// its PING before sending the final GOAWAY anyway, so that a client that
+	// never answers does not hold Shutdown to its deadline. Zero: 5 s, as
+	// grpc-go.
+	DrainTimeout time.Duration
 	// Logger for connection-level errors; nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -111,6 +116,9 @@ func New(opts Options) *Server {
 	}
 	if opts.MaxConcurrentStreams == 0 {
 		opts.MaxConcurrentStreams = 10000
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 5 * time.Second
 	}
 	s := &Server{opts: opts, log: opts.Logger, lis: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
 	if s.log == nil {
