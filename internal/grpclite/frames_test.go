@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -27,30 +26,7 @@ const (
 	rawWaitLimit = 10 * time.Second
 )
 
-func checkRawLeaks(t *testing.T) {
-	t.Helper()
-	opt := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
-}
-
-// handlerFuncs is a StreamHandler made of functions.
-type handlerFuncs struct {
-	message func(msg []byte, reply func([]byte, error))
-	done    func()
-}
-
-func (h *handlerFuncs) Message(msg []byte, reply func([]byte, error)) { h.message(msg, reply) }
-func (h *handlerFuncs) Done() {
-	if h.done != nil {
-		h.done()
-	}
-}
-
-func rawEcho(context.Context) StreamHandler {
-	return &handlerFuncs{message: func(msg []byte, reply func([]byte, error)) { reply(msg, nil) }}
-}
-
-// serveRaw serves opts (Method: rawMethod, Handler: rawEcho unless set) on
+// serveRaw serves opts (Method: rawMethod, Handler: Echo unless set) on
 // 127.0.0.1 until the test ends, and returns the address.
 func serveRaw(t *testing.T, opts Options) string {
 	t.Helper()
@@ -64,7 +40,7 @@ func serveRawServer(t *testing.T, opts Options) (*Server, string) {
 		opts.Method = rawMethod
 	}
 	if opts.Handler == nil {
-		opts.Handler = rawEcho
+		opts.Handler = Echo
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -241,7 +217,7 @@ func goAwayIn(frames []http2.Frame) *http2.GoAwayFrame {
 }
 
 func TestServerSendsSettingsFirst(t *testing.T) {
-	checkRawLeaks(t)
+	CheckLeaks(t)
 	c := dialRaw(t, serveRaw(t, Options{MaxConcurrentStreams: 7, StreamWindow: 1 << 18}), true)
 	if f, ok := c.next().(*http2.SettingsFrame); !ok || f.IsAck() {
 		t.Fatalf("first frame from the server: got %v, want SETTINGS", f)
@@ -274,7 +250,7 @@ func TestPingIsAcknowledgedWithItsData(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkRawLeaks(t)
+			CheckLeaks(t)
 			c := dialRaw(t, serveRaw(t, Options{}), true)
 			data := [8]byte{'p', 'i', 'n', 'g', 0, 1, 2, 0xff}
 			if tt.streamBefore {
@@ -337,7 +313,7 @@ func TestProtocolErrorsEndConnectionWithGoAway(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkRawLeaks(t)
+			CheckLeaks(t)
 			c := dialRaw(t, serveRaw(t, Options{}), true)
 			tt.send(c)
 			frames := c.closed()
@@ -416,7 +392,7 @@ func TestStreamStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkRawLeaks(t)
+			CheckLeaks(t)
 			c := dialRaw(t, serveRaw(t, tt.opts), true)
 			tt.send(c)
 			h := c.trailers(max(tt.id, 1))
@@ -438,7 +414,7 @@ func TestStreamStatus(t *testing.T) {
 func holdFirst() Handler {
 	return func(ctx context.Context) StreamHandler {
 		first := true
-		return &handlerFuncs{message: func(msg []byte, reply func([]byte, error)) {
+		return &HandlerFuncs{OnMessage: func(msg []byte, reply func([]byte, error)) {
 			if first {
 				first = false
 				go func() {
@@ -453,7 +429,7 @@ func holdFirst() Handler {
 }
 
 func TestDataBeyondStreamWindowIsFlowControlError(t *testing.T) {
-	checkRawLeaks(t)
+	CheckLeaks(t)
 	const window = 65535
 	c := dialRaw(t, serveRaw(t, Options{StreamWindow: window, Handler: holdFirst()}), true)
 	c.headers(1, rawMethod, false)
@@ -487,7 +463,7 @@ func TestNonHTTP2PrefaceClosesConnection(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkRawLeaks(t)
+			CheckLeaks(t)
 			c := dialRaw(t, serveRaw(t, Options{}), false)
 			c.write([]byte(tt.send))
 			c.nc.SetReadDeadline(time.Now().Add(rawWaitLimit))
@@ -506,7 +482,7 @@ func TestNonHTTP2PrefaceClosesConnection(t *testing.T) {
 // An endpoint must not allocate what a frame header claims before checking it
 // against the frame size it advertised (16384 by default, RFC 9113 §4.2).
 func TestFrameLargerThanMaxFrameSizeClosesConnection(t *testing.T) {
-	checkRawLeaks(t)
+	CheckLeaks(t)
 	c := dialRaw(t, serveRaw(t, Options{}), true)
 	c.headers(1, rawMethod, false)
 	c.data(1, grpcMessage(0, make([]byte, 16384)), false) // 16389 bytes
@@ -519,7 +495,7 @@ func TestFrameLargerThanMaxFrameSizeClosesConnection(t *testing.T) {
 // A client may send up to 65535 bytes on a stream before it has the server's
 // SETTINGS (RFC 9113 §6.9.2), whatever StreamWindow says.
 func TestSmallStreamWindowAcceptsDataSentBeforeSettings(t *testing.T) {
-	checkRawLeaks(t)
+	CheckLeaks(t)
 	c := dialRaw(t, serveRaw(t, Options{StreamWindow: 1024}), true)
 	c.headers(1, rawMethod, false)
 	msg := grpcMessage(0, bytes.Repeat([]byte("z"), 60000))
@@ -551,10 +527,10 @@ func TestSmallStreamWindowAcceptsDataSentBeforeSettings(t *testing.T) {
 // DATA frames were assembled with the stale length of the message before, and
 // the handler got messages the client never sent, answered before the status.
 func TestStreamEndingBehindBlockedReplyTakesNoMoreInput(t *testing.T) {
-	checkRawLeaks(t)
+	CheckLeaks(t)
 	var messages atomic.Int32
 	addr := serveRaw(t, Options{Handler: func(context.Context) StreamHandler {
-		return &handlerFuncs{message: func(msg []byte, reply func([]byte, error)) {
+		return &HandlerFuncs{OnMessage: func(msg []byte, reply func([]byte, error)) {
 			messages.Add(1)
 			reply(msg, nil)
 		}}
@@ -596,11 +572,11 @@ func TestStreamEndingBehindBlockedReplyTakesNoMoreInput(t *testing.T) {
 // After a stream is reset, nothing more is sent on it, even output that was
 // waiting for window when the reset came (RFC 9113 §5.1, "closed").
 func TestResetStreamSendsNoMoreData(t *testing.T) {
-	checkRawLeaks(t)
+	CheckLeaks(t)
 	held, release := make(chan struct{}), make(chan struct{})
 	addr := serveRaw(t, Options{Handler: func(ctx context.Context) StreamHandler {
 		n := 0
-		return &handlerFuncs{message: func(msg []byte, reply func([]byte, error)) {
+		return &HandlerFuncs{OnMessage: func(msg []byte, reply func([]byte, error)) {
 			if n++; n == 1 {
 				// A reply larger than the connection's 65535-byte window.
 				reply(make([]byte, 100000), nil)
@@ -653,7 +629,7 @@ func TestResetStreamSendsNoMoreData(t *testing.T) {
 }
 
 func TestStreamsPastMaxConcurrentStreamsAreRefused(t *testing.T) {
-	checkRawLeaks(t)
+	CheckLeaks(t)
 	c := dialRaw(t, serveRaw(t, Options{MaxConcurrentStreams: 1}), true)
 	c.headers(1, rawMethod, false)
 	c.headers(3, rawMethod, false)
@@ -672,20 +648,46 @@ func TestStreamsPastMaxConcurrentStreamsAreRefused(t *testing.T) {
 	}
 }
 
+// drainWithStreamOpen connects, opens stream 1 and waits for its reply, then
+// starts s.Shutdown; the channel gets Shutdown's result.
+func drainWithStreamOpen(t *testing.T, s *Server, addr string) (*rawClient, <-chan error) {
+	t.Helper()
+	c := dialRaw(t, addr, true)
+	c.headers(1, rawMethod, false)
+	c.data(1, grpcMessage(0, []byte("x")), false)
+	c.until("the reply", func(f http2.Frame) bool { d, ok := f.(*http2.DataFrame); return ok && d.StreamID == 1 })
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- s.Shutdown(t.Context()) }()
+	return c, shutdown
+}
+
+// finishDrain ends stream 1, which must end with status OK; the server must
+// then close the connection and Shutdown return nil.
+func finishDrain(t *testing.T, c *rawClient, shutdown <-chan error) {
+	t.Helper()
+	c.data(1, nil, true)
+	if h := c.trailers(1); field(h, "grpc-status") != "0" {
+		t.Errorf("stream 1: grpc-status %q, want 0", field(h, "grpc-status"))
+	}
+	c.closed()
+	select {
+	case err := <-shutdown:
+		if err != nil {
+			t.Errorf("Shutdown returned %v, want nil", err)
+		}
+	case <-time.After(rawWaitLimit):
+		t.Fatal("timed out waiting for Shutdown")
+	}
+}
+
 // Shutdown drains as grpc-go does: GOAWAY naming the largest stream id and a
 // PING; streams opened before the PING's acknowledgement are served; then a
 // GOAWAY naming the last stream, after which new streams are refused; the
 // connection closes when its last stream ends.
 func TestShutdownDrainsWithTwoGoAways(t *testing.T) {
-	checkRawLeaks(t)
+	CheckLeaks(t)
 	s, addr := serveRawServer(t, Options{})
-	c := dialRaw(t, addr, true)
-	c.headers(1, rawMethod, false)
-	c.data(1, grpcMessage(0, []byte("x")), false)
-	c.until("the reply", func(f http2.Frame) bool { d, ok := f.(*http2.DataFrame); return ok && d.StreamID == 1 })
-
-	shutdown := make(chan error, 1)
-	go func() { shutdown <- s.Shutdown(t.Context()) }()
+	c, shutdown := drainWithStreamOpen(t, s, addr)
 	g := c.until("the first GOAWAY", func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }).(*http2.GoAwayFrame)
 	if g.LastStreamID != 1<<31-1 || g.ErrCode != http2.ErrCodeNo {
 		t.Errorf("first GOAWAY: got (last stream %d, %v), want (%d, NO_ERROR)", g.LastStreamID, g.ErrCode, 1<<31-1)
@@ -714,19 +716,7 @@ func TestShutdownDrainsWithTwoGoAways(t *testing.T) {
 		t.Fatalf("Shutdown returned %v while stream 1 was open", err)
 	default:
 	}
-	c.data(1, nil, true)
-	if h := c.trailers(1); field(h, "grpc-status") != "0" {
-		t.Errorf("stream 1: grpc-status %q, want 0", field(h, "grpc-status"))
-	}
-	c.closed()
-	select {
-	case err := <-shutdown:
-		if err != nil {
-			t.Errorf("Shutdown returned %v, want nil", err)
-		}
-	case <-time.After(rawWaitLimit):
-		t.Fatal("timed out waiting for Shutdown")
-	}
+	finishDrain(t, c, shutdown)
 }
 
 // The bytes of a connection's prelude are kept (to replay them to the
@@ -735,7 +725,7 @@ func TestShutdownDrainsWithTwoGoAways(t *testing.T) {
 // HPACK table size updates (which decode to no field, so the header list limit
 // never trips) was recorded in full: unbounded memory per connection.
 func TestEndlessHeaderBlockInPreludeClosesConnection(t *testing.T) {
-	checkRawLeaks(t)
+	CheckLeaks(t)
 	c := dialRaw(t, serveRaw(t, Options{}), true)
 	const total = 64 << 20
 	frag := bytes.Repeat([]byte{0x20}, 16384) // dynamic table size update to 0
@@ -764,7 +754,7 @@ func TestEndlessHeaderBlockInPreludeClosesConnection(t *testing.T) {
 // window granted for requests, as grpc-go's write quota does; before the fix
 // the server kept granting, and replies piled up without bound.
 func TestRepliesWaitingForWindowStopRequestWindowGrants(t *testing.T) {
-	checkRawLeaks(t)
+	CheckLeaks(t)
 	const window = 65535
 	addr := serveRaw(t, Options{StreamWindow: window})
 	c := dialRaw(t, addr, false)
@@ -833,7 +823,7 @@ func TestStatusAfterClientEndStreamIsNotFollowedByReset(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkRawLeaks(t)
+			CheckLeaks(t)
 			c := dialRaw(t, serveRaw(t, Options{}), true)
 			tt.send(c)
 			c.trailers(tt.id)
@@ -857,7 +847,7 @@ func TestStatusAfterClientEndStreamIsNotFollowedByReset(t *testing.T) {
 // A message's buffer grows with the data that arrives: a prefix declaring a
 // large message, with no data behind it, costs the server next to nothing.
 func TestDeclaredMessageLengthAllocatesNothingUntilDataArrives(t *testing.T) {
-	checkRawLeaks(t)
+	CheckLeaks(t)
 	const streams, declared = 16, 60 << 20
 	_, addr := serveRawServer(t, Options{MaxMessageBytes: 64 << 20})
 	c := dialRaw(t, addr, true)
@@ -887,15 +877,9 @@ func TestDeclaredMessageLengthAllocatesNothingUntilDataArrives(t *testing.T) {
 // GOAWAY, after DrainTimeout, and the drain completes without waiting for
 // Shutdown's deadline.
 func TestDrainSendsTheFinalGoAwayWithoutThePingAcknowledgement(t *testing.T) {
-	checkRawLeaks(t)
+	CheckLeaks(t)
 	s, addr := serveRawServer(t, Options{DrainTimeout: 50 * time.Millisecond})
-	c := dialRaw(t, addr, true)
-	c.headers(1, rawMethod, false)
-	c.data(1, grpcMessage(0, []byte("x")), false)
-	c.until("the reply", func(f http2.Frame) bool { d, ok := f.(*http2.DataFrame); return ok && d.StreamID == 1 })
-
-	shutdown := make(chan error, 1)
-	go func() { shutdown <- s.Shutdown(t.Context()) }()
+	c, shutdown := drainWithStreamOpen(t, s, addr)
 	c.until("the first GOAWAY", func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
 	// The drain's PING goes unanswered.
 	g := c.until("the final GOAWAY", func(f http2.Frame) bool {
@@ -905,17 +889,5 @@ func TestDrainSendsTheFinalGoAwayWithoutThePingAcknowledgement(t *testing.T) {
 	if g.LastStreamID != 1 || g.ErrCode != http2.ErrCodeNo {
 		t.Errorf("final GOAWAY: got (last stream %d, %v), want (1, NO_ERROR)", g.LastStreamID, g.ErrCode)
 	}
-	c.data(1, nil, true)
-	if h := c.trailers(1); field(h, "grpc-status") != "0" {
-		t.Errorf("stream 1: grpc-status %q, want 0", field(h, "grpc-status"))
-	}
-	c.closed()
-	select {
-	case err := <-shutdown:
-		if err != nil {
-			t.Errorf("Shutdown returned %v, want nil", err)
-		}
-	case <-time.After(rawWaitLimit):
-		t.Fatal("timed out waiting for Shutdown")
-	}
+	finishDrain(t, c, shutdown)
 }

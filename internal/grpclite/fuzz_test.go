@@ -109,8 +109,8 @@ func FuzzConn(f *testing.F) {
 			Handler: func(ctx context.Context) StreamHandler {
 				opened.Add(1)
 				var busy, ended atomic.Bool
-				return &handlerFuncs{
-					message: func(msg []byte, reply func([]byte, error)) {
+				return &HandlerFuncs{
+					OnMessage: func(msg []byte, reply func([]byte, error)) {
 						if !busy.CompareAndSwap(false, true) {
 							t.Error("Message called before the previous message was answered")
 						}
@@ -131,7 +131,7 @@ func FuzzConn(f *testing.F) {
 						}
 						answer()
 					},
-					done: func() {
+					OnDone: func() {
 						if busy.Load() {
 							t.Error("Done called while a message is unanswered")
 						}

@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
@@ -42,32 +41,6 @@ const method = "/grpclite.test.Echo/Stream"
 const waitLimit = 10 * time.Second
 
 var bidi = &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}
-
-// checkLeaks fails the test if goroutines started during it outlive it. Call
-// it first, so that its cleanup runs after every other.
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	opt := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
-}
-
-// funcHandler is a StreamHandler made of functions.
-type funcHandler struct {
-	message func(msg []byte, reply func([]byte, error))
-	done    func()
-}
-
-func (h *funcHandler) Message(msg []byte, reply func([]byte, error)) { h.message(msg, reply) }
-func (h *funcHandler) Done() {
-	if h.done != nil {
-		h.done()
-	}
-}
-
-// echo replies with the request, which is a BytesValue as the reply is.
-func echo(context.Context) grpclite.StreamHandler {
-	return &funcHandler{message: func(msg []byte, reply func([]byte, error)) { reply(msg, nil) }}
-}
 
 // liteServer is a grpclite.Server serving a loopback listener.
 type liteServer struct {
@@ -183,7 +156,7 @@ type streamRecord struct {
 type errBox struct{ err error }
 
 func TestRepliesKeepMessageOrderPerStreamAcrossConcurrentStreams(t *testing.T) {
-	checkLeaks(t)
+	grpclite.CheckLeaks(t)
 	const streams, msgs = 100, 5
 
 	var mu sync.Mutex
@@ -194,8 +167,8 @@ func TestRepliesKeepMessageOrderPerStreamAcrossConcurrentStreams(t *testing.T) {
 		mu.Lock()
 		records = append(records, r)
 		mu.Unlock()
-		return &funcHandler{
-			message: func(msg []byte, reply func([]byte, error)) {
+		return &grpclite.HandlerFuncs{
+			OnMessage: func(msg []byte, reply func([]byte, error)) {
 				r.messages.Add(1)
 				if !r.busy.CompareAndSwap(false, true) {
 					r.overlapped.Store(true)
@@ -218,7 +191,7 @@ func TestRepliesKeepMessageOrderPerStreamAcrossConcurrentStreams(t *testing.T) {
 					answer()
 				}()
 			},
-			done: func() {
+			OnDone: func() {
 				r.ctxAtDone.Store(errBox{ctx.Err()})
 				r.dones.Add(1)
 				done <- struct{}{}
@@ -298,7 +271,7 @@ func pattern(n int) []byte {
 // sizedHandler answers a request of 8 bytes (the reply's size, decimal,
 // zero-padded) followed by pattern(n) with pattern(reply size).
 func sizedHandler(context.Context) grpclite.StreamHandler {
-	return &funcHandler{message: func(msg []byte, reply func([]byte, error)) {
+	return &grpclite.HandlerFuncs{OnMessage: func(msg []byte, reply func([]byte, error)) {
 		go func() { // large work: off the reading goroutine
 			var req wrapperspb.BytesValue
 			if err := proto.Unmarshal(msg, &req); err != nil || len(req.Value) < 8 {
@@ -337,7 +310,7 @@ func TestLargeMessagesCrossFlowControlWindows(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkLeaks(t)
+			grpclite.CheckLeaks(t)
 			tt.opts.Handler = sizedHandler
 			s := startServer(t, tt.opts)
 			cc := dial(t, s.addr)
@@ -409,10 +382,10 @@ func TestHandlerErrorEndsStreamWithItsStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkLeaks(t)
+			grpclite.CheckLeaks(t)
 			s := startServer(t, grpclite.Options{Handler: func(context.Context) grpclite.StreamHandler {
 				n := 0
-				return &funcHandler{message: func(msg []byte, reply func([]byte, error)) {
+				return &grpclite.HandlerFuncs{OnMessage: func(msg []byte, reply func([]byte, error)) {
 					if n++; n > tt.okReplies {
 						reply(nil, tt.err)
 						return
@@ -456,10 +429,10 @@ func TestMessageOverMaxMessageBytesIsResourceExhausted(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkLeaks(t)
+			grpclite.CheckLeaks(t)
 			called := make(chan struct{}, 1)
 			s := startServer(t, grpclite.Options{MaxMessageBytes: limit, Handler: func(context.Context) grpclite.StreamHandler {
-				return &funcHandler{message: func(msg []byte, reply func([]byte, error)) {
+				return &grpclite.HandlerFuncs{OnMessage: func(msg []byte, reply func([]byte, error)) {
 					called <- struct{}{}
 					reply(msg, nil)
 				}}
@@ -503,13 +476,13 @@ func (l *countingListener) Accept() (net.Conn, error) {
 }
 
 func TestOtherMethodOnServedConnectionIsUnimplemented(t *testing.T) {
-	checkLeaks(t)
+	grpclite.CheckLeaks(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cl := &countingListener{Listener: ln}
-	s := grpclite.New(grpclite.Options{Method: method, Handler: echo, Logger: slog.New(slog.DiscardHandler)})
+	s := grpclite.New(grpclite.Options{Method: method, Handler: grpclite.Echo, Logger: slog.New(slog.DiscardHandler)})
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(cl) }()
 	t.Cleanup(func() {
@@ -546,7 +519,7 @@ func TestOtherMethodOnServedConnectionIsUnimplemented(t *testing.T) {
 }
 
 func TestConnectionWhoseFirstCallIsAnotherMethodGoesToFallback(t *testing.T) {
-	checkLeaks(t)
+	grpclite.CheckLeaks(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -554,7 +527,7 @@ func TestConnectionWhoseFirstCallIsAnotherMethodGoesToFallback(t *testing.T) {
 	cl := &countingListener{Listener: ln}
 	lite := grpclite.New(grpclite.Options{Method: method, Logger: slog.New(slog.DiscardHandler),
 		Handler: func(context.Context) grpclite.StreamHandler {
-			return &funcHandler{message: func(msg []byte, reply func([]byte, error)) {
+			return &grpclite.HandlerFuncs{OnMessage: func(msg []byte, reply func([]byte, error)) {
 				resp, _ := proto.Marshal(&wrapperspb.BytesValue{Value: []byte("grpclite")})
 				reply(resp, nil)
 			}}
@@ -619,15 +592,15 @@ func TestConnectionWhoseFirstCallIsAnotherMethodGoesToFallback(t *testing.T) {
 }
 
 func TestClientCancelEndsStreamContextAndCallsDone(t *testing.T) {
-	checkLeaks(t)
+	grpclite.CheckLeaks(t)
 	held, ctxEnded, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var calls atomic.Int32
 	s := startServer(t, grpclite.Options{Handler: func(ctx context.Context) grpclite.StreamHandler {
 		if calls.Add(1) > 1 {
-			return echo(ctx)
+			return grpclite.Echo(ctx)
 		}
-		return &funcHandler{
-			message: func(msg []byte, reply func([]byte, error)) {
+		return &grpclite.HandlerFuncs{
+			OnMessage: func(msg []byte, reply func([]byte, error)) {
 				if string(msg) == string(mustMarshal([]byte("hold"))) {
 					close(held)
 					go func() {
@@ -639,7 +612,7 @@ func TestClientCancelEndsStreamContextAndCallsDone(t *testing.T) {
 				}
 				reply(msg, nil)
 			},
-			done: func() { close(done) },
+			OnDone: func() { close(done) },
 		}
 	}})
 	cc := dial(t, s.addr)
@@ -680,8 +653,8 @@ func mustMarshal(b []byte) []byte {
 }
 
 func TestShutdownLetsStreamsInFlightFinish(t *testing.T) {
-	checkLeaks(t)
-	s := startServer(t, grpclite.Options{Handler: echo})
+	grpclite.CheckLeaks(t)
+	s := startServer(t, grpclite.Options{Handler: grpclite.Echo})
 	cs := newStream(t, t.Context(), dial(t, s.addr))
 	if got := roundTrip(t, cs, []byte("one")); string(got) != "one" {
 		t.Fatalf("got %q, want %q", got, "one")
@@ -744,12 +717,12 @@ var cuttingStops = []struct {
 func TestStopCutsStreamsButWaitsForHandlers(t *testing.T) {
 	for _, tt := range cuttingStops {
 		t.Run(tt.name, func(t *testing.T) {
-			checkLeaks(t)
+			grpclite.CheckLeaks(t)
 			held, ctxEnded, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 			var replied atomic.Bool
 			s := startServer(t, grpclite.Options{Handler: func(ctx context.Context) grpclite.StreamHandler {
-				return &funcHandler{
-					message: func(msg []byte, reply func([]byte, error)) {
+				return &grpclite.HandlerFuncs{
+					OnMessage: func(msg []byte, reply func([]byte, error)) {
 						close(held)
 						go func() {
 							<-ctx.Done()
@@ -759,7 +732,7 @@ func TestStopCutsStreamsButWaitsForHandlers(t *testing.T) {
 							reply(nil, ctx.Err())
 						}()
 					},
-					done: func() { close(done) },
+					OnDone: func() { close(done) },
 				}
 			}})
 			cs := newStream(t, t.Context(), dial(t, s.addr))
@@ -834,9 +807,9 @@ func (l *pipeListener) dial(t *testing.T) net.Conn {
 func TestStopReturnsWhenClientStopsReading(t *testing.T) {
 	for _, tt := range cuttingStops {
 		t.Run(tt.name, func(t *testing.T) {
-			checkLeaks(t)
+			grpclite.CheckLeaks(t)
 			pl := newPipeListener()
-			s := grpclite.New(grpclite.Options{Method: method, Handler: echo, Logger: slog.New(slog.DiscardHandler)})
+			s := grpclite.New(grpclite.Options{Method: method, Handler: grpclite.Echo, Logger: slog.New(slog.DiscardHandler)})
 			served := make(chan error, 1)
 			go func() { served <- s.Serve(pl) }()
 			cli := pl.dial(t)
@@ -914,9 +887,9 @@ func (l *temporaryErrorListener) Close() error {
 func (l *temporaryErrorListener) Addr() net.Addr { return &net.TCPAddr{} }
 
 func TestServeRetriesAfterTemporaryAcceptError(t *testing.T) {
-	checkLeaks(t)
+	grpclite.CheckLeaks(t)
 	l := &temporaryErrorListener{retried: make(chan struct{}), closed: make(chan struct{})}
-	s := grpclite.New(grpclite.Options{Method: method, Handler: echo, Logger: slog.New(slog.DiscardHandler)})
+	s := grpclite.New(grpclite.Options{Method: method, Handler: grpclite.Echo, Logger: slog.New(slog.DiscardHandler)})
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(l) }()
 	select {
@@ -936,14 +909,14 @@ func TestServeRetriesAfterTemporaryAcceptError(t *testing.T) {
 // handler then answers each at once, the queue is worked through in a loop:
 // the stack under Message stays as deep as for the first message.
 func TestQueuedMessagesAreHandedOverInALoopNotARecursion(t *testing.T) {
-	checkLeaks(t)
+	grpclite.CheckLeaks(t)
 	const queued = 2000
 	release := make(chan struct{})
 	first := make(chan struct{})
 	var maxDepth, firstDepth atomic.Int32
 	srv := startServer(t, grpclite.Options{Handler: func(context.Context) grpclite.StreamHandler {
 		n := 0
-		return &funcHandler{message: func(msg []byte, reply func([]byte, error)) {
+		return &grpclite.HandlerFuncs{OnMessage: func(msg []byte, reply func([]byte, error)) {
 			n++
 			depth := int32(runtime.Callers(0, make([]uintptr, 4096)))
 			if depth > maxDepth.Load() {
