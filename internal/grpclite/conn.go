@@ -480,15 +480,14 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	}
 	c.mu.Lock()
 	s := c.streams[f.StreamID]
-	c.mu.Unlock()
 	if s == nil {
+		c.mu.Unlock()
 		if f.StreamID > c.maxStreamID {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 		// A stream that has ended on our side: its data is dropped.
 		return nil
 	}
-	c.mu.Lock()
 	// A stream whose status waits behind output (s.trailer) has ended for its
 	// input too: assembling more would misparse it (its message state stopped
 	// mid-prefix) and hand the handler messages the client never sent.
