@@ -2,8 +2,8 @@
 # The whole test suite, from a fresh machine: installs envoy and redis-server when
 # missing (scripts/install-tools.sh), checks formatting and static analysis, runs
 # every test with the race detector (unit, store conformance against a real
-# redis-server, real Envoy integration), then a short fuzz of the MCP parser and of
-# grpclite's connection handling.
+# redis-server, real Envoy integration), then a short fuzz of the MCP parser, of
+# grpclite's connection handling and of the ext_proc request decoder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +25,5 @@ echo "== fuzz the MCP parser (${FUZZTIME:=20s})"
 go test -run='^$' -fuzz=FuzzParse -fuzztime="$FUZZTIME" ./internal/mcp/
 echo "== fuzz grpclite's connection handling ($FUZZTIME)"
 go test -run='^$' -fuzz=FuzzConn -fuzztime="$FUZZTIME" ./internal/grpclite/
+echo "== fuzz the ext_proc request decoder against proto.Unmarshal ($FUZZTIME)"
+go test -run='^$' -fuzz=FuzzDecodeRequest -fuzztime="$FUZZTIME" ./internal/processor/

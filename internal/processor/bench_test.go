@@ -26,15 +26,15 @@ func BenchmarkDecision(b *testing.B) {
 		s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, Shared: &config.Bucket{MaxTokens: 1 << 30, RefillPeriod: time.Hour}}}
 	})
 	s := New(limiter.New(p, limiter.Options{}), Options{})
-	hdr, bdy := postHeaders(), body(searchCall)
+	hdr, bdy := fromProto(postHeaders()), fromProto(body(searchCall))
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
 		var x exchange
-		if _, err := s.handle(ctx, &x, hdr); err != nil {
+		if _, err := s.handle(ctx, &x, &hdr); err != nil {
 			b.Fatal(err)
 		}
-		resp, err := s.handle(ctx, &x, bdy)
+		resp, err := s.handle(ctx, &x, &bdy)
 		if err != nil || resp.GetRequestBody() == nil {
 			b.Fatalf("got %v %v, want a continue", resp, err)
 		}
@@ -44,13 +44,13 @@ func BenchmarkDecision(b *testing.B) {
 // BenchmarkDecisionRejected measures the rejection path (body and headers built).
 func BenchmarkDecisionRejected(b *testing.B) {
 	s := New(limiter.New(policy(nil), limiter.Options{}), Options{})
-	hdr, bdy := postHeaders(), body(searchCall)
+	hdr, bdy := fromProto(postHeaders()), fromProto(body(searchCall))
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
 		var x exchange
-		_, _ = s.handle(ctx, &x, hdr)
-		_, _ = s.handle(ctx, &x, bdy)
+		_, _ = s.handle(ctx, &x, &hdr)
+		_, _ = s.handle(ctx, &x, &bdy)
 	}
 }
 

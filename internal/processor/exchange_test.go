@@ -5,7 +5,10 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/mcp-ratelimit/extproc/internal/limiter"
 )
 
 func TestJWTPayloadsAreReadInNameOrder(t *testing.T) {
@@ -21,7 +24,8 @@ func TestJWTPayloadsAreReadInNameOrder(t *testing.T) {
 	// Map iteration order is random: repeat so a wrong order shows up.
 	for range 20 {
 		var x exchange
-		x.observe(req)
+		in := fromProto(req)
+		x.observe(&in)
 		var got []string
 		for _, p := range x.req.JWTPayloads {
 			got = append(got, p["sub"].(string))
@@ -32,16 +36,23 @@ func TestJWTPayloadsAreReadInNameOrder(t *testing.T) {
 	}
 }
 
-func TestHeaderListGivesTheFirstValueOfAName(t *testing.T) {
+func TestHeadersGiveTheFirstValueOfAName(t *testing.T) {
 	hl := headerList{
 		{Key: "x-user-id", RawValue: []byte("alice")},
 		{Key: "x-user-id", RawValue: []byte("mallory")},
 		{Key: "legacy", Value: "value-field"},
 	}
+	wire, err := proto.Marshal(&corev3.HeaderMap{Headers: hl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	views := map[string]limiter.Headers{"decoded list": hl, "wire bytes": wireHeaders(wire)}
 	tests := []struct{ name, want string }{{"x-user-id", "alice"}, {"legacy", "value-field"}, {"absent", ""}}
-	for _, tt := range tests {
-		if got := hl.Get(tt.name); got != tt.want {
-			t.Errorf("Get(%q) got %q, want %q", tt.name, got, tt.want)
+	for view, h := range views {
+		for _, tt := range tests {
+			if got := h.Get(tt.name); got != tt.want {
+				t.Errorf("%s: Get(%q) got %q, want %q", view, tt.name, got, tt.want)
+			}
 		}
 	}
 }

@@ -31,26 +31,26 @@ func (s *Server) OpenStream(ctx context.Context) *Stream {
 // decision may wait for the store; the others (request headers with a body to
 // follow, the response phases) are answered at once.
 func (st *Stream) Message(msg []byte, reply func([]byte, error)) {
-	req := new(extprocv3.ProcessingRequest)
-	if err := proto.Unmarshal(msg, req); err != nil {
+	in, err := decodeRequest(msg)
+	if err != nil {
 		reply(nil, status.Errorf(codes.InvalidArgument, "unreadable ProcessingRequest: %v", err))
 		return
 	}
-	if !mayDecide(req) {
-		st.answer(req, reply)
+	if !mayDecide(&in) {
+		st.answer(&in, reply)
 		return
 	}
 	go func() {
 		growStack()
-		st.answer(req, reply)
+		st.answer(&in, reply)
 	}()
 }
 
 // Done ends the stream.
 func (st *Stream) Done() { st.s.obs.StreamEnded() }
 
-func (st *Stream) answer(req *extprocv3.ProcessingRequest, reply func([]byte, error)) {
-	resp, err := st.s.handle(st.ctx, &st.x, req)
+func (st *Stream) answer(in *inbound, reply func([]byte, error)) {
+	resp, err := st.s.handle(st.ctx, &st.x, in)
 	if err != nil {
 		reply(nil, err)
 		return
@@ -58,12 +58,12 @@ func (st *Stream) answer(req *extprocv3.ProcessingRequest, reply func([]byte, er
 	reply(st.s.answers.wire(resp))
 }
 
-// mayDecide reports whether answering req may ask the decider.
-func mayDecide(req *extprocv3.ProcessingRequest) bool {
-	switch v := req.Request.(type) {
-	case *extprocv3.ProcessingRequest_RequestHeaders:
-		return v.RequestHeaders.GetEndOfStream()
-	case *extprocv3.ProcessingRequest_RequestBody, *extprocv3.ProcessingRequest_RequestTrailers:
+// mayDecide reports whether answering in may ask the decider.
+func mayDecide(in *inbound) bool {
+	switch in.kind {
+	case kindRequestHeaders:
+		return in.endOfStream
+	case kindRequestBody, kindRequestTrailers:
 		return true
 	default:
 		return false

@@ -87,7 +87,8 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			}
 			return err
 		}
-		resp, err := s.handle(ctx, &x, req)
+		in := fromProto(req)
+		resp, err := s.handle(ctx, &x, &in)
 		if err != nil {
 			return err
 		}
@@ -98,41 +99,41 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 }
 
 // handle answers one message.
-func (s *Server) handle(ctx context.Context, x *exchange, req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
-	x.observe(req)
-	switch v := req.Request.(type) {
-	case *extprocv3.ProcessingRequest_RequestHeaders:
-		x.start(v.RequestHeaders)
-		if v.RequestHeaders.GetEndOfStream() {
+func (s *Server) handle(ctx context.Context, x *exchange, in *inbound) (*extprocv3.ProcessingResponse, error) {
+	x.observe(in)
+	switch in.kind {
+	case kindRequestHeaders:
+		x.start(in)
+		if in.endOfStream {
 			// No body (GET for SSE, DELETE): decided here, never limited (SPEC §1).
 			return s.decide(ctx, x, headersPhase), nil
 		}
 		return s.headersContinue, nil
-	case *extprocv3.ProcessingRequest_RequestBody:
-		if x.addBody(v.RequestBody, s.maxBody) {
+	case kindRequestBody:
+		if x.addBody(in, s.maxBody) {
 			return s.decide(ctx, x, bodyPhase), nil
 		}
 		return s.bodyContinue, nil
-	case *extprocv3.ProcessingRequest_RequestTrailers:
+	case kindRequestTrailers:
 		if !x.decided && x.req.Body != nil {
 			// A streamed body ended by trailers: decide now with what arrived.
 			return s.decide(ctx, x, trailersPhase), nil
 		}
 		return continueTrailers(), nil
-	case *extprocv3.ProcessingRequest_ResponseHeaders:
+	case kindResponseHeaders:
 		// Only sent if Envoy is configured to (the shipped configs skip it).
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
 			ResponseHeaders: &extprocv3.HeadersResponse{}}}, nil
-	case *extprocv3.ProcessingRequest_ResponseBody:
+	case kindResponseBody:
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
 			ResponseBody: &extprocv3.BodyResponse{}}}, nil
-	case *extprocv3.ProcessingRequest_ResponseTrailers:
+	case kindResponseTrailers:
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
 			ResponseTrailers: &extprocv3.TrailersResponse{}}}, nil
 	default:
 		// Nothing sensible to answer; ending the stream makes Envoy apply its
 		// failure_mode_allow, which is the documented backstop.
-		return nil, status.Errorf(codes.InvalidArgument, "unsupported ext_proc message %T", req.Request)
+		return nil, status.Errorf(codes.InvalidArgument, "unsupported ext_proc message: %v", in.kind)
 	}
 }
 
