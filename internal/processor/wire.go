@@ -146,8 +146,10 @@ func (in *inbound) readBody(b []byte) bool {
 				return false
 			}
 			// proto.Unmarshal keeps the last and never returns nil for a set
-			// bytes field; addBody treats nil and empty alike.
-			b, in.body = b[n:], v
+			// bytes field; addBody treats nil and empty alike. The capacity is
+			// cut so that an append to the body can never write over the rest
+			// of msg (the attributes are read from it later).
+			b, in.body = b[n:], v[:len(v):len(v)]
 		case num == 2 && typ == protowire.VarintType:
 			x, n := protowire.ConsumeVarint(b)
 			if n < 0 {
@@ -326,9 +328,9 @@ func (wh wireHeaders) Get(name string) string {
 }
 
 // each calls fn with the fields of each HeaderValue, in wire order, until fn
-// returns false. A field given twice in one HeaderValue takes its last value,
-// as proto.Unmarshal does. valid is false (and the walk ends) at the first
-// malformed entry; UTF-8 is validHeaderMap's to check, once.
+// returns false. valid is false (and the walk ends) at the first malformed
+// entry, or one with its key or value given twice; raw_value given twice takes
+// its last, as proto.Unmarshal does. UTF-8 is validHeaderMap's to check, once.
 func (wh wireHeaders) each(fn func(key, value, raw []byte, valid bool) bool) {
 	b := []byte(wh)
 	for len(b) > 0 {
@@ -356,13 +358,19 @@ func (wh wireHeaders) each(fn func(key, value, raw []byte, valid bool) bool) {
 				return
 			}
 			entry = entry[n+m:]
-			switch num {
-			case 1:
+			switch {
+			case num == 1 && key == nil:
 				key = v
-			case 2:
+			case num == 2 && value == nil:
 				value = v
-			case 3:
+			case num == 3:
 				raw = v
+			default:
+				// A string field given twice: proto.Unmarshal checks the UTF-8
+				// of the copy the second one overwrites, so it must decide.
+				// (ConsumeBytes never returns nil, even for an empty field.)
+				fn(nil, nil, nil, false)
+				return
 			}
 		}
 		if !fn(key, value, raw, true) {

@@ -2,6 +2,7 @@ package processor
 
 import (
 	"bytes"
+	"strconv"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -130,7 +131,14 @@ func TestDecodeRequestRejectsWhatProtoRejects(t *testing.T) {
 	// Corrupt the key's first byte: it stays a string field, now not UTF-8.
 	i := bytes.Index(badUTF8, []byte("x-user-id"))
 	badUTF8[i] = 0xff
+	notUTF8 := []byte{0xff, 0xfe}
 	for name, msg := range map[string][]byte{
+		// proto.Unmarshal checks every copy of a string field, also one that a
+		// second copy overwrites.
+		"header key given twice, the first not UTF-8": wRequestHeaders(true, wHeaderValue(
+			wBytes(nil, 1, notUTF8), wBytes(nil, 1, []byte("x-user-id")), wBytes(nil, 3, []byte("alice")))),
+		"header value given twice, the first not UTF-8": wRequestHeaders(true, wHeaderValue(
+			wBytes(nil, 1, []byte("x-user-id")), wBytes(nil, 2, notUTF8), wBytes(nil, 2, []byte("alice")))),
 		"truncated":            marshal(t, envoyHeaders(false))[:40],
 		"header key not UTF-8": badUTF8,
 		"a bare tag":           {0x12},
@@ -146,10 +154,28 @@ func TestDecodeRequestRejectsWhatProtoRejects(t *testing.T) {
 	}
 }
 
+func TestDecodeRequestAgreesWithProtoAtTheEdges(t *testing.T) {
+	for i, msg := range edgeMessages() {
+		t.Run(strconv.Itoa(i), func(t *testing.T) {
+			in, err := decodeRequest(msg)
+			refErr := proto.Unmarshal(msg, new(extprocv3.ProcessingRequest))
+			if (err != nil) != (refErr != nil) {
+				t.Fatalf("%x: decodeRequest error %v, proto.Unmarshal error %v", msg, err, refErr)
+			}
+			if err == nil {
+				compareInbound(t, msg, in)
+			}
+		})
+	}
+}
+
 func FuzzDecodeRequest(f *testing.F) {
 	for _, m := range []proto.Message{envoyHeaders(false), envoyHeaders(true), body(searchCall), skippedHeaders(),
 		headers(false, "x-user-id", "alice", "x-user-id", "bob", ":path", "/mcp")} {
 		f.Add(marshal(f, m))
+	}
+	for _, msg := range edgeMessages() {
+		f.Add(msg)
 	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		in, err := decodeRequest(msg)
@@ -275,5 +301,136 @@ func BenchmarkDecodeRequest(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// Builders of hand-made wire messages, for shapes proto.Marshal never writes.
+
+func wBytes(b []byte, num protowire.Number, v []byte) []byte {
+	return protowire.AppendBytes(protowire.AppendTag(b, num, protowire.BytesType), v)
+}
+
+func wVarint(b []byte, num protowire.Number, v uint64) []byte {
+	return protowire.AppendVarint(protowire.AppendTag(b, num, protowire.VarintType), v)
+}
+
+func wCat(parts ...[]byte) []byte {
+	var b []byte
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
+}
+
+// wHeaderValue is one HeaderValue from its raw fields (each a whole field).
+func wHeaderValue(fields ...[]byte) []byte { return wCat(fields...) }
+
+// wRequestHeaders wraps HeaderValues into HeaderMap, HttpHeaders (with
+// end_of_stream) and ProcessingRequest.request_headers.
+func wRequestHeaders(eos bool, hvs ...[]byte) []byte {
+	var hm []byte
+	for _, hv := range hvs {
+		hm = wBytes(hm, 1, hv)
+	}
+	hh := wBytes(nil, 1, hm)
+	if eos {
+		hh = wVarint(hh, 3, 1)
+	}
+	return wBytes(nil, 2, hh)
+}
+
+func wStringValue(s string) []byte { return wBytes(nil, 3, []byte(s)) }
+
+func wStructEntry(name string, value []byte) []byte {
+	return wBytes(wBytes(nil, 1, []byte(name)), 2, value)
+}
+
+// wAttributes is a ProcessingRequest.attributes entry.
+func wAttributes(key string, structBytes []byte) []byte {
+	return wBytes(nil, 9, wBytes(wBytes(nil, 1, []byte(key)), 2, structBytes))
+}
+
+func wStruct(entries ...[]byte) []byte {
+	var b []byte
+	for _, e := range entries {
+		b = wBytes(b, 1, e)
+	}
+	return b
+}
+
+// edgeMessages are shapes at the edges of decodeFast: duplicates, groups, map
+// entries missing or repeating fields, enum truncation, wire-type mismatches,
+// zero-length fields, bad field numbers.
+func edgeMessages() [][]byte {
+	hv := func(k, v, raw string) []byte {
+		b := wBytes(nil, 1, []byte(k))
+		if v != "" {
+			b = wBytes(b, 2, []byte(v))
+		}
+		if raw != "" {
+			b = wBytes(b, 3, []byte(raw))
+		}
+		return b
+	}
+	attrs := wAttributes(extProcAttributes, wStruct(
+		wStructEntry(sourceAddressAttr, wStringValue("1.2.3.4:5")),
+		wStructEntry("request.path", wStringValue("/a")),
+		wStructEntry("request.path", wStringValue("/b"))))
+	group := func(num protowire.Number) []byte {
+		b := protowire.AppendTag(nil, num, protowire.StartGroupType)
+		b = wVarint(b, 1, 5)
+		return protowire.AppendTag(b, num, protowire.EndGroupType)
+	}
+	pc := func(fields ...[]byte) []byte { return wBytes(nil, 11, wCat(fields...)) }
+	bodyMsg := func(fields ...[]byte) []byte { return wBytes(nil, 4, wCat(fields...)) }
+	return [][]byte{
+		wCat(wRequestHeaders(true, hv(":path", "/mcp", ""), hv("x-user-id", "a", "b"), hv("x-user-id", "c", "")), attrs),
+		// Key and value twice in one HeaderValue; raw_value empty then set.
+		wRequestHeaders(false, wCat(hv("k", "v1", ""), wBytes(nil, 1, []byte("x")), wBytes(nil, 2, []byte("v2")), wBytes(nil, 3, nil))),
+		// Duplicate attributes entries for the same key: last replaces.
+		wCat(attrs, wAttributes(extProcAttributes, wStruct(wStructEntry("request.host", wStringValue("h"))))),
+		// Map entry without value, without key, with key twice, value twice.
+		wBytes(nil, 9, wBytes(nil, 1, []byte(extProcAttributes))),
+		wBytes(nil, 9, wBytes(nil, 2, wStruct())),
+		wBytes(nil, 9, wCat(wBytes(nil, 1, []byte("x")), wBytes(nil, 1, []byte(extProcAttributes)), wBytes(nil, 2, wStruct()))),
+		wBytes(nil, 9, wCat(wBytes(nil, 1, []byte(extProcAttributes)), wBytes(nil, 2, wStruct(wStructEntry("a", wStringValue("1")))), wBytes(nil, 2, wStruct(wStructEntry("b", wStringValue("2")))))),
+		// Value with string_value twice; with a number; empty.
+		wAttributes(extProcAttributes, wStruct(wStructEntry("a", wCat(wStringValue("x"), wStringValue("y"))))),
+		wAttributes(extProcAttributes, wStruct(wStructEntry("a", wCat(wStringValue("x"), protowire.AppendFixed64(protowire.AppendTag(nil, 2, protowire.Fixed64Type), 0))))),
+		wAttributes(extProcAttributes, wStruct(wStructEntry("a", nil))),
+		// Enum truncation and wire-type mismatch in protocol_config; given twice.
+		pc(wVarint(nil, 1, 1<<32|1)),
+		pc(wVarint(nil, 1, 0xffffffff00000001)),
+		pc(wVarint(nil, 1, 1<<33|4)),
+		wCat(pc(wVarint(nil, 1, 1)), pc(wVarint(nil, 2, 1)), pc(wVarint(nil, 1, 0))),
+		pc(wBytes(nil, 1, []byte{1})),
+		// Body given twice; body then headers; zero-length body message.
+		wCat(bodyMsg(wBytes(nil, 1, []byte("a"))), bodyMsg(wVarint(nil, 2, 1))),
+		wCat(bodyMsg(wBytes(nil, 1, []byte("a")), wBytes(nil, 1, nil), wVarint(nil, 2, 2), wVarint(nil, 2, 0))),
+		wBytes(nil, 4, nil),
+		wBytes(nil, 2, nil),
+		wBytes(nil, 8, nil),
+		// Groups at each level.
+		wCat(wRequestHeaders(true), group(10)),
+		wCat(wRequestHeaders(true), group(99)),
+		wBytes(nil, 2, wCat(wBytes(nil, 1, nil), group(3))),
+		pc(group(1)),
+		protowire.AppendTag(nil, 2, protowire.EndGroupType),
+		// observability_mode with a wrong wire type, overlong varint, fixed32.
+		wBytes(nil, 10, []byte{1}),
+		protowire.AppendTag(nil, 10, protowire.VarintType),
+		append(protowire.AppendTag(nil, 10, protowire.VarintType), 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00),
+		// Field 0 and out-of-range field numbers.
+		{0x00, 0x00},
+		protowire.AppendVarint(nil, uint64(protowire.MaxValidNumber+1)<<3),
+		protowire.AppendVarint(wRequestHeaders(true), uint64(1<<31)<<3|2),
+		// Invalid wire types 6 and 7.
+		{0x16}, {0x17},
+		// Deprecated HttpHeaders.attributes (field 2).
+		wBytes(nil, 2, wBytes(nil, 2, wBytes(wBytes(nil, 1, []byte("k")), 2, nil))),
+		// UTF-8: invalid header key, invalid string_value, invalid attribute key.
+		wRequestHeaders(true, hv("\xff", "", "")),
+		wAttributes(extProcAttributes, wStruct(wStructEntry("a", wStringValue("\xc3")))),
+		wAttributes("\xff", wStruct()),
 	}
 }
