@@ -227,56 +227,51 @@ func mapEntry(b []byte) (key, val []byte, ok bool) {
 // validStringStruct reports whether b is a Struct (field 1: entries of a name
 // and a Value) whose every Value is a string_value (field 3), all valid UTF-8.
 func validStringStruct(b []byte) bool {
-	ok := true
-	eachStructField(b, func(name, value []byte, valid bool) bool {
-		ok = valid && utf8.Valid(name) && utf8.Valid(value)
-		return ok
-	})
-	return ok
+	valid := true
+	return eachElement(b, func(entry []byte) bool {
+		name, value, ok := structField(entry)
+		valid = ok && utf8.Valid(name) && utf8.Valid(value)
+		return valid
+	}) && valid
 }
 
-// eachStructField calls fn with the name and string value of each field of
-// Struct b, in wire order, until fn returns false. valid is false (and the walk
-// ends) at the first entry that is not a name and a string Value.
-func eachStructField(b []byte, fn func(name, value []byte, valid bool) bool) {
+// structField reads one entry of a Struct's fields: its name and the string
+// of a Value holding exactly one string_value; ok is false for any other shape.
+func structField(entry []byte) (name, value []byte, ok bool) {
+	name, v, ok := mapEntry(entry)
+	if !ok {
+		return nil, nil, false
+	}
+	num, typ, n := protowire.ConsumeTag(v)
+	if n < 0 || num != 3 || typ != protowire.BytesType {
+		return nil, nil, false
+	}
+	value, m := protowire.ConsumeBytes(v[n:])
+	if m < 0 || n+m != len(v) {
+		return nil, nil, false
+	}
+	return name, value, true
+}
+
+// eachElement calls fn with each element of the one repeated message field
+// (number 1) that b holds, in wire order, until fn returns false. It reports
+// false if b holds anything else or is malformed.
+func eachElement(b []byte, fn func(elem []byte) bool) bool {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 || num != 1 || typ != protowire.BytesType {
-			fn(nil, nil, false)
-			return
+			return false
 		}
-		entry, m := protowire.ConsumeBytes(b[n:])
+		elem, m := protowire.ConsumeBytes(b[n:])
 		if m < 0 {
-			fn(nil, nil, false)
-			return
+			return false
 		}
 		b = b[n+m:]
-		name, value, ok := mapEntry(entry)
-		var s []byte
-		if ok {
-			s, ok = stringValue(value)
-		}
-		if !ok {
-			fn(nil, nil, false)
-			return
-		}
-		if !fn(name, s, true) {
-			return
+		if !fn(elem) {
+			return true
 		}
 	}
-}
-
-// stringValue reads a google.protobuf.Value holding exactly one string_value.
-func stringValue(b []byte) ([]byte, bool) {
-	num, typ, n := protowire.ConsumeTag(b)
-	if n < 0 || num != 3 || typ != protowire.BytesType {
-		return nil, false
-	}
-	s, m := protowire.ConsumeBytes(b[n:])
-	if m < 0 || n+m != len(b) {
-		return nil, false
-	}
-	return s, true
+	return true
 }
 
 // wireStruct is attributes from a Struct's bytes that validStringStruct
@@ -285,8 +280,8 @@ type wireStruct []byte
 
 func (ws wireStruct) attr(name string) string {
 	var found []byte
-	eachStructField(ws, func(k, v []byte, _ bool) bool {
-		if string(k) == name {
+	eachElement(ws, func(entry []byte) bool {
+		if k, v, _ := structField(entry); string(k) == name {
 			found = v
 		}
 		return true
@@ -295,15 +290,44 @@ func (ws wireStruct) attr(name string) string {
 }
 
 // validHeaderMap reports whether b is a HeaderMap (field 1: HeaderValues) whose
-// every HeaderValue has only key (1), value (2) and raw_value (3), with key
-// and value valid UTF-8.
+// every HeaderValue headerValue reads, with key and value valid UTF-8.
 func validHeaderMap(b []byte) bool {
-	ok := true
-	wireHeaders(b).each(func(key, value, _ []byte, valid bool) bool {
-		ok = valid && utf8.Valid(key) && utf8.Valid(value)
-		return ok
-	})
-	return ok
+	valid := true
+	return eachElement(b, func(entry []byte) bool {
+		key, value, _, ok := headerValue(entry)
+		valid = ok && utf8.Valid(key) && utf8.Valid(value)
+		return valid
+	}) && valid
+}
+
+// headerValue reads a HeaderValue: key (1), value (2), raw_value (3), and
+// nothing else. ok is false for a key or value given twice: proto.Unmarshal
+// checks the UTF-8 of the copy the second one overwrites, so it must decide.
+// raw_value given twice takes its last, as proto.Unmarshal does.
+func headerValue(b []byte) (key, value, raw []byte, ok bool) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || typ != protowire.BytesType {
+			return nil, nil, nil, false
+		}
+		v, m := protowire.ConsumeBytes(b[n:])
+		if m < 0 {
+			return nil, nil, nil, false
+		}
+		b = b[n+m:]
+		// ConsumeBytes never returns nil, even for an empty field.
+		switch {
+		case num == 1 && key == nil:
+			key = v
+		case num == 2 && value == nil:
+			value = v
+		case num == 3:
+			raw = v
+		default:
+			return nil, nil, nil, false
+		}
+	}
+	return key, value, raw, true
 }
 
 // wireHeaders serves limiter.Headers from a HeaderMap's bytes that
@@ -313,7 +337,8 @@ type wireHeaders []byte
 
 func (wh wireHeaders) Get(name string) string {
 	var got string
-	wh.each(func(key, value, raw []byte, _ bool) bool {
+	eachElement(wh, func(entry []byte) bool {
+		key, value, raw, _ := headerValue(entry)
 		if string(key) != name {
 			return true
 		}
@@ -325,56 +350,4 @@ func (wh wireHeaders) Get(name string) string {
 		return false
 	})
 	return got
-}
-
-// each calls fn with the fields of each HeaderValue, in wire order, until fn
-// returns false. valid is false (and the walk ends) at the first malformed
-// entry, or one with its key or value given twice; raw_value given twice takes
-// its last, as proto.Unmarshal does. UTF-8 is validHeaderMap's to check, once.
-func (wh wireHeaders) each(fn func(key, value, raw []byte, valid bool) bool) {
-	b := []byte(wh)
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || num != 1 || typ != protowire.BytesType {
-			fn(nil, nil, nil, false)
-			return
-		}
-		entry, m := protowire.ConsumeBytes(b[n:])
-		if m < 0 {
-			fn(nil, nil, nil, false)
-			return
-		}
-		b = b[n+m:]
-		var key, value, raw []byte
-		for len(entry) > 0 {
-			num, typ, n := protowire.ConsumeTag(entry)
-			if n < 0 || num < 1 || num > 3 || typ != protowire.BytesType {
-				fn(nil, nil, nil, false)
-				return
-			}
-			v, m := protowire.ConsumeBytes(entry[n:])
-			if m < 0 {
-				fn(nil, nil, nil, false)
-				return
-			}
-			entry = entry[n+m:]
-			switch {
-			case num == 1 && key == nil:
-				key = v
-			case num == 2 && value == nil:
-				value = v
-			case num == 3:
-				raw = v
-			default:
-				// A string field given twice: proto.Unmarshal checks the UTF-8
-				// of the copy the second one overwrites, so it must decide.
-				// (ConsumeBytes never returns nil, even for an empty field.)
-				fn(nil, nil, nil, false)
-				return
-			}
-		}
-		if !fn(key, value, raw, true) {
-			return
-		}
-	}
 }

@@ -240,7 +240,8 @@ func headerNames(views ...any) []string {
 				names = append(names, hv.GetKey())
 			}
 		case wireHeaders:
-			h.each(func(key, _, _ []byte, _ bool) bool {
+			eachElement(h, func(entry []byte) bool {
+				key, _, _, _ := headerValue(entry)
 				names = append(names, string(key))
 				return true
 			})
@@ -259,7 +260,8 @@ func attrNames(views ...attributes) []string {
 				names = append(names, k)
 			}
 		case wireStruct:
-			eachStructField(a, func(name, _ []byte, _ bool) bool {
+			eachElement(a, func(entry []byte) bool {
+				name, _, _ := structField(entry)
 				names = append(names, string(name))
 				return true
 			})
