@@ -98,9 +98,20 @@ func decodeFast(b []byte) (in inbound, ok bool) {
 	return in, true
 }
 
+// consumeBool reads a bool field's varint from b into v, returning the rest.
+func consumeBool(b []byte, v *bool) (rest []byte, ok bool) {
+	x, n := protowire.ConsumeVarint(b)
+	if n < 0 {
+		return nil, false
+	}
+	*v = protowire.DecodeBool(x)
+	return b[n:], true
+}
+
 // readHeaders reads an HttpHeaders: headers (field 1), end_of_stream (3).
 func (in *inbound) readHeaders(b []byte) bool {
 	in.kind = kindRequestHeaders
+	var ok bool
 	var list wireHeaders
 	seen := false
 	for len(b) > 0 {
@@ -117,11 +128,9 @@ func (in *inbound) readHeaders(b []byte) bool {
 			}
 			b, list, seen = b[n:], v, true
 		case num == 3 && typ == protowire.VarintType:
-			x, n := protowire.ConsumeVarint(b)
-			if n < 0 {
+			if b, ok = consumeBool(b, &in.endOfStream); !ok {
 				return false
 			}
-			b, in.endOfStream = b[n:], protowire.DecodeBool(x)
 		default:
 			return false
 		}
@@ -133,6 +142,7 @@ func (in *inbound) readHeaders(b []byte) bool {
 // readBody reads an HttpBody: body (field 1), end_of_stream (2).
 func (in *inbound) readBody(b []byte) bool {
 	in.kind = kindRequestBody
+	var ok bool
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -151,11 +161,9 @@ func (in *inbound) readBody(b []byte) bool {
 			// of msg (the attributes are read from it later).
 			b, in.body = b[n:], v[:len(v):len(v)]
 		case num == 2 && typ == protowire.VarintType:
-			x, n := protowire.ConsumeVarint(b)
-			if n < 0 {
+			if b, ok = consumeBool(b, &in.endOfStream); !ok {
 				return false
 			}
-			b, in.endOfStream = b[n:], protowire.DecodeBool(x)
 		default:
 			return false
 		}
