@@ -11,7 +11,8 @@
 // machine hits both sides of a ratio alike. With N > 1 the tables get a round column
 // and are followed by per-configuration medians of those ratios and, when (a), (c)
 // and (d) ran, a check of (c) against the targets: ≥ 0.6 × (a), and closer to (d)
-// than to half of (a).
+// than to half of (a); when (n) ran too, where that floor stands against the same
+// midpoint.
 //
 //	go run ./bench/cmd/loadbench                 # every configuration, 32 workers, 2 s + 10 s each
 //	go run ./bench/cmd/loadbench -configs a,c,e -duration 5s -out bench/results

@@ -435,6 +435,22 @@ func TestTargetCheckNeedsRatiosOfACAndD(t *testing.T) {
 			want: "(c) median ×(a) = 0.65 (target ≥ 0.60: met); closer to (d) (0.99) than to half of (a) iff ×(a) > (0.99+0.50)/2 = 0.74: not met",
 		},
 		{
+			name: "with n: the floor against the same midpoint",
+			results: []roundResult{
+				r("a", 1, 1000, time.Second), r("c", 1, 700, time.Second), r("d", 1, 1000, time.Second), r("n", 1, 740, time.Second),
+			},
+			want: "(c) median ×(a) = 0.70 (target ≥ 0.60: met); closer to (d) (1.00) than to half of (a) iff ×(a) > (1.00+0.50)/2 = 0.75: not met\n\n" +
+				"(n), a processor that answers continue without deciding (the floor of any ext_proc processor): ×(a) = 0.74, not above the midpoint 0.75",
+		},
+		{
+			name: "n above the midpoint",
+			results: []roundResult{
+				r("a", 1, 1000, time.Second), r("c", 1, 700, time.Second), r("d", 1, 1000, time.Second), r("n", 1, 800, time.Second),
+			},
+			want: "(c) median ×(a) = 0.70 (target ≥ 0.60: met); closer to (d) (1.00) than to half of (a) iff ×(a) > (1.00+0.50)/2 = 0.75: not met\n\n" +
+				"(n), a processor that answers continue without deciding (the floor of any ext_proc processor): ×(a) = 0.80, above the midpoint 0.75",
+		},
+		{
 			name:    "no d",
 			results: []roundResult{r("a", 1, 1000, time.Second), r("c", 1, 700, time.Second)},
 		},

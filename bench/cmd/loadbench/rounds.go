@@ -135,7 +135,27 @@ func targetCheck(sums []configSummary) (string, bool) {
 	if !okA || !okC || !okD {
 		return "", false
 	}
-	return targetLine(c, d), true
+	line := targetLine(c, d)
+	if n, ok := medians["n"]; ok {
+		line += "\n\n" + floorLine(n, d)
+	}
+	return line, true
+}
+
+// floorLine puts (n) against the same midpoint: (n) answers continue without
+// deciding, so no processor behind this Envoy configuration can do better, and
+// when (n) itself is near the midpoint the second target is beyond any processor.
+func floorLine(n, d float64) string {
+	mid := (d + halfOfA) / 2
+	return fmt.Sprintf("(n), a processor that answers continue without deciding (the floor of any ext_proc processor): ×(a) = %.2f, %s the midpoint %.2f",
+		n, aboveOrNot(n > mid), mid)
+}
+
+func aboveOrNot(above bool) string {
+	if above {
+		return "above"
+	}
+	return "not above"
 }
 
 // targetLine checks c, the ×(a) of (c), against at least minRatioC and against
