@@ -128,6 +128,9 @@ identity:
 // a header identity (x-user-id). Each header is its own CEL expression: Envoy 1.40
 // sends the whole request.headers map as the string "CelMap value", not as a struct.
 // A header the request does not carry is left out of the attributes.
+// content-encoding and content-type are not listed: loadbench's bodies are plain
+// UTF-8 JSON. A deployment would need them too, or a gzip or UTF-16 body could not
+// be read and would continue unlimited.
 var probeAttributes = []string{"source.address", "request.host", "request.path",
 	"request.headers['mcp-protocol-version']", "request.headers['x-user-id']"}
 
