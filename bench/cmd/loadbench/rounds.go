@@ -146,7 +146,7 @@ func targetCheck(sums []configSummary) (string, bool) {
 // deciding, so no processor behind this Envoy configuration can do better, and
 // when (n) itself is near the midpoint the second target is beyond any processor.
 func floorLine(n, d float64) string {
-	mid := (d + halfOfA) / 2
+	mid := midpoint(d)
 	return fmt.Sprintf("(n), a processor that answers continue without deciding (the floor of any ext_proc processor): ×(a) = %.2f, %s the midpoint %.2f",
 		n, aboveOrNot(n > mid), mid)
 }
@@ -163,11 +163,15 @@ func aboveOrNot(above bool) string {
 // (d) never rejects and costs next to nothing, so d is near 1 and above halfOfA.
 // The comparisons use the unrounded values.
 func targetLine(c, d float64) string {
-	mid := (d + halfOfA) / 2
+	mid := midpoint(d)
 	return fmt.Sprintf("(c) median ×(a) = %.2f (target ≥ %.2f: %s); "+
 		"closer to (d) (%.2f) than to half of (a) iff ×(a) > (%.2f+%.2f)/2 = %.2f: %s",
 		c, minRatioC, metOrNot(c >= minRatioC), d, d, halfOfA, mid, metOrNot(c > mid))
 }
+
+// midpoint is the ×(a) past which a configuration is closer to (d), at d, than
+// to half of (a).
+func midpoint(d float64) float64 { return (d + halfOfA) / 2 }
 
 func metOrNot(ok bool) string {
 	if ok {
