@@ -43,6 +43,10 @@ type DialOptions struct {
 type SentinelOptions struct {
 	MasterName string
 	Addrs      []string // host:port of the sentinels
+	// Username and Password authenticate to the sentinels themselves (their
+	// requirepass, or an ACL user on them), which guard them apart from the
+	// data servers; empty: the sentinels take no AUTH.
+	Username, Password string
 }
 
 // ClusterOptions names a Redis Cluster.
@@ -103,6 +107,8 @@ func NewRedisClient(opts DialOptions) (redis.UniversalClient, error) {
 		return redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName:            opts.Sentinel.MasterName,
 			SentinelAddrs:         opts.Sentinel.Addrs,
+			SentinelUsername:      opts.Sentinel.Username,
+			SentinelPassword:      opts.Sentinel.Password,
 			Username:              opts.Username,
 			Password:              opts.Password,
 			TLSConfig:             tlsConfig,

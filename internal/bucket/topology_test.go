@@ -327,6 +327,27 @@ func TestRedisSentinel(t *testing.T) {
 	}
 }
 
+func TestRedisSentinelThatRequiresAPassword(t *testing.T) {
+	const password = "sentinel-s3cret"
+	s := redistest.StartSentinelWithPassword(t, password)
+
+	t.Run("with the sentinels' password, decides", func(t *testing.T) {
+		client := dial(t, DialOptions{Sentinel: SentinelOptions{MasterName: s.MasterName, Addrs: s.Addrs(), Password: password}})
+		if err := pingErr(client); err != nil {
+			t.Fatalf("Ping: got error %v, want nil", err)
+		}
+		wantDecides(t, client, fourCharges("sentinel-auth"), 4)
+	})
+	t.Run("without it, Ping fails naming the cause", func(t *testing.T) {
+		client := dial(t, DialOptions{Sentinel: SentinelOptions{MasterName: s.MasterName, Addrs: s.Addrs()}})
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		if err := Ping(ctx, client); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+			t.Fatalf("Ping: got error %v, want one containing NOAUTH", err)
+		}
+	})
+}
+
 func TestRedisKeepsDecidingAcrossARestart(t *testing.T) {
 	srv := redistest.StartServer(t)
 	client := dial(t, DialOptions{URL: "redis://" + srv.Addr})

@@ -24,6 +24,8 @@ type Sentinel struct {
 	Master, Replica *Server
 	// Sentinels are the sentinel processes.
 	Sentinels []*Server
+	// Password is the sentinels' requirepass; empty when they take no AUTH.
+	Password string
 }
 
 // Addrs are the sentinels' addresses, to give a failover client.
@@ -40,11 +42,25 @@ func (s *Sentinel) Addrs() []string {
 // and see the replica linked to it, so that Failover can promote it.
 func StartSentinel(tb testing.TB) *Sentinel {
 	tb.Helper()
+	return startSentinel(tb, "")
+}
+
+// StartSentinelWithPassword is StartSentinel with sentinels that require
+// password (requirepass, and sentinel-pass for talking to each other), as
+// Helm charts set them up when sentinel authentication is on. The data servers
+// take no password.
+func StartSentinelWithPassword(tb testing.TB, password string) *Sentinel {
+	tb.Helper()
+	return startSentinel(tb, password)
+}
+
+func startSentinel(tb testing.TB, password string) *Sentinel {
+	tb.Helper()
 	// Diskless replication waits 5s by default for more replicas to sync at once.
 	master := StartServer(tb, "--repl-diskless-sync-delay", "0")
 	mhost, mport, _ := net.SplitHostPort(master.Addr)
 	replica := StartServer(tb, "--replicaof", mhost, mport)
-	s := &Sentinel{MasterName: SentinelMasterName, Master: master, Replica: replica}
+	s := &Sentinel{MasterName: SentinelMasterName, Master: master, Replica: replica, Password: password}
 	for i := range 2 {
 		// Sentinel rewrites its configuration file, so it needs one of its own.
 		dir := tb.TempDir()
@@ -52,15 +68,19 @@ func StartSentinel(tb testing.TB) *Sentinel {
 		content := fmt.Sprintf("sentinel monitor %[1]s %[2]s %[3]s 1\n"+
 			"sentinel down-after-milliseconds %[1]s 1000\n"+
 			"sentinel failover-timeout %[1]s 10000\n", SentinelMasterName, mhost, mport)
+		if password != "" {
+			content += fmt.Sprintf("requirepass %[1]q\nsentinel sentinel-pass %[1]q\n", password)
+		}
 		if err := os.WriteFile(conf, []byte(content), 0o600); err != nil {
 			tb.Fatalf("redistest: %v", err)
 		}
 		s.Sentinels = append(s.Sentinels, startServer(tb, serverConfig{
 			// The configuration file must come first; --sentinel switches the
 			// server to sentinel mode.
-			args: []string{"--sentinel"},
-			conf: conf,
-			name: fmt.Sprintf("sentinel%d", i),
+			args:  []string{"--sentinel"},
+			conf:  conf,
+			name:  fmt.Sprintf("sentinel%d", i),
+			probe: probe{password: password},
 		}))
 	}
 	for _, x := range s.Sentinels {
@@ -74,7 +94,7 @@ func StartSentinel(tb testing.TB) *Sentinel {
 // waitReplicaKnown polls x until it sees addr as a healthy replica of the master.
 func (s *Sentinel) waitReplicaKnown(tb testing.TB, x *Server, addr string) error {
 	tb.Helper()
-	sc := redis.NewSentinelClient(&redis.Options{Addr: x.Addr, MaxRetries: -1, DisableIdentity: true})
+	sc := s.sentinelClient(x.Addr)
 	defer sc.Close()
 	ctx := context.Background()
 	return poll(func() error {
@@ -97,14 +117,14 @@ func (s *Sentinel) waitReplicaKnown(tb testing.TB, x *Server, addr string) error
 func (s *Sentinel) Failover(tb testing.TB) {
 	tb.Helper()
 	ctx := context.Background()
-	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Sentinels[0].Addr, MaxRetries: -1, DisableIdentity: true})
+	sc := s.sentinelClient(s.Sentinels[0].Addr)
 	defer sc.Close()
 	if err := sc.Failover(ctx, s.MasterName).Err(); err != nil {
 		tb.Fatalf("redistest: SENTINEL FAILOVER %s: %v", s.MasterName, err)
 	}
 	promoted := s.Replica
 	for _, x := range s.Sentinels {
-		xc := redis.NewSentinelClient(&redis.Options{Addr: x.Addr, MaxRetries: -1, DisableIdentity: true})
+		xc := s.sentinelClient(x.Addr)
 		err := poll(func() error {
 			addr, err := xc.GetMasterAddrByName(ctx, s.MasterName).Result()
 			if err != nil {
@@ -135,4 +155,9 @@ func (s *Sentinel) Failover(tb testing.TB) {
 		tb.Fatalf("redistest: promoted replica %s: %v", promoted.Addr, err)
 	}
 	s.Master, s.Replica = promoted, s.Master
+}
+
+// sentinelClient talks to the sentinel at addr, with the sentinels' password.
+func (s *Sentinel) sentinelClient(addr string) *redis.SentinelClient {
+	return redis.NewSentinelClient(&redis.Options{Addr: addr, Password: s.Password, MaxRetries: -1, DisableIdentity: true})
 }
