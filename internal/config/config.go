@@ -52,7 +52,8 @@
 //     (host:port each); tls.certFile and keyFile go together, and tls with a
 //     redis:// or unix:// url is an error. A password may be written here or in
 //     the url (not both), but the REDIS_PASSWORD environment variable keeps it out
-//     of the file. Messages never echo the url.
+//     of the file; the same goes for sentinel.password (the sentinels' own, when
+//     they require one) and REDIS_SENTINEL_PASSWORD. Messages never echo the url.
 //   - The file is at most MaxFileSize bytes.
 package config
 
@@ -227,6 +228,10 @@ type Redis struct {
 type Sentinel struct {
 	MasterName string
 	Addrs      []string
+	// Username and Password authenticate to the sentinels themselves, which
+	// guard them apart from the data servers; prefer the REDIS_SENTINEL_PASSWORD
+	// environment variable for the password.
+	Username, Password string
 }
 
 type Cluster struct {

@@ -60,6 +60,10 @@ var invalidFixtures = map[string][]string{
 		`redis.sentinel.masterName (line 4): missing: sentinel needs masterName and addrs`,
 		`redis.sentinel.addrs (line 4): must list at least one host:port`,
 	},
+	"redis-sentinel-credentials": {
+		`redis.sentinel.username (line 4): must be a string, got a list`,
+		`redis.sentinel.password (line 4): must be a string, got 123456`,
+	},
 	"redis-timeout": {`redis.timeout (line 4): must be from 1ms to 10s, got "30s"`},
 	"redis-tls": {
 		`redis.tls (line 5): needs a rediss:// url (redis:// is plaintext)`,
@@ -235,7 +239,10 @@ func TestParseAppliesDefaultsAndReadsEveryField(t *testing.T) {
 				Username: "extproc",
 				Password: "hunter2",
 				Timeout:  10 * time.Second,
-				Sentinel: &Sentinel{MasterName: "mymaster", Addrs: []string{"sentinel-0:26379", "[fd00::1]:26379"}},
+				Sentinel: &Sentinel{
+					MasterName: "mymaster", Addrs: []string{"sentinel-0:26379", "[fd00::1]:26379"},
+					Username: "sentinel-user", Password: "sentinel-pass",
+				},
 				TLS: &TLS{
 					CAFile: "/etc/redis/ca.crt", CertFile: "/etc/redis/tls.crt", KeyFile: "/etc/redis/tls.key",
 					ServerName: "redis.internal",

@@ -57,7 +57,7 @@ var (
 	identityKeys = []string{"jwtClaim", "header", "sourceAddress"}
 	responseKeys = []string{"errorCode", "errorCodeFor2026", "httpStatus", "format", "message"}
 	redisKeys    = []string{"url", "username", "password", "timeout", "sentinel", "cluster", "tls"}
-	sentinelKeys = []string{"masterName", "addrs"}
+	sentinelKeys = []string{"masterName", "addrs", "username", "password"}
 	clusterKeys  = []string{"addrs"}
 	tlsKeys      = []string{"caFile", "certFile", "keyFile", "serverName", "insecureSkipVerify"}
 )
@@ -816,6 +816,16 @@ func (w *walker) redis(n *yaml.Node, path string) Redis {
 				w.missing(x.val, p, "masterName", "sentinel needs masterName and addrs")
 			}
 			s.Addrs = w.addrs(sf, x.val, p)
+			if u, ok := sf["username"]; ok {
+				if v, ok := w.str(u.val, join(p, "username")); ok {
+					s.Username = v
+				}
+			}
+			if pw, ok := sf["password"]; ok {
+				if v, ok := w.str(pw.val, join(p, "password")); ok {
+					s.Password = v
+				}
+			}
 			r.Sentinel = s
 		}
 	}
