@@ -21,10 +21,13 @@ type options struct {
 	redisURL string
 	// redisPassword comes from REDIS_PASSWORD only: a password given as a flag
 	// would be visible to every user of the machine through ps.
-	redisPassword   string
-	logLevel        slog.Level
-	logFormat       string // "json" or "text"
-	shutdownTimeout time.Duration
+	redisPassword string
+	// redisSentinelPassword, from REDIS_SENTINEL_PASSWORD only, is the sentinels'
+	// own password, for the same reason.
+	redisSentinelPassword string
+	logLevel              slog.Level
+	logFormat             string // "json" or "text"
+	shutdownTimeout       time.Duration
 	// grpcTransport serves ext_proc connections: transportLite or transportGRPCGo.
 	grpcTransport string
 	// pollInterval is how often the policy file is checked for changes; zero
@@ -197,6 +200,7 @@ func parseFlags(args []string, getenv func(string) string) (options, error) {
 		}
 	}
 	o.redisPassword = getenv("REDIS_PASSWORD")
+	o.redisSentinelPassword = getenv("REDIS_SENTINEL_PASSWORD")
 	return o, nil
 }
 
@@ -273,5 +277,7 @@ func printUsage(w io.Writer) {
 		fmt.Fprintf(&b, ")\n      %s\n", s.help)
 	}
 	b.WriteString("\nREDIS_PASSWORD, if set, overrides the Redis password of the URL or the policy.\n")
+	b.WriteString("REDIS_SENTINEL_PASSWORD, if set, overrides redis.sentinel.password: the password of\n" +
+		"the sentinels themselves, when they require one.\n")
 	io.WriteString(w, b.String())
 }

@@ -29,6 +29,12 @@ type store struct {
 // checks within pingTimeout that it answers and can run the bucket script.
 func openStore(ctx context.Context, o options, r config.Redis, log *slog.Logger) (store, error) {
 	d, ok := redisDialOptions(o, r)
+	if o.redisPassword != "" && !ok {
+		log.Warn("store: REDIS_PASSWORD is set but no Redis is configured; it is not used")
+	}
+	if o.redisSentinelPassword != "" && d.Sentinel.MasterName == "" {
+		log.Warn("store: REDIS_SENTINEL_PASSWORD is set but no redis.sentinel is in use; it is not used")
+	}
 	if !ok {
 		log.Info("store: in memory; buckets are not shared between replicas")
 		return store{Store: bucket.NewMemory(bucket.MemoryOptions{}), close: func() error { return nil }}, nil
@@ -58,7 +64,8 @@ func openStore(ctx context.Context, o options, r config.Redis, log *slog.Logger)
 
 // redisDialOptions says where the buckets live; ok is false for the in-memory
 // store. --redis-url (REDIS_URL) wins over the policy's redis block, in which
-// sentinel or cluster win over url. REDIS_PASSWORD overrides any other password.
+// sentinel or cluster win over url. REDIS_PASSWORD overrides any other password
+// of the data servers, REDIS_SENTINEL_PASSWORD the sentinels' own.
 func redisDialOptions(o options, r config.Redis) (d bucket.DialOptions, ok bool) {
 	switch {
 	case o.redisURL != "":
@@ -66,7 +73,11 @@ func redisDialOptions(o options, r config.Redis) (d bucket.DialOptions, ok bool)
 		d.URL = o.redisURL
 	case r.Sentinel != nil:
 		d.Username, d.Password = r.Username, r.Password
-		d.Sentinel = bucket.SentinelOptions{MasterName: r.Sentinel.MasterName, Addrs: r.Sentinel.Addrs}
+		d.Sentinel = bucket.SentinelOptions{MasterName: r.Sentinel.MasterName, Addrs: r.Sentinel.Addrs,
+			Username: r.Sentinel.Username, Password: r.Sentinel.Password}
+		if pw := o.redisSentinelPassword; pw != "" {
+			d.Sentinel.Password = pw
+		}
 	case r.Cluster != nil:
 		d.Username, d.Password = r.Username, r.Password
 		d.Cluster = bucket.ClusterOptions{Addrs: r.Cluster.Addrs}
@@ -104,8 +115,10 @@ func describeRedis(d bucket.DialOptions) string {
 // redisSecrets lists the passwords an error message must never show.
 func redisSecrets(d bucket.DialOptions) []string {
 	var s []string
-	if d.Password != "" {
-		s = append(s, d.Password)
+	for _, pw := range []string{d.Password, d.Sentinel.Password} {
+		if pw != "" {
+			s = append(s, pw)
+		}
 	}
 	if u, err := url.Parse(d.URL); err == nil {
 		if pw, ok := u.User.Password(); ok && pw != "" {

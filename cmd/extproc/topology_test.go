@@ -16,7 +16,8 @@ import (
 // TestOpenStoreReachesEveryTopology follows a policy's redis block (and the
 // command line) through openStore to real servers of every topology, and
 // charges a bucket there. internal/bucket tests the topologies in depth; this
-// checks the wiring: field names, TLS files, credentials and REDIS_PASSWORD.
+// checks the wiring: field names, TLS files, credentials, REDIS_PASSWORD and
+// REDIS_SENTINEL_PASSWORD.
 func TestOpenStoreReachesEveryTopology(t *testing.T) {
 	const user, password = "extproc", "s3cret"
 	tlsSrv := redistest.StartTLS(t, true)
@@ -25,6 +26,9 @@ func TestOpenStoreReachesEveryTopology(t *testing.T) {
 	// (no SET PXAT) cannot either.
 	noSetSrv := redistest.StartWithACL(t, user, password, "~mcprl:*", "+@all", "-set")
 	sentinel := redistest.StartSentinel(t)
+	const sentinelPassword = "sentinel-s3cret"
+	authSentinel := redistest.StartSentinelWithPassword(t, sentinelPassword)
+	authSentinelBlock := "  sentinel:\n    masterName: " + authSentinel.MasterName + "\n    addrs: [" + strings.Join(authSentinel.Addrs(), ", ") + "]\n"
 	cluster := redistest.StartCluster(t, 3)
 	tlsBlock := "  tls: {caFile: " + tlsSrv.CAFile + ", certFile: " + tlsSrv.CertFile + ", keyFile: " + tlsSrv.KeyFile + "}\n"
 
@@ -67,6 +71,16 @@ func TestOpenStoreReachesEveryTopology(t *testing.T) {
 		{
 			name:  "sentinel",
 			redis: "  sentinel:\n    masterName: " + sentinel.MasterName + "\n    addrs: [" + strings.Join(sentinel.Addrs(), ", ") + "]\n",
+		},
+		{
+			name:  "sentinels that require a password, given by REDIS_SENTINEL_PASSWORD",
+			opts:  options{redisSentinelPassword: sentinelPassword},
+			redis: authSentinelBlock + "    password: stale\n",
+		},
+		{
+			name:  "sentinels that require a password, given none",
+			redis: authSentinelBlock,
+			want:  "NOAUTH",
 		},
 		{
 			name:  "cluster",
