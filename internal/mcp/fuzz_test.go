@@ -11,8 +11,10 @@ import (
 
 // FuzzParse checks that Parse never panics, agrees with json.Valid on what is
 // JSON, and on JSON reads the same messages as a reference built on
-// encoding/json (maps give last-key-wins and case-sensitive names, the rules
-// Parse follows). Run: go test -run=^$ -fuzz=FuzzParse ./internal/mcp/
+// encoding/json's Decoder, which walks each object's members in order with
+// their names unescaped and case-sensitive, repeats included, so that it can
+// apply Parse's rules (the last string value of a repeated member counts).
+// Run: go test -run=^$ -fuzz=FuzzParse ./internal/mcp/
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}`,
@@ -24,6 +26,7 @@ func FuzzParse(f *testing.F) {
 		`{"\u006asonrpc":"2\u002e0","id":-1.5e-3,"method":"tools\/call","params":{"name":"\ud83d\ude00\ud800"}}`,
 		"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\xff\",\"params\":{\"name\":\"\xc3\x28\"}}",
 		`{"jsonrpc":"2.0","id":{ "a" : [1, 2] },"method":"ping"} x`,
+		`{"jsonrpc":"2.0","jsonrpc":null,"id":1,"method":"tools/call","method":7,"params":{"name":"s","name":null},"params":[1]}`,
 		`[]`, ` `, `1`, `[[[[[]]]]]`, `{"a":[1,2,}`,
 	} {
 		f.Add([]byte(s))
@@ -78,50 +81,101 @@ func referenceParse(t *testing.T, body []byte) (Body, error) {
 }
 
 func referenceMessage(t *testing.T, raw []byte) Message {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		t.Fatalf("reference: %v", err)
-	}
-	var m Message
-	if id, ok := obj["id"]; ok {
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, id); err != nil {
-			t.Fatalf("reference: %v", err)
+	var (
+		m                            Message
+		version, method, name        string
+		hasVersion, hasMethod        bool
+		hasMethodString, hasName     bool
+		hasResult, hasError, isValid bool
+	)
+	for _, mb := range objectMembers(t, raw) {
+		switch mb.key {
+		case "id":
+			var buf bytes.Buffer
+			if err := json.Compact(&buf, mb.val); err != nil {
+				t.Fatalf("reference: %v", err)
+			}
+			m.ID = buf.Bytes()
+		case "jsonrpc":
+			if refString(t, mb.val, &version) {
+				hasVersion = true
+			}
+		case "method":
+			hasMethod = true
+			if refString(t, mb.val, &method) {
+				hasMethodString = true
+			}
+		case "params":
+			if mb.val[0] == '{' {
+				for _, p := range objectMembers(t, mb.val) {
+					if p.key == "name" && refString(t, p.val, &name) {
+						hasName = true
+					}
+				}
+			}
+		case "result":
+			hasResult = true
+		case "error":
+			hasError = true
 		}
-		m.ID = buf.Bytes()
 	}
-	var version string
-	if v := obj["jsonrpc"]; len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &version) != nil || version != "2.0" {
-		return m
-	}
-	method, hasMethod := obj["method"]
-	_, hasResult := obj["result"]
-	_, hasError := obj["error"]
+	isValid = hasVersion && version == "2.0"
 	switch {
+	case !isValid:
 	case hasMethod:
-		if method[0] != '"' {
+		if !hasMethodString {
 			return m
 		}
-		if err := json.Unmarshal(method, &m.Method); err != nil {
-			t.Fatalf("reference: %v", err)
-		}
+		m.Method = method
 		m.Kind = KindNotification
 		if m.HasID() {
 			m.Kind = KindRequest
 		}
-		if p := obj["params"]; len(p) > 0 && p[0] == '{' {
-			var params map[string]json.RawMessage
-			if err := json.Unmarshal(p, &params); err != nil {
-				t.Fatalf("reference: %v", err)
-			}
-			if n := params["name"]; len(n) > 0 && n[0] == '"' {
-				if err := json.Unmarshal(n, &m.Name); err != nil {
-					t.Fatalf("reference: %v", err)
-				}
-			}
+		if hasName {
+			m.Name = name
 		}
 	case hasResult || hasError:
 		m.Kind = KindResponse
 	}
 	return m
+}
+
+// refMember is an object member as encoding/json reads it: name unescaped, value
+// raw.
+type refMember struct {
+	key string
+	val json.RawMessage
+}
+
+// objectMembers lists the members of the object raw in order, repeats included
+// (a map would keep only the last of each name).
+func objectMembers(t *testing.T, raw []byte) []refMember {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if _, err := dec.Token(); err != nil {
+		t.Fatalf("reference: %v", err)
+	}
+	var out []refMember
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			t.Fatalf("reference: %v", err)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			t.Fatalf("reference: %v", err)
+		}
+		out = append(out, refMember{key: k.(string), val: v})
+	}
+	return out
+}
+
+// refString decodes v into s if it is a JSON string.
+func refString(t *testing.T, v json.RawMessage, s *string) bool {
+	if v[0] != '"' {
+		return false
+	}
+	if err := json.Unmarshal(v, s); err != nil {
+		t.Fatalf("reference: %v", err)
+	}
+	return true
 }

@@ -24,17 +24,26 @@ const maxDepth = 10000
 // (which matches ErrNotJSON) together with the messages of that first value.
 //
 // Member names match exactly and case-sensitively, after unescaping (so
-// "\u006dethod" is "method" but "Method" is not), and when a member repeats the
-// last occurrence wins. That is what the official MCP Go SDK v1.8.0 does (it
-// decodes with segmentio/encoding and DontMatchCaseInsensitiveStructFields), and
-// what JavaScript's JSON.parse and Python's json module do.
+// "\u006dethod" is "method" but "Method" is not). That is what the official MCP
+// Go SDK v1.8.0 does (it decodes with segmentio/encoding and
+// DontMatchCaseInsensitiveStructFields), and what JavaScript's JSON.parse and
+// Python's json module do.
+//
+// When a member repeats, its last string value counts: a later null, number or
+// object does not erase an earlier string. Decoders into Go structs (the Go SDK,
+// encoding/json) leave a string field as it was on null, so for them
+// {"jsonrpc":"2.0","jsonrpc":null} is still version 2.0 and
+// {"name":"search","name":null} still names search; a decoder into maps (JSON.parse)
+// takes the null and rejects the message, so for it the string charged is one it
+// never runs, which costs a token and lets nothing through. For the same reason
+// the names of every "params" object count, as a struct decoder merges repeated
+// objects into one: Name is the last string "name" of any of them.
 //
 // Classification, chosen so that whatever a server could execute is charged:
 // "jsonrpc" must be the string "2.0"; a "method" member makes a request (with an
-// "id" of any JSON type, null included) or a notification (without), and it must
-// be a string; without "method", a "result" or "error" member makes a response.
-// "params" is not validated beyond being JSON: Name is params.name when params is
-// an object whose last "name" is a string, and empty otherwise.
+// "id" of any JSON type, null included) or a notification (without), and one of
+// its values must be a string; without "method", a "result" or "error" member
+// makes a response. "params" is not validated beyond being JSON.
 //
 // Only jsonrpc, method, id and params.name are decoded; every other value, such
 // as params.arguments, is checked for well-formedness and skipped without
@@ -145,21 +154,21 @@ func (s *scanner) batch() ([]Message, error) {
 // message reads one JSON-RPC object; s.pos is at '{'.
 func (s *scanner) message() (Message, error) {
 	var (
-		version, method, id span
-		params              nameResult
-		hasResult, hasError bool
+		version, method, id, name      span // version, method, name: last string value
+		hasMethod, hasResult, hasError bool
 	)
 	err := s.object(func(k member) error {
 		var err error
 		switch k {
 		case memberJSONRPC:
-			version, err = s.valueSpan()
+			err = s.stringValue(&version)
 		case memberMethod:
-			method, err = s.valueSpan()
+			hasMethod = true
+			err = s.stringValue(&method)
 		case memberID:
 			id, err = s.valueSpan()
 		case memberParams:
-			params, err = s.params()
+			err = s.params(&name)
 		case memberResult:
 			hasResult = true
 			err = s.skipValue()
@@ -179,12 +188,12 @@ func (s *scanner) message() (Message, error) {
 	if id.present() {
 		m.ID = s.compactID(id)
 	}
-	if !s.isString(version) || s.decodeString(version) != "2.0" {
+	if !version.present() || s.decodeString(version) != "2.0" {
 		return m, nil
 	}
 	switch {
-	case method.present():
-		if !s.isString(method) {
+	case hasMethod:
+		if !method.present() {
 			return m, nil
 		}
 		m.Kind = KindNotification
@@ -192,8 +201,8 @@ func (s *scanner) message() (Message, error) {
 			m.Kind = KindRequest
 		}
 		m.Method = s.decodeString(method)
-		if params.isString {
-			m.Name = s.decodeString(params.name)
+		if name.present() {
+			m.Name = s.decodeString(name)
 		}
 	case hasResult || hasError:
 		m.Kind = KindResponse
@@ -201,32 +210,28 @@ func (s *scanner) message() (Message, error) {
 	return m, nil
 }
 
-// nameResult is what params() found: the span of the last "name" member and
-// whether that member is a string.
-type nameResult struct {
-	name     span
-	isString bool
-}
-
-// params reads the value of "params". Only an object can carry a name; any other
-// value is skipped. A later "params" member replaces an earlier one entirely.
-func (s *scanner) params() (nameResult, error) {
+// params reads a value of "params", setting name to the span of each string
+// "name" member of an object; any other value is skipped and leaves name as it
+// was.
+func (s *scanner) params(name *span) error {
 	if s.peek() != '{' {
-		return nameResult{}, s.skipValue()
+		return s.skipValue()
 	}
-	var r nameResult
-	err := s.object(func(k member) error {
+	return s.object(func(k member) error {
 		if k != memberName {
 			return s.skipValue()
 		}
-		sp, err := s.valueSpan()
-		if err != nil {
-			return err
-		}
-		r = nameResult{name: sp, isString: s.isString(sp)}
-		return nil
+		return s.stringValue(name)
 	}, true)
-	return r, err
+}
+
+// stringValue skips a value, and sets sp to it when it is a string.
+func (s *scanner) stringValue(sp *span) error {
+	v, err := s.valueSpan()
+	if err == nil && s.isString(v) {
+		*sp = v
+	}
+	return err
 }
 
 // object reads an object, calling value for each member with s.pos at the

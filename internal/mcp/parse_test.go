@@ -78,14 +78,29 @@ func TestParse(t *testing.T) {
 		{"invalid UTF-8 in arguments", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"s\",\"arguments\":{\"q\":\"\xc3\x28\"}}}",
 			single(req("1", "tools/call", "s")), nil},
 
-		// Duplicate members: the last one wins.
+		// Duplicate members: the last string value counts. A later null or other
+		// non-string leaves an earlier string: the Go SDK (a struct decoder)
+		// keeps {"jsonrpc":"2.0","jsonrpc":null} as 2.0 and runs the tool of
+		// {"name":"echo","name":null}.
 		{"duplicate method", `{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}`, single(req("1", "tools/call", "")), nil},
 		{"duplicate name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}`,
 			single(req("1", "tools/call", "b")), nil},
 		{"duplicate name, last not a string", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":1}}`,
+			single(req("1", "tools/call", "a")), nil},
+		{"duplicate name, last null", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":null}}`,
+			single(req("1", "tools/call", "a")), nil},
+		{"duplicate version, last null", `{"jsonrpc":"2.0","jsonrpc":null,"id":1,"method":"tools/call","params":{"name":"a"}}`,
+			single(req("1", "tools/call", "a")), nil},
+		{"duplicate method, last null", `{"jsonrpc":"2.0","id":1,"method":"tools/call","method":null}`,
 			single(req("1", "tools/call", "")), nil},
+		{"method only null", `{"jsonrpc":"2.0","id":1,"method":null}`, single(Message{ID: json.RawMessage("1")}), ErrNotJSONRPC},
+		// A struct decoder merges repeated params objects: any of them may name the tool.
 		{"duplicate params, last without name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"params":{}}`,
-			single(req("1", "tools/call", "")), nil},
+			single(req("1", "tools/call", "a")), nil},
+		{"duplicate params, last null", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"params":null}`,
+			single(req("1", "tools/call", "a")), nil},
+		{"duplicate params, last names another", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"params":{"name":"b"}}`,
+			single(req("1", "tools/call", "b")), nil},
 		{"duplicate id", `{"jsonrpc":"2.0","id":1,"id":"two","method":"ping"}`, single(req(`"two"`, "ping", "")), nil},
 		{"duplicate version, last valid", `{"jsonrpc":"1.0","jsonrpc":"2.0","id":1,"method":"ping"}`, single(req("1", "ping", "")), nil},
 		{"duplicate version, last invalid", `{"jsonrpc":"2.0","jsonrpc":"1.0","id":1,"method":"ping"}`,

@@ -239,6 +239,33 @@ func TestCompressedBodyIsStillLimited(t *testing.T) {
 	}
 }
 
+// The Go SDK server decodes into structs, where a repeated member whose last
+// value is null keeps the earlier string: it runs these calls, so they must be
+// charged. (They reached the server unlimited when the last value counted.)
+func TestRepeatedMemberEndingInNullIsStillLimited(t *testing.T) {
+	env := start(t, `server: it
+rateLimiting:
+  tools:
+    - name: search
+      shared: {maxTokens: 1, refillPeriod: 1h}
+`, harness.Options{})
+	raw := newRawClient(t, env.URL)
+	checkPassed(t, "first search", raw.call("1", demo.ToolSearch))
+	tests := []struct{ name, id, body string }{
+		{"jsonrpc then null", "2", `{"jsonrpc":"2.0","jsonrpc":null,"id":2,"method":"tools/call","params":{"name":"search","arguments":{"query":"q"}}}`},
+		{"name then null", "3", `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"search","name":null,"arguments":{"query":"q"}}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw.t = t
+			checkRejected(t, raw.post(tt.body, nil), tt.id, "tool:search", "shared")
+		})
+	}
+	if got, want := env.Upstream.Calls(demo.ToolSearch), 1; got != want {
+		t.Errorf("upstream search calls: got %d, want %d", got, want)
+	}
+}
+
 func TestNonJSONBodyPassesUntouched(t *testing.T) {
 	env := start(t, sharedPolicy(1), harness.Options{})
 	raw := newRawClient(t, env.URL)
