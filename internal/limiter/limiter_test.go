@@ -156,6 +156,29 @@ func TestDecide(t *testing.T) {
 			},
 		},
 		{
+			name: "a call only a case-insensitive server reads is charged as that call",
+			policy: server(func(s *config.Server) {
+				s.Tools["search"] = config.Tool{Name: "search", Cost: 1, Shared: perMinute(1)}
+			}),
+			steps: []step{
+				allowed(post([]byte(`{"JSONRPC":"2.0","ID":1,"Method":"tools/call","Params":{"Name":"search"}}`))),
+				limited(post([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"NAME":"search"}}`)), "tool:search"),
+				limited(post(call("3", "search")), "tool:search"),
+			},
+		},
+		{
+			name: "when the two readings are different calls, both are charged",
+			policy: server(func(s *config.Server) {
+				s.Tools["search"] = config.Tool{Name: "search", Cost: 1, Shared: perMinute(1)}
+				s.Tools["fetch"] = config.Tool{Name: "fetch", Cost: 1, Shared: perMinute(1)}
+			}),
+			steps: []step{
+				allowed(post([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","Name":"fetch"}}`))),
+				limited(post(call("2", "search")), "tool:search"),
+				limited(post(call("3", "fetch")), "tool:fetch"),
+			},
+		},
+		{
 			name: "cost charges that many tokens",
 			policy: server(func(s *config.Server) {
 				s.Tools["heavy"] = config.Tool{Name: "heavy", Cost: 3, Shared: perMinute(5)}

@@ -149,7 +149,7 @@ func planCharges(cs *compiledServer, body mcp.Body, r *Request) plan {
 	pl := plan{neverFits: -1}
 	id := identity{sources: cs.srv.Identity, r: r}
 	var firstLabel string // the first message's label, when nothing is limited
-	for _, m := range body.Messages {
+	for _, m := range calls(body) {
 		if m.Kind != mcp.KindRequest && m.Kind != mcp.KindNotification {
 			continue
 		}
@@ -204,6 +204,29 @@ func planCharges(cs *compiledServer, body mcp.Body, r *Request) plan {
 		pl.method = firstLabel
 	}
 	return pl
+}
+
+// calls lists body's messages, each followed by its Folded reading if it has
+// one: the call a server matching member names case-insensitively would run
+// instead, which is charged too. Without any, it is body.Messages itself.
+func calls(body mcp.Body) []mcp.Message {
+	n := 0
+	for _, m := range body.Messages {
+		if m.Folded != nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return body.Messages
+	}
+	out := make([]mcp.Message, 0, len(body.Messages)+n)
+	for _, m := range body.Messages {
+		out = append(out, m)
+		if m.Folded != nil {
+			out = append(out, *m.Folded)
+		}
+	}
+	return out
 }
 
 // add charges b cost tokens under key, summing with an earlier charge of the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -12,8 +13,10 @@ import (
 // FuzzParse checks that Parse never panics, agrees with json.Valid on what is
 // JSON, and on JSON reads the same messages as a reference built on
 // encoding/json's Decoder, which walks each object's members in order with
-// their names unescaped and case-sensitive, repeats included, so that it can
-// apply Parse's rules (the last string value of a repeated member counts).
+// their names unescaped, repeats included, so that it can apply Parse's rules
+// (the last string value of a repeated member counts; names read exactly, and
+// as strings.EqualFold matches them, which is encoding/json's rule for struct
+// fields).
 // Run: go test -run=^$ -fuzz=FuzzParse ./internal/mcp/
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
@@ -27,6 +30,8 @@ func FuzzParse(f *testing.F) {
 		"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\xff\",\"params\":{\"name\":\"\xc3\x28\"}}",
 		`{"jsonrpc":"2.0","id":{ "a" : [1, 2] },"method":"ping"} x`,
 		`{"jsonrpc":"2.0","jsonrpc":null,"id":1,"method":"tools/call","method":7,"params":{"name":"s","name":null},"params":[1]}`,
+		`{"JSONRPC":"2.0","\u0131d":1,"Method":"tools/call","method":"ping","PARAMS":{"Name":"s"},"params":{"name":"t"}}`,
+		"{\"jsonrpc\":\"2.0\",\"id\":1,\"me\u212athod\":\"x\",\"param\u017f\":{\"nAmE\":\"k\"},\"method\":\"tools/call\"}",
 		`[]`, ` `, `1`, `[[[[[]]]]]`, `{"a":[1,2,}`,
 	} {
 		f.Add([]byte(s))
@@ -80,7 +85,27 @@ func referenceParse(t *testing.T, body []byte) (Body, error) {
 	return Body{}, ErrNotJSONRPC
 }
 
+// referenceMessage reads raw with names matched exactly and with names matched
+// by strings.EqualFold (encoding/json's rule for struct fields), and picks
+// between the two readings as Parse documents.
 func referenceMessage(t *testing.T, raw []byte) Message {
+	exact := referenceReading(t, raw, func(a, b string) bool { return a == b })
+	folded := referenceReading(t, raw, strings.EqualFold)
+	isCall := func(m Message) bool { return m.Kind == KindRequest || m.Kind == KindNotification }
+	switch {
+	case !isCall(folded) || (folded.Kind == exact.Kind && folded.Method == exact.Method &&
+		folded.Name == exact.Name && bytes.Equal(folded.ID, exact.ID)):
+		return exact
+	case !isCall(exact):
+		return folded
+	default:
+		exact.Folded = &folded
+		return exact
+	}
+}
+
+// referenceReading classifies raw, matching member names with match.
+func referenceReading(t *testing.T, raw []byte, match func(got, want string) bool) Message {
 	var (
 		m                            Message
 		version, method, name        string
@@ -89,33 +114,33 @@ func referenceMessage(t *testing.T, raw []byte) Message {
 		hasResult, hasError, isValid bool
 	)
 	for _, mb := range objectMembers(t, raw) {
-		switch mb.key {
-		case "id":
+		switch {
+		case match(mb.key, "id"):
 			var buf bytes.Buffer
 			if err := json.Compact(&buf, mb.val); err != nil {
 				t.Fatalf("reference: %v", err)
 			}
 			m.ID = buf.Bytes()
-		case "jsonrpc":
+		case match(mb.key, "jsonrpc"):
 			if refString(t, mb.val, &version) {
 				hasVersion = true
 			}
-		case "method":
+		case match(mb.key, "method"):
 			hasMethod = true
 			if refString(t, mb.val, &method) {
 				hasMethodString = true
 			}
-		case "params":
+		case match(mb.key, "params"):
 			if mb.val[0] == '{' {
 				for _, p := range objectMembers(t, mb.val) {
-					if p.key == "name" && refString(t, p.val, &name) {
+					if match(p.key, "name") && refString(t, p.val, &name) {
 						hasName = true
 					}
 				}
 			}
-		case "result":
+		case match(mb.key, "result"):
 			hasResult = true
-		case "error":
+		case match(mb.key, "error"):
 			hasError = true
 		}
 	}

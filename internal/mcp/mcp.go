@@ -58,6 +58,12 @@ type Message struct {
 	// of prompts/get), unescaped; empty otherwise, and unless Kind is KindRequest or
 	// KindNotification.
 	Name string
+	// Folded, when not nil, is the call a server that matches member names
+	// case-insensitively (encoding/json: mcp-go) reads in this message, where it
+	// differs from the call read above, which servers that match them exactly
+	// (the Go, TypeScript and Python SDKs) run. Both are charged. A message that
+	// only the first kind of server runs is read that way above, with Folded nil.
+	Folded *Message
 }
 
 // HasID reports whether the message carries an "id" member (null included).

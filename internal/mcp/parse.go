@@ -3,6 +3,8 @@ package mcp
 import (
 	"encoding/json"
 	"fmt"
+	"unicode"
+	"unicode/utf8"
 )
 
 // maxDepth bounds how deeply arrays and objects may nest, counting the body's own
@@ -23,11 +25,15 @@ const maxDepth = 10000
 // is complete but is followed by more than whitespace returns ErrTrailingData
 // (which matches ErrNotJSON) together with the messages of that first value.
 //
-// Member names match exactly and case-sensitively, after unescaping (so
-// "\u006dethod" is "method" but "Method" is not). That is what the official MCP
-// Go SDK v1.8.0 does (it decodes with segmentio/encoding and
-// DontMatchCaseInsensitiveStructFields), and what JavaScript's JSON.parse and
-// Python's json module do.
+// Member names are read two ways, after unescaping (so "\u006dethod" is
+// "method"). Exactly and case-sensitively, as the official MCP Go SDK v1.8.0
+// (segmentio/encoding with DontMatchCaseInsensitiveStructFields), JavaScript's
+// JSON.parse and Python's json module read them; and case-insensitively, as Go's
+// encoding/json matches struct fields (bytes.EqualFold), which servers built on
+// mcp-go do: for them {"Method":"tools/call"} is a call. When the second
+// reading finds a call and the first does not, the message is that call; when
+// both find calls and they differ, the first is the message and the second its
+// Folded, and both are charged.
 //
 // When a member repeats, its last string value counts: a later null, number or
 // object does not erase an earlier string. Decoders into Go structs (the Go SDK,
@@ -151,93 +157,146 @@ func (s *scanner) batch() ([]Message, error) {
 	}
 }
 
-// message reads one JSON-RPC object; s.pos is at '{'.
+// reading is what one way of matching member names finds in a message: the
+// spans of the last string jsonrpc, method and params.name, and of the last id.
+type reading struct {
+	version, method, id, name      span
+	hasMethod, hasResult, hasError bool
+}
+
+// set records the value at sp of a member read as k.
+func (r *reading) set(s *scanner, k member, sp span) {
+	switch k {
+	case memberJSONRPC:
+		if s.isString(sp) {
+			r.version = sp
+		}
+	case memberMethod:
+		r.hasMethod = true
+		if s.isString(sp) {
+			r.method = sp
+		}
+	case memberID:
+		r.id = sp
+	case memberResult:
+		r.hasResult = true
+	case memberError:
+		r.hasError = true
+	}
+}
+
+// message reads one JSON-RPC object; s.pos is at '{'. It reads the object twice
+// over, in one pass: with member names matched exactly, and matched the way
+// encoding/json matches them to struct fields, case-insensitively (mcp-go
+// servers decode with it, so {"Method":"tools/call"} runs tools/call there). The
+// readings differ only when some name matched that way alone.
 func (s *scanner) message() (Message, error) {
-	var (
-		version, method, id, name      span // version, method, name: last string value
-		hasMethod, hasResult, hasError bool
-	)
-	err := s.object(func(k member) error {
-		var err error
-		switch k {
-		case memberJSONRPC:
-			err = s.stringValue(&version)
-		case memberMethod:
-			hasMethod = true
-			err = s.stringValue(&method)
-		case memberID:
-			id, err = s.valueSpan()
-		case memberParams:
-			err = s.params(&name)
-		case memberResult:
-			hasResult = true
-			err = s.skipValue()
-		case memberError:
-			hasError = true
-			err = s.skipValue()
-		default:
-			err = s.skipValue()
+	var exact, folded reading
+	err := s.object(func(k, fk member) error {
+		if fk == memberParams {
+			var name *span
+			if k == memberParams {
+				name = &exact.name
+			}
+			return s.params(name, &folded.name)
+		}
+		if fk == memberOther {
+			return s.skipValue()
+		}
+		sp, err := s.valueSpan()
+		if err == nil {
+			exact.set(s, k, sp)
+			folded.set(s, fk, sp)
 		}
 		return err
 	}, false)
 	if err != nil {
 		return Message{}, err
 	}
-
-	var m Message
-	if id.present() {
-		m.ID = s.compactID(id)
-	}
-	if !version.present() || s.decodeString(version) != "2.0" {
+	m := s.build(exact)
+	if folded == exact {
 		return m, nil
 	}
+	f := s.build(folded)
 	switch {
-	case hasMethod:
-		if !method.present() {
-			return m, nil
-		}
-		m.Kind = KindNotification
-		if id.present() {
-			m.Kind = KindRequest
-		}
-		m.Method = s.decodeString(method)
-		if name.present() {
-			m.Name = s.decodeString(name)
-		}
-	case hasResult || hasError:
-		m.Kind = KindResponse
+	case !f.isCall() || sameCall(m, f):
+		return m, nil
+	case !m.isCall():
+		// Only a case-insensitive server runs it: charge what it runs.
+		return f, nil
+	default:
+		// Each kind of server runs a different call: charge both.
+		m.Folded = &f
+		return m, nil
 	}
-	return m, nil
 }
 
-// params reads a value of "params", setting name to the span of each string
-// "name" member of an object; any other value is skipped and leaves name as it
-// was.
-func (s *scanner) params(name *span) error {
+// build classifies a message from one reading of it.
+func (s *scanner) build(r reading) Message {
+	var m Message
+	if r.id.present() {
+		m.ID = s.compactID(r.id)
+	}
+	if !r.version.present() || s.decodeString(r.version) != "2.0" {
+		return m
+	}
+	switch {
+	case r.hasMethod:
+		if !r.method.present() {
+			return m
+		}
+		m.Kind = KindNotification
+		if r.id.present() {
+			m.Kind = KindRequest
+		}
+		m.Method = s.decodeString(r.method)
+		if r.name.present() {
+			m.Name = s.decodeString(r.name)
+		}
+	case r.hasResult || r.hasError:
+		m.Kind = KindResponse
+	}
+	return m
+}
+
+// isCall reports whether m asks the server to run something.
+func (m Message) isCall() bool { return m.Kind == KindRequest || m.Kind == KindNotification }
+
+// sameCall reports whether two readings of one message are the same call.
+func sameCall(a, b Message) bool {
+	return a.Kind == b.Kind && a.Method == b.Method && a.Name == b.Name && string(a.ID) == string(b.ID)
+}
+
+// params reads a value of "params". For each string "name" member of an object
+// it sets exact (when not nil) to its span, and folded for a name that matches
+// "name" case-insensitively; any other value is skipped and leaves both as they
+// were.
+func (s *scanner) params(exact, folded *span) error {
 	if s.peek() != '{' {
 		return s.skipValue()
 	}
-	return s.object(func(k member) error {
-		if k != memberName {
+	return s.object(func(k, fk member) error {
+		if fk != memberName {
 			return s.skipValue()
 		}
-		return s.stringValue(name)
+		sp, err := s.valueSpan()
+		if err != nil || !s.isString(sp) {
+			return err
+		}
+		if k == memberName && exact != nil {
+			*exact = sp
+		}
+		*folded = sp
+		return nil
 	}, true)
 }
 
-// stringValue skips a value, and sets sp to it when it is a string.
-func (s *scanner) stringValue(sp *span) error {
-	v, err := s.valueSpan()
-	if err == nil && s.isString(v) {
-		*sp = v
-	}
-	return err
-}
-
 // object reads an object, calling value for each member with s.pos at the
-// member's value; value must consume it. inParams selects the names of params
-// rather than those of a message.
-func (s *scanner) object(value func(member) error, inParams bool) error {
+// member's value; value must consume it. It gets the member the name stands for
+// matched exactly, and matched case-insensitively as encoding/json matches
+// struct fields (the same member when the exact match found one). inParams
+// selects the names of params rather than those of a message.
+func (s *scanner) object(value func(exact, folded member) error, inParams bool) error {
 	if err := s.open(); err != nil {
 		return err
 	}
@@ -258,16 +317,25 @@ func (s *scanner) object(value func(member) error, inParams bool) error {
 		if err != nil {
 			return err
 		}
-		k := memberOther
+		k, fk := memberOther, memberOther
 		raw := s.data[start+1 : s.pos-1]
 		switch {
 		case plain:
 			k = classify(raw, inParams)
+			fk = k
+			if k == memberOther {
+				fk = classifyFolded(raw, inParams)
+			}
 		case len(raw) <= keyBufSize/2:
 			// An escaped name such as "\u006dethod" means "method" to every JSON
 			// decoder, so it must mean it here. Longer raw names cannot unescape to
 			// any name we read (each escape is at most 6 bytes for 1 byte).
-			k = classify(appendUnquoted(buf[:0], raw), inParams)
+			name := appendUnquoted(buf[:0], raw)
+			k = classify(name, inParams)
+			fk = k
+			if k == memberOther {
+				fk = classifyFolded(name, inParams)
+			}
 		}
 		s.skipSpace()
 		if s.peek() != ':' {
@@ -275,7 +343,7 @@ func (s *scanner) object(value func(member) error, inParams bool) error {
 		}
 		s.pos++
 		s.skipSpace()
-		if err := value(k); err != nil {
+		if err := value(k, fk); err != nil {
 			return err
 		}
 		s.skipSpace()
@@ -320,6 +388,55 @@ func classify(name []byte, inParams bool) member {
 		return memberError
 	}
 	return memberOther
+}
+
+// classifyFolded maps a member name to the member it stands for when names
+// match as encoding/json matches them to struct fields, as bytes.EqualFold
+// does: each rune folds to the smallest rune of its Unicode simple-folding
+// orbit, so "METHOD" and "Method" match "method", and so does "paramſ" (long s,
+// whose orbit holds S). Only ASCII results can match a name we read.
+func classifyFolded(name []byte, inParams bool) member {
+	// The longest name we read has 7 letters, each at most 3 bytes of UTF-8.
+	if len(name) > 21 {
+		return memberOther
+	}
+	var buf [7]byte
+	n := 0
+	for i := 0; i < len(name); {
+		c := name[i]
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRune(name[i:])
+			f := foldRune(r)
+			if f >= utf8.RuneSelf {
+				return memberOther
+			}
+			c = byte(f)
+			i += size
+		} else {
+			i++
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if n == len(buf) {
+			return memberOther
+		}
+		buf[n] = c
+		n++
+	}
+	return classify(buf[:n], inParams)
+}
+
+// foldRune returns the smallest rune of r's simple-folding orbit, as
+// encoding/json folds names.
+func foldRune(r rune) rune {
+	for {
+		next := unicode.SimpleFold(r)
+		if next <= r {
+			return next
+		}
+		r = next
+	}
 }
 
 // valueSpan skips a value and returns where it was.

@@ -13,6 +13,14 @@ func req(id, method, name string) Message {
 	return Message{Kind: KindRequest, ID: json.RawMessage(id), Method: method, Name: name}
 }
 
+func notif(method string) Message { return Message{Kind: KindNotification, Method: method} }
+
+// folded returns m with f as the call a case-insensitive server reads in it.
+func folded(m, f Message) Message {
+	m.Folded = &f
+	return m
+}
+
 func single(m Message) Body { return Body{Messages: []Message{m}} }
 
 func batch(ms ...Message) Body { return Body{Batch: true, Messages: ms} }
@@ -106,12 +114,25 @@ func TestParse(t *testing.T) {
 		{"duplicate version, last invalid", `{"jsonrpc":"2.0","jsonrpc":"1.0","id":1,"method":"ping"}`,
 			single(Message{ID: json.RawMessage("1")}), ErrNotJSONRPC},
 
-		// Member names are case-sensitive, as in the Go SDK.
-		{"case variant method is not method", `{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call"}`, single(req("1", "ping", "")), nil},
-		{"case variant alone is missing method", `{"jsonrpc":"2.0","id":1,"Method":"tools/call"}`,
-			single(Message{ID: json.RawMessage("1")}), ErrNotJSONRPC},
-		{"case variant name is not name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"x"}}`,
+		// Member names match exactly, as in the Go SDK; a server decoding with
+		// encoding/json (mcp-go) also takes case variants. The call each kind of
+		// server runs is charged.
+		{"case variant method is a second call", `{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call"}`,
+			single(folded(req("1", "ping", ""), req("1", "tools/call", ""))), nil},
+		{"case variant alone is the call", `{"jsonrpc":"2.0","id":1,"Method":"tools/call"}`, single(req("1", "tools/call", "")), nil},
+		{"every name a case variant", `{"JSONRPC":"2.0","ID":1,"METHOD":"tools/call","PARAMS":{"NAME":"x"}}`,
+			single(req("1", "tools/call", "x")), nil},
+		{"case variant name is a second call", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"x"}}`,
+			single(folded(req("1", "tools/call", ""), req("1", "tools/call", "x"))), nil},
+		{"case variant params merge with params", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"Params":{"arguments":{}}}`,
+			single(req("1", "tools/call", "a")), nil},
+		{"long s folds to s", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"param\u017f\":{\"name\":\"x\"}}",
+			single(folded(req("1", "tools/call", ""), req("1", "tools/call", "x"))), nil},
+		{"dotless i does not fold to i", `{"jsonrpc":"2.0","\u0131d":1,"method":"ping"}`, single(notif("ping")), nil},
+		{"case variant that runs nothing is ignored", `{"jsonrpc":"2.0","id":1,"method":"tools/call","METHOD":5}`,
 			single(req("1", "tools/call", "")), nil},
+		{"case variant of a response is no call", `{"jsonrpc":"2.0","id":1,"Result":{}}`,
+			single(Message{ID: json.RawMessage("1")}), ErrNotJSONRPC},
 
 		// Names only where they are.
 		{"name inside arguments ignored", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"name":"x"}}}`,

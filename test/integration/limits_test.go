@@ -266,6 +266,32 @@ rateLimiting:
 	}
 }
 
+// Servers that decode with encoding/json (mcp-go) match member names
+// case-insensitively and run these calls (mcp-go v1.2.1 does), so they are
+// charged, whatever server is behind Envoy (here the Go SDK's, which does not
+// run them).
+func TestCaseVariantMemberNamesAreLimited(t *testing.T) {
+	env := start(t, `server: it
+rateLimiting:
+  tools:
+    - name: search
+      shared: {maxTokens: 1, refillPeriod: 1h}
+`, harness.Options{})
+	raw := newRawClient(t, env.URL)
+	checkPassed(t, "first search", raw.call("1", demo.ToolSearch))
+	tests := []struct{ name, id, body string }{
+		{"Method", "2", `{"jsonrpc":"2.0","id":2,"Method":"tools/call","params":{"name":"search","arguments":{"query":"q"}}}`},
+		{"every name", "3", `{"JSONRPC":"2.0","ID":3,"METHOD":"tools/call","PARAMS":{"NAME":"search","ARGUMENTS":{"query":"q"}}}`},
+		{"name beside another", "4", `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","Name":"search","arguments":{"text":"t"}}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw.t = t
+			checkRejected(t, raw.post(tt.body, nil), tt.id, "tool:search", "shared")
+		})
+	}
+}
+
 func TestNonJSONBodyPassesUntouched(t *testing.T) {
 	env := start(t, sharedPolicy(1), harness.Options{})
 	raw := newRawClient(t, env.URL)
