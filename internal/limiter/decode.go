@@ -27,7 +27,8 @@ var (
 )
 
 // decodeBody returns the JSON text an MCP server reads from body: decompressed
-// per Content-Encoding and transcoded to UTF-8 per the Content-Type charset.
+// per Content-Encoding and transcoded to UTF-8 per the Content-Type charset,
+// without a leading byte order mark.
 // Servers undo both (Express's JSON parser, which the TypeScript SDK's server
 // uses, inflates gzip and deflate and decodes utf-16 and utf-32), so a limiter
 // reading only the raw bytes could be bypassed by compressing a tools/call. The
@@ -44,8 +45,21 @@ func decodeBody(body []byte, contentEncoding, contentType string, max int) ([]by
 			}
 		}
 	}
-	return transcode(body, charset(contentType))
+	body, err := transcode(body, charset(contentType))
+	if err != nil {
+		return nil, err
+	}
+	// One leading byte order mark is dropped, as the TypeScript SDK (raw-body
+	// decoding with iconv-lite) and Python's json.loads drop it before parsing:
+	// they run a call that starts with one.
+	if len(body) >= len(utf8BOM) && string(body[:len(utf8BOM)]) == utf8BOM {
+		body = body[len(utf8BOM):]
+	}
+	return body, nil
 }
+
+// utf8BOM is U+FEFF, the byte order mark, in UTF-8.
+const utf8BOM = "\xef\xbb\xbf"
 
 func decompress(body []byte, coding string, max int) ([]byte, error) {
 	var r io.Reader

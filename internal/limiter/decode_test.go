@@ -78,6 +78,11 @@ func TestEncodedBodiesAreChargedLikePlainOnes(t *testing.T) {
 		{"utf-16 with a little-endian BOM", utf16Bytes(string(plain), binary.LittleEndian, true), "", "application/json; charset=utf-16", OutcomeAllowed, 0, true},
 		{"utf-32le", utf32Bytes(string(plain), binary.LittleEndian), "", "application/json; charset=utf-32le", OutcomeAllowed, 0, true},
 		{"utf-8 charset", plain, "", "application/json; charset=utf-8", OutcomeAllowed, 0, true},
+		// The TypeScript SDK (raw-body with iconv-lite) and Python's json.loads drop a
+		// leading byte order mark and run the call.
+		{"utf-8 BOM", append([]byte("\xef\xbb\xbf"), plain...), "", "application/json", OutcomeAllowed, 0, true},
+		{"utf-8 BOM, gzipped", compress(t, "gzip", append([]byte("\xef\xbb\xbf"), plain...)), "gzip", "application/json", OutcomeAllowed, 0, true},
+		{"utf-16le with a BOM", utf16Bytes(string(plain), binary.LittleEndian, true), "", "application/json; charset=utf-16le", OutcomeAllowed, 0, true},
 		{"brotli cannot be read: 415", []byte("\x1b\x00"), "br", "application/json", OutcomeUnreadable, 415, false},
 		{"broken gzip: 415", []byte("not gzip"), "gzip", "application/json", OutcomeUnreadable, 415, false},
 		{"utf-7: 415", plain, "", "application/json; charset=utf-7", OutcomeUnreadable, 415, false},

@@ -292,6 +292,15 @@ rateLimiting:
 	}
 }
 
+// The TypeScript and Python SDK servers drop a leading byte order mark and run
+// the call (the TypeScript SDK v1.32.2 does), so it is charged.
+func TestBodyWithAByteOrderMarkIsStillLimited(t *testing.T) {
+	env := start(t, sharedPolicy(1), harness.Options{})
+	raw := newRawClient(t, env.URL)
+	checkPassed(t, "first call", raw.call("1", demo.ToolEcho))
+	checkRejected(t, raw.post("\ufeff"+callBody("2", demo.ToolEcho), nil), "2", "server", "shared")
+}
+
 func TestNonJSONBodyPassesUntouched(t *testing.T) {
 	env := start(t, sharedPolicy(1), harness.Options{})
 	raw := newRawClient(t, env.URL)
