@@ -196,7 +196,19 @@ func TestParse(t *testing.T) {
 		{"mismatched brackets", `{"jsonrpc":"2.0","x":[1,2}}`, Body{}, ErrNotJSON},
 		{"batch trailing comma", `[{"jsonrpc":"2.0","id":1,"method":"ping"},]`, Body{}, ErrNotJSON},
 		{"byte order mark", "\xef\xbb\xbf{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}", Body{}, ErrNotJSON},
-		{"NaN", `[NaN]`, Body{}, ErrNotJSON},
+		// NaN, Infinity and -Infinity are values to the Python SDK
+		// (pydantic_core.from_json), which runs the call: they are read as JSON.
+		{"NaN in arguments", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"s","arguments":{"x":NaN}}}`,
+			single(req("1", "tools/call", "s")), nil},
+		{"Infinity and -Infinity beside params", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"s"},"z":[Infinity,-Infinity]}`,
+			single(req("1", "tools/call", "s")), nil},
+		{"NaN as a batch element", `[NaN]`, batch(invalid), nil},
+		{"NaN as the method is no method", `{"jsonrpc":"2.0","id":1,"method":NaN}`, single(Message{ID: json.RawMessage("1")}), ErrNotJSONRPC},
+		{"lower-case nan", `[nan]`, Body{}, ErrNotJSON},
+		{"plus Infinity", `[+Infinity]`, Body{}, ErrNotJSON},
+		{"minus NaN", `[-NaN]`, Body{}, ErrNotJSON},
+		{"NaN run into a digit", `[NaN1]`, Body{}, ErrNotJSON},
+		{"Inf", `[Inf]`, Body{}, ErrNotJSON},
 
 		// Nesting.
 		{"deepest allowed nesting", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"s","arguments":` +

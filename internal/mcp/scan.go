@@ -9,7 +9,10 @@ import (
 
 // scanner walks a body once, validating it as JSON the way encoding/json does
 // (RFC 8259 grammar; invalid UTF-8 inside strings is accepted, as encoding/json,
-// JavaScript and the Go SDK accept it and read it as U+FFFD).
+// JavaScript and the Go SDK accept it and read it as U+FFFD), and accepting the
+// values NaN, Infinity and -Infinity too: the Python SDK's parser
+// (pydantic_core.from_json) accepts them, so its server runs a tools/call that
+// holds one, and a limiter that called such a body not JSON would let it through.
 type scanner struct {
 	data []byte
 	pos  int
@@ -101,6 +104,14 @@ func (s *scanner) skipValue() error {
 			if err := s.skipLiteral("null"); err != nil {
 				return err
 			}
+		case 'N':
+			if err := s.skipLiteral("NaN"); err != nil {
+				return err
+			}
+		case 'I':
+			if err := s.skipLiteral("Infinity"); err != nil {
+				return err
+			}
 		default:
 			if err := s.skipNumber(); err != nil {
 				return err
@@ -172,10 +183,14 @@ func (s *scanner) skipLiteral(lit string) error {
 	return nil
 }
 
-// skipNumber consumes -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+// skipNumber consumes -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, or
+// -Infinity.
 func (s *scanner) skipNumber() error {
 	if s.peek() == '-' {
 		s.pos++
+		if s.peek() == 'I' {
+			return s.skipLiteral("Infinity")
+		}
 	}
 	switch c := s.peek(); {
 	case c == '0':

@@ -292,13 +292,25 @@ rateLimiting:
 	}
 }
 
-// The TypeScript and Python SDK servers drop a leading byte order mark and run
-// the call (the TypeScript SDK v1.32.2 does), so it is charged.
-func TestBodyWithAByteOrderMarkIsStillLimited(t *testing.T) {
+// Bodies the Go SDK server behind Envoy refuses but other SDKs' servers run
+// are charged: the TypeScript SDK (v1.32.2) drops a leading byte order mark,
+// and the Python SDK (v2.3.0, pydantic_core.from_json) reads NaN, Infinity and
+// -Infinity as numbers.
+func TestBodiesOtherSDKsRunAreStillLimited(t *testing.T) {
 	env := start(t, sharedPolicy(1), harness.Options{})
 	raw := newRawClient(t, env.URL)
 	checkPassed(t, "first call", raw.call("1", demo.ToolEcho))
-	checkRejected(t, raw.post("\ufeff"+callBody("2", demo.ToolEcho), nil), "2", "server", "shared")
+	tests := []struct{ name, id, body string }{
+		{"byte order mark", "2", "\ufeff" + callBody("2", demo.ToolEcho)},
+		{"NaN in arguments", "3", `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"t","x":NaN}}}`},
+		{"-Infinity beside params", "4", `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"text":"t"}},"z":-Infinity}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw.t = t
+			checkRejected(t, raw.post(tt.body, nil), tt.id, "server", "shared")
+		})
+	}
 }
 
 func TestNonJSONBodyPassesUntouched(t *testing.T) {
