@@ -101,11 +101,15 @@ func referenceMessage(t *testing.T, raw []byte) Message {
 	folded := referenceReading(t, raw, strings.EqualFold)
 	isCall := func(m Message) bool { return m.Kind == KindRequest || m.Kind == KindNotification }
 	switch {
-	case !isCall(folded) || (folded.Kind == exact.Kind && folded.Method == exact.Method &&
-		folded.Name == exact.Name && bytes.Equal(folded.ID, exact.ID)):
+	case !isCall(folded):
 		return exact
 	case !isCall(exact):
 		return folded
+	case folded.Method == exact.Method && folded.Name == exact.Name:
+		if !exact.HasID() && folded.HasID() {
+			return folded
+		}
+		return exact
 	default:
 		exact.Folded = &folded
 		return exact

@@ -219,11 +219,18 @@ func (s *scanner) message() (Message, error) {
 	}
 	f := s.build(folded)
 	switch {
-	case !f.isCall() || sameCall(m, f):
+	case !f.isCall():
 		return m, nil
 	case !m.isCall():
 		// Only a case-insensitive server runs it: charge what it runs.
 		return f, nil
+	case m.Method == f.Method && m.Name == f.Name:
+		// The same call, whatever the id: charge it once, answering the
+		// reading that has an id if only one has.
+		if !m.HasID() && f.HasID() {
+			return f, nil
+		}
+		return m, nil
 	default:
 		// Each kind of server runs a different call: charge both.
 		m.Folded = &f
@@ -261,11 +268,6 @@ func (s *scanner) build(r reading) Message {
 
 // isCall reports whether m asks the server to run something.
 func (m Message) isCall() bool { return m.Kind == KindRequest || m.Kind == KindNotification }
-
-// sameCall reports whether two readings of one message are the same call.
-func sameCall(a, b Message) bool {
-	return a.Kind == b.Kind && a.Method == b.Method && a.Name == b.Name && string(a.ID) == string(b.ID)
-}
 
 // params reads a value of "params". For each string "name" member of an object
 // it sets exact (when not nil) to its span, and folded for a name that matches

@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"encoding/json"
 	"strconv"
 	"unicode/utf8"
 )
@@ -10,8 +11,9 @@ import (
 // A single message gets a single object; a batch gets an array with one element
 // per message whose Kind is KindRequest, in order, and `[]` when it has none
 // (responses and invalid elements are never answered by a server either, and a
-// notification has no id to answer to). The id is echoed byte for byte and is
-// omitted for a single notification.
+// notification has no id to answer to). The id is echoed byte for byte (null
+// when it holds NaN or Infinity, which are not JSON) and is omitted for a
+// single notification.
 //
 // With FormatToolResult, a tools/call element is answered with an isError tool
 // result carrying the retry hint in _meta; every other element keeps the error
@@ -75,7 +77,13 @@ func appendHead(dst []byte, m Message) []byte {
 	dst = append(dst, `{"jsonrpc":"2.0"`...)
 	if m.Kind == KindRequest && m.HasID() {
 		dst = append(dst, `,"id":`...)
-		dst = append(dst, m.ID...)
+		if json.Valid(m.ID) {
+			dst = append(dst, m.ID...)
+		} else {
+			// NaN or Infinity in the id (Parse reads them as the Python SDK
+			// does): not JSON, so not something to echo.
+			dst = append(dst, "null"...)
+		}
 	}
 	return dst
 }
