@@ -115,23 +115,76 @@ func transcode(body []byte, cs string) ([]byte, error) {
 	case "utf-16be":
 		return utf16To8(body, binary.BigEndian), nil
 	case "utf-16":
-		if len(body) >= 2 && body[0] == 0xff && body[1] == 0xfe {
-			return utf16To8(body[2:], binary.LittleEndian), nil
-		}
-		if len(body) >= 2 && body[0] == 0xfe && body[1] == 0xff {
-			return utf16To8(body[2:], binary.BigEndian), nil
-		}
-		return utf16To8(body, binary.BigEndian), nil
+		return utf16To8(body, utf16Order(body)), nil
 	case "utf-32le":
 		return utf32To8(body, binary.LittleEndian), nil
-	case "utf-32be", "utf-32":
+	case "utf-32be":
 		return utf32To8(body, binary.BigEndian), nil
+	case "utf-32":
+		return utf32To8(body, utf32Order(body)), nil
 	}
 	if strings.HasPrefix(cs, "utf-") && cs != "utf-8" {
 		// utf-7 and friends: a server may decode them, the limiter cannot.
 		return nil, fmt.Errorf("%w: charset %q", errUndecodable, cs)
 	}
 	return body, nil
+}
+
+// utf16Order picks the byte order of a "utf-16" body as iconv-lite does for
+// Express's JSON parser (so as the server will): a byte order mark, else the
+// order in which more of the first 100 units are ASCII, else little-endian. A
+// mark decodes to U+FEFF, which decodeBody then drops.
+func utf16Order(b []byte) binary.ByteOrder {
+	if len(b) >= 2 && b[0] == 0xfe && b[1] == 0xff {
+		return binary.BigEndian
+	}
+	if len(b) >= 2 && b[0] == 0xff && b[1] == 0xfe {
+		return binary.LittleEndian
+	}
+	var le, be int
+	for i := 0; i+1 < len(b) && i < 200; i += 2 {
+		switch {
+		case b[i] == 0 && b[i+1] != 0:
+			be++
+		case b[i] != 0 && b[i+1] == 0:
+			le++
+		}
+	}
+	if be > le {
+		return binary.BigEndian
+	}
+	return binary.LittleEndian
+}
+
+// utf32Order picks the byte order of a "utf-32" body as iconv-lite does: a
+// byte order mark, else the order in which more of the first 100 units are BMP
+// characters less those that are no character at all, else little-endian.
+func utf32Order(b []byte) binary.ByteOrder {
+	if len(b) >= 4 && b[0] == 0 && b[1] == 0 && b[2] == 0xfe && b[3] == 0xff {
+		return binary.BigEndian
+	}
+	if len(b) >= 4 && b[0] == 0xff && b[1] == 0xfe && b[2] == 0 && b[3] == 0 {
+		return binary.LittleEndian
+	}
+	var le, be int
+	for i := 0; i+3 < len(b) && i < 400; i += 4 {
+		if b[i] != 0 || b[i+1] > 0x10 {
+			be--
+		}
+		if b[i+3] != 0 || b[i+2] > 0x10 {
+			le--
+		}
+		if b[i] == 0 && b[i+1] == 0 && (b[i+2] != 0 || b[i+3] != 0) {
+			be++
+		}
+		if (b[i] != 0 || b[i+1] != 0) && b[i+2] == 0 && b[i+3] == 0 {
+			le++
+		}
+	}
+	if be > le {
+		return binary.BigEndian
+	}
+	return binary.LittleEndian
 }
 
 func utf16To8(b []byte, order binary.ByteOrder) []byte {

@@ -77,6 +77,14 @@ func TestEncodedBodiesAreChargedLikePlainOnes(t *testing.T) {
 		{"utf-16be", utf16Bytes(string(plain), binary.BigEndian, false), "", "application/json; charset=UTF-16BE", OutcomeAllowed, 0, true},
 		{"utf-16 with a little-endian BOM", utf16Bytes(string(plain), binary.LittleEndian, true), "", "application/json; charset=utf-16", OutcomeAllowed, 0, true},
 		{"utf-32le", utf32Bytes(string(plain), binary.LittleEndian), "", "application/json; charset=utf-32le", OutcomeAllowed, 0, true},
+		// "utf-16" and "utf-32" without a BOM: Express's parser (iconv-lite) guesses
+		// the order from where the zero bytes are, little-endian by default.
+		{"utf-16, little-endian without a BOM", utf16Bytes(string(plain), binary.LittleEndian, false), "", "application/json; charset=utf-16", OutcomeAllowed, 0, true},
+		{"utf-16, big-endian without a BOM", utf16Bytes(string(plain), binary.BigEndian, false), "", "application/json; charset=utf-16", OutcomeAllowed, 0, true},
+		{"utf-16 with a big-endian BOM", utf16Bytes(string(plain), binary.BigEndian, true), "", "application/json; charset=utf-16", OutcomeAllowed, 0, true},
+		{"utf-32, little-endian without a BOM", utf32Bytes(string(plain), binary.LittleEndian), "", "application/json; charset=utf-32", OutcomeAllowed, 0, true},
+		{"utf-32, big-endian without a BOM", utf32Bytes(string(plain), binary.BigEndian), "", "application/json; charset=utf-32", OutcomeAllowed, 0, true},
+		{"utf-32 with a little-endian BOM", append([]byte{0xff, 0xfe, 0, 0}, utf32Bytes(string(plain), binary.LittleEndian)...), "", "application/json; charset=utf-32", OutcomeAllowed, 0, true},
 		{"utf-8 charset", plain, "", "application/json; charset=utf-8", OutcomeAllowed, 0, true},
 		// The TypeScript SDK (raw-body with iconv-lite) and Python's json.loads drop a
 		// leading byte order mark and run the call.
