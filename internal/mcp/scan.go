@@ -92,24 +92,8 @@ func (s *scanner) skipValue() error {
 			if _, err := s.skipString(); err != nil {
 				return err
 			}
-		case 't':
-			if err := s.skipLiteral("true"); err != nil {
-				return err
-			}
-		case 'f':
-			if err := s.skipLiteral("false"); err != nil {
-				return err
-			}
-		case 'n':
-			if err := s.skipLiteral("null"); err != nil {
-				return err
-			}
-		case 'N':
-			if err := s.skipLiteral("NaN"); err != nil {
-				return err
-			}
-		case 'I':
-			if err := s.skipLiteral("Infinity"); err != nil {
+		case 't', 'f', 'n', 'N', 'I':
+			if err := s.skipLiteral(literalFrom(c)); err != nil {
 				return err
 			}
 		default:
@@ -173,6 +157,21 @@ func (s *scanner) skipKey() error {
 	s.pos++
 	s.skipSpace()
 	return nil
+}
+
+// literalFrom returns the literal value that starts with c, one of "tfnNI".
+func literalFrom(c byte) string {
+	switch c {
+	case 't':
+		return "true"
+	case 'f':
+		return "false"
+	case 'n':
+		return "null"
+	case 'N':
+		return "NaN"
+	}
+	return "Infinity"
 }
 
 func (s *scanner) skipLiteral(lit string) error {
