@@ -49,8 +49,8 @@ func decodeBody(body []byte, contentEncoding, contentType string, max int) ([]by
 	if err != nil {
 		return nil, err
 	}
-	// One leading byte order mark is dropped, as the TypeScript SDK (raw-body
-	// decoding with iconv-lite) and Python's json.loads drop it before parsing:
+	// One leading byte order mark is dropped, as the TypeScript SDK's server,
+	// Express's JSON parser and Python's json.loads drop it before parsing:
 	// they run a call that starts with one.
 	if len(body) >= len(utf8BOM) && string(body[:len(utf8BOM)]) == utf8BOM {
 		body = body[len(utf8BOM):]
