@@ -2,6 +2,7 @@ package harness
 
 import (
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -30,6 +31,9 @@ type Options struct {
 	MessageTimeout time.Duration
 	// StatelessUpstream runs the demo MCP server without sessions.
 	StatelessUpstream bool
+	// UpstreamHandler, when set, is the MCP server behind Envoy instead of the
+	// demo server (another SDK's, say); Env.Upstream is then nil.
+	UpstreamHandler http.Handler
 	// JWTAuthn adds Envoy's jwt_authn filter before ext_proc (identity source
 	// jwtClaim); nil: the shipped configuration, without it.
 	JWTAuthn *envoyconfig.JWTAuthn
@@ -51,7 +55,8 @@ type Env struct {
 	Redis    *Redis
 	Extprocs []*Extproc
 	Envoy    *Envoy
-	// Upstream counts the tool calls that reached the MCP server.
+	// Upstream counts the tool calls that reached the MCP server; nil with
+	// Options.UpstreamHandler.
 	Upstream *demo.Server
 	// PolicyPath is the policy file extproc reads.
 	PolicyPath string
@@ -76,8 +81,12 @@ func Start(tb testing.TB, o Options) *Env {
 		tb.Fatal(err)
 	}
 
-	env.Upstream = demo.New(demo.Options{Stateless: o.StatelessUpstream})
-	up := httptest.NewServer(env.Upstream)
+	handler := o.UpstreamHandler
+	if handler == nil {
+		env.Upstream = demo.New(demo.Options{Stateless: o.StatelessUpstream})
+		handler = env.Upstream
+	}
+	up := httptest.NewServer(handler)
 	tb.Cleanup(func() {
 		// SSE streams would keep Close waiting; Envoy has stopped by now anyway.
 		up.CloseClientConnections()
