@@ -23,6 +23,16 @@ rateLimiting:
 `
 }
 
+// searchPolicy limits the tool search alone, to n calls an hour.
+func searchPolicy(n int) string {
+	return `server: it
+rateLimiting:
+  tools:
+    - name: search
+      shared: {maxTokens: ` + strconv.Itoa(n) + `, refillPeriod: 1h}
+`
+}
+
 func TestCallsUnderTheLimitReachTheUpstreamAndTheNextIsRejected(t *testing.T) {
 	env := start(t, sharedPolicy(3), harness.Options{})
 	cs := sdkSession(t, env.URL)
@@ -105,12 +115,7 @@ func TestUnlimitedRequestsPassWhenTheBucketIsEmpty(t *testing.T) {
 }
 
 func TestToolBucketLimitsOnlyItsTool(t *testing.T) {
-	env := start(t, `server: it
-rateLimiting:
-  tools:
-    - name: search
-      shared: {maxTokens: 2, refillPeriod: 1h}
-`, harness.Options{})
+	env := start(t, searchPolicy(2), harness.Options{})
 	raw := newRawClient(t, env.URL)
 	checkPassed(t, "search 1", raw.call("1", demo.ToolSearch))
 	checkPassed(t, "search 2", raw.call("2", demo.ToolSearch))
@@ -247,12 +252,7 @@ func TestCompressedBodyIsStillLimited(t *testing.T) {
 //     case-insensitively and run the others, which the Go SDK server behind
 //     Envoy here does not.
 func TestRepeatedAndCaseVariantMembersAreLimited(t *testing.T) {
-	env := start(t, `server: it
-rateLimiting:
-  tools:
-    - name: search
-      shared: {maxTokens: 1, refillPeriod: 1h}
-`, harness.Options{})
+	env := start(t, searchPolicy(1), harness.Options{})
 	raw := newRawClient(t, env.URL)
 	checkPassed(t, "first search", raw.call("1", demo.ToolSearch))
 	tests := []struct{ name, id, body string }{

@@ -22,12 +22,7 @@ func TestCaseVariantCallsToAnMCPGoServerAreCharged(t *testing.T) {
 		calls.Add(1)
 		return mcpgo.NewToolResultText("found"), nil
 	})
-	env := start(t, `server: it
-rateLimiting:
-  tools:
-    - name: search
-      shared: {maxTokens: 2, refillPeriod: 1h}
-`, harness.Options{UpstreamHandler: mcpgoserver.NewStreamableHTTPServer(srv, mcpgoserver.WithStateLess(true))})
+	env := start(t, searchPolicy(2), harness.Options{UpstreamHandler: mcpgoserver.NewStreamableHTTPServer(srv, mcpgoserver.WithStateLess(true))})
 	raw := newRawClient(t, env.URL)
 
 	checkPassed(t, "Method", raw.post(`{"jsonrpc":"2.0","id":1,"Method":"tools/call","params":{"name":"search","arguments":{}}}`, nil))
