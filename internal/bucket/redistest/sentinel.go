@@ -42,19 +42,14 @@ func (s *Sentinel) Addrs() []string {
 // and see the replica linked to it, so that Failover can promote it.
 func StartSentinel(tb testing.TB) *Sentinel {
 	tb.Helper()
-	return startSentinel(tb, "")
+	return StartSentinelWithPassword(tb, "")
 }
 
 // StartSentinelWithPassword is StartSentinel with sentinels that require
 // password (requirepass, and sentinel-pass for talking to each other), as
 // Helm charts set them up when sentinel authentication is on. The data servers
-// take no password.
+// take no password. An empty password starts sentinels without one.
 func StartSentinelWithPassword(tb testing.TB, password string) *Sentinel {
-	tb.Helper()
-	return startSentinel(tb, password)
-}
-
-func startSentinel(tb testing.TB, password string) *Sentinel {
 	tb.Helper()
 	// Diskless replication waits 5s by default for more replicas to sync at once.
 	master := StartServer(tb, "--repl-diskless-sync-delay", "0")
