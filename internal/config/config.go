@@ -25,8 +25,9 @@
 //     top-level only.
 //   - Server names match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$ (they go into a Redis
 //     Cluster hash tag) and are unique; two unnamed servers are both "default".
-//   - match.authority is a host or host:port (lower-cased; no URL, no wildcard),
-//     match.pathPrefix starts with "/". A server whose requests would all be
+//   - match.authority is a host or host:port (lower-cased, a trailing dot
+//     dropped; no URL, no wildcard), match.pathPrefix starts with "/" and is
+//     written as ServerPath reads a path. A server whose requests would all be
 //     caught by an earlier server's match (same match, an empty match, or a
 //     broader one) is an error: the first matching server applies.
 //   - A bucket needs maxTokens (integer 1..1e9) and refillPeriod (a Go duration
@@ -61,7 +62,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 )
 
@@ -95,68 +95,6 @@ type Server struct {
 // LimitsToolCalls reports whether tools/call is limited on this server.
 func (s *Server) LimitsToolCalls() bool {
 	return s.Shared != nil || s.PerUser != nil || len(s.Tools) > 0
-}
-
-// Match selects requests by :authority and path. Empty fields match everything.
-type Match struct {
-	Authority string // exact, case-insensitive, port ignored unless given; stored lower-case
-	// PathPrefix matches whole path segments: "/github" matches "/github",
-	// "/github/mcp" and "/github?x", not "/github-enterprise". A prefix ending in
-	// "/" matches any path that starts with it.
-	PathPrefix string
-}
-
-// Matches reports whether a request with this :authority and :path (query
-// included or not) is selected by m.
-func (m Match) Matches(authority, path string) bool {
-	if m.Authority != "" {
-		a := strings.ToLower(authority)
-		if !hasPort(m.Authority) {
-			a = hostOf(a)
-		}
-		if a != m.Authority {
-			return false
-		}
-	}
-	if m.PathPrefix == "" {
-		return true
-	}
-	if i := strings.IndexAny(path, "?#"); i >= 0 {
-		path = path[:i]
-	}
-	return hasPathPrefix(path, m.PathPrefix)
-}
-
-func hasPathPrefix(path, prefix string) bool {
-	if !strings.HasPrefix(path, prefix) {
-		return false
-	}
-	return len(path) == len(prefix) || strings.HasSuffix(prefix, "/") || path[len(prefix)] == '/'
-}
-
-// hasPort reports whether a host[:port] authority has a port; "[::1]" has none.
-func hasPort(authority string) bool {
-	i := strings.LastIndexByte(authority, ':')
-	return i >= 0 && !strings.HasSuffix(authority, "]") && (strings.HasPrefix(authority, "[") || strings.Count(authority, ":") == 1)
-}
-
-// hostOf drops the port of a host[:port] authority.
-func hostOf(authority string) string {
-	if !hasPort(authority) {
-		return authority
-	}
-	return authority[:strings.LastIndexByte(authority, ':')]
-}
-
-// covers reports whether every request b matches is also matched by a.
-func covers(a, b Match) bool {
-	switch {
-	case a.Authority == "" || a.Authority == b.Authority:
-	case b.Authority != "" && !hasPort(a.Authority) && hostOf(b.Authority) == a.Authority:
-	default:
-		return false
-	}
-	return a.PathPrefix == "" || b.PathPrefix != "" && hasPathPrefix(b.PathPrefix, a.PathPrefix)
 }
 
 // Bucket is one token bucket's shape.

@@ -104,8 +104,15 @@ var invalidFixtures = map[string][]string{
 	"servers-missing-rate-limiting": {`servers[0].rateLimiting (line 2): missing: every server needs a rateLimiting block`},
 	"servers-name-key":              {`servers[0].name (line 2): unknown field: a server's name goes in "server"`},
 	"servers-redis-inside":          {`servers[0].redis (line 5): redis is only allowed at the top level: one store serves every server`},
-	"servers-same-match":            {`servers[1].match (line 7): same match as servers[0]; this server would never be used`},
-	"servers-shadowed":              {`servers[1].match (line 7): unreachable: servers[0].match catches every request this one would; put the more specific server first`},
+	"servers-path-prefix-spelling": {
+		`servers[0].match.pathPrefix (line 4): must be written as servers read a path (percent escapes decoded; no ";" parameters, empty, "." or ".." segments): got "/%67ithub", which reads as "/github"`,
+		`servers[1].match.pathPrefix (line 8): must be written as servers read a path (percent escapes decoded; no ";" parameters, empty, "." or ".." segments): got "/github;v=1/mcp", which reads as "/github/mcp"`,
+		`servers[2].match.pathPrefix (line 12): must be written as servers read a path (percent escapes decoded; no ";" parameters, empty, "." or ".." segments): got "/x/../github", which reads as "/github"`,
+		`servers[3].match.pathPrefix (line 16): must be written as servers read a path (percent escapes decoded; no ";" parameters, empty, "." or ".." segments): got "//github", which reads as "/github"`,
+	},
+	"servers-same-match":        {`servers[1].match (line 7): same match as servers[0]; this server would never be used`},
+	"servers-same-match-folded": {`servers[1].match (line 8): same match as servers[0]; this server would never be used`},
+	"servers-shadowed":          {`servers[1].match (line 7): unreachable: servers[0].match catches every request this one would; put the more specific server first`},
 	"tool-cost-exceeds-buckets": {
 		`rateLimiting.tools[0].cost (line 6): cost 5 exceeds rateLimiting.perUser.maxTokens 3: the tool could never be called`,
 		`rateLimiting.tools[0].cost (line 6): cost 5 exceeds rateLimiting.tools[0].shared.maxTokens 4: the tool could never be called`,
@@ -263,7 +270,7 @@ func TestParseAppliesDefaultsAndReadsEveryField(t *testing.T) {
 				DryRun:      true,
 			}, {
 				Name:  "jira",
-				Match: Match{Authority: "mcp.example.com", PathPrefix: "/jira"},
+				Match: Match{Authority: "mcp.example.com", PathPrefix: "/jira"}, // written with a trailing dot
 				Methods: map[string]Method{
 					"prompts/get": {Name: "prompts/get", Cost: 1, Shared: bucket(7, time.Hour)},
 				},
@@ -399,6 +406,29 @@ func TestMatchMatches(t *testing.T) {
 		{Match{PathPrefix: "/github/"}, "h", "/github", false},
 		{Match{PathPrefix: "/"}, "h", "/anything", true},
 		{Match{Authority: "a.example", PathPrefix: "/x"}, "a.example", "/y", false},
+		// A trailing dot names the same host.
+		{Match{Authority: "mcp.example.com"}, "MCP.example.com.", "/", true},
+		{Match{Authority: "mcp.example.com"}, "mcp.example.com.:8443", "/", true},
+		{Match{Authority: "mcp.example.com:8443"}, "mcp.example.com.:8443", "/", true},
+		{Match{Authority: "mcp.example.com"}, "mcp.example.com..", "/", false},
+		// Paths are read as servers read them (ServerPath) and compared
+		// case-insensitively, so every spelling a server runs as /github/mcp
+		// selects the server of /github.
+		{Match{PathPrefix: "/github"}, "h", "/%67ithub/mcp", true},            // Go's ServeMux, Starlette
+		{Match{PathPrefix: "/github"}, "h", "/github%2Fmcp", true},            // Starlette decodes %2F
+		{Match{PathPrefix: "/github"}, "h", "/GitHub/mcp", true},              // Express, ASP.NET Core
+		{Match{PathPrefix: "/github"}, "h", "/github;jsessionid=1/mcp", true}, // Tomcat, Jetty
+		{Match{PathPrefix: "/github"}, "h", "/x/../github/mcp", true},         // Tomcat, ASP.NET Core
+		{Match{PathPrefix: "/github"}, "h", "//github/mcp", true},
+		{Match{PathPrefix: "/github"}, "h", "/./github", true},
+		{Match{PathPrefix: "/github"}, "h", "/%2e%2e/github", true},
+		{Match{PathPrefix: "/github"}, "h", "/github%3Fx", false}, // an escaped "?" is part of the path
+		{Match{PathPrefix: "/github"}, "h", "/github/../jira/mcp", false},
+		{Match{PathPrefix: "/github"}, "h", "/%67ithub-enterprise", false},
+		{Match{PathPrefix: "/github"}, "h", "/%zzgithub", false},
+		{Match{PathPrefix: "/github/"}, "h", "/github%2F", true},
+		{Match{PathPrefix: "/kelvin"}, "h", "/\u212aelvin", true}, // KELVIN SIGN folds to k
+		{Match{PathPrefix: "/github"}, "h", "/gith\xffub", false},
 	}
 	for _, tt := range tests {
 		if got := tt.match.Matches(tt.authority, tt.path); got != tt.want {
@@ -421,5 +451,46 @@ func TestSuggestOnlyNearMisses(t *testing.T) {
 		if got := suggest(tt.name, allowed); got != tt.want {
 			t.Errorf("suggest(%q) = %q, want %q", tt.name, got, tt.want)
 		}
+	}
+}
+
+func TestServerPathReadsAPathAsTheMostLenientServer(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"/github/mcp", "/github/mcp"},
+		{"/github/mcp?x=%2F..", "/github/mcp"},
+		{"/github/mcp#frag", "/github/mcp"},
+		{"/%67ithub/mcp", "/github/mcp"},
+		{"/github%2fmcp", "/github/mcp"},
+		{"/github%3Fx", "/github?x"},
+		{"/a%252e", "/a%2e"}, // decoded once, as servers do
+		{"/github;jsessionid=1/mcp;v=2", "/github/mcp"},
+		{"/github/..;/jira", "/jira"},
+		{"//github///mcp", "/github/mcp"},
+		{"/github/./mcp/", "/github/mcp/"},
+		{"/x/../../github", "/github"},
+		{"/%2e%2e/github", "/github"},
+		{"/.well-known/x", "/.well-known/x"},
+		{"/", "/"},
+		{"//", "/"},
+		{"", ""},
+		{"?", ""},
+		{"%", "/%"},
+		{"/a%", "/a%"},
+		{"/a%4", "/a%4"},
+		{"/a%zz", "/a%zz"},
+		{";", "/"},
+		{"/..", "/"},
+	}
+	for _, tt := range tests {
+		if got := ServerPath(tt.in); got != tt.want {
+			t.Errorf("ServerPath(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestServerPathOfAPlainPathDoesNotAllocate(t *testing.T) {
+	p := "/github/mcp?session=1"
+	if n := testing.AllocsPerRun(100, func() { _ = ServerPath(p) }); n != 0 {
+		t.Errorf("ServerPath(%q) allocates %v times, want 0", p, n)
 	}
 }

@@ -309,7 +309,7 @@ func (w *walker) checkServers(servers []serverInfo) {
 			switch {
 			case earlier.srv.Match == (Match{}):
 				w.addf(n, path, "unreachable: %s has no match and catches every request; only the last server may omit match", earlier.path)
-			case earlier.srv.Match == s.srv.Match:
+			case covers(s.srv.Match, earlier.srv.Match):
 				w.addf(n, path, "same match as %s; this server would never be used", earlier.path)
 			default:
 				w.addf(n, path, "unreachable: %s.match catches every request this one would; put the more specific server first", earlier.path)
@@ -331,7 +331,7 @@ func (w *walker) match(n *yaml.Node, path string) Match {
 			if msg := checkAuthority(s); msg != "" {
 				w.addf(x.val, p, "%s", msg)
 			} else {
-				m.Authority = strings.ToLower(s)
+				m.Authority = serverHost(s)
 			}
 		}
 	}
@@ -345,6 +345,10 @@ func (w *walker) match(n *yaml.Node, path string) Match {
 				w.addf(x.val, p, "must start with \"/\", got %q", s)
 			case strings.ContainsAny(s, "?#") || strings.IndexFunc(s, isSpaceOrControl) >= 0:
 				w.addf(x.val, p, "must be a URL path without query, fragment or spaces, got %q", s)
+			case ServerPath(s) != s:
+				// Requests are matched as servers read their paths; a prefix spelt
+				// otherwise would match none of them, or not the ones it seems to.
+				w.addf(x.val, p, "must be written as servers read a path (percent escapes decoded; no \";\" parameters, empty, \".\" or \"..\" segments): got %q, which reads as %q", s, ServerPath(s))
 			default:
 				m.PathPrefix = s
 			}

@@ -33,6 +33,7 @@ type rawClient struct {
 	t       *testing.T
 	url     string
 	session string // Mcp-Session-Id after initialize
+	host    string // the Host to send, when not url's
 	hc      *http.Client
 }
 
@@ -61,6 +62,9 @@ func (c *rawClient) do(method, body string, hdr map[string]string) reply {
 	req, err := http.NewRequest(method, c.url, rd)
 	if err != nil {
 		c.t.Fatal(err)
+	}
+	if c.host != "" {
+		req.Host = c.host
 	}
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("Content-Type", "application/json")

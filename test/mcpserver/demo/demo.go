@@ -41,6 +41,10 @@ type Options struct {
 	// Stateless runs the Streamable HTTP handler without sessions (GET and DELETE then
 	// answer 405). Default false: sessions, standalone SSE GET and DELETE work.
 	Stateless bool
+	// AnyHost serves every Host header, as a server deployed under a public name
+	// does. Default false: the Go SDK's DNS rebinding protection, which answers 403
+	// to a request that reached a loopback address with another name.
+	AnyHost bool
 }
 
 // Server is the demo MCP server; it is an http.Handler for the Streamable HTTP transport.
@@ -79,7 +83,7 @@ func New(opts Options) *Server {
 	srv.AddResource(&mcp.Resource{URI: ResourceReadme, Name: "readme", MIMEType: "text/plain", Description: "A short text."}, s.readme)
 	srv.AddPrompt(&mcp.Prompt{Name: PromptGreeting, Description: "Asks the model to greet someone."}, s.greeting)
 	s.handler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
-		&mcp.StreamableHTTPOptions{Logger: opts.Logger, Stateless: opts.Stateless})
+		&mcp.StreamableHTTPOptions{Logger: opts.Logger, Stateless: opts.Stateless, DisableLocalhostProtection: opts.AnyHost})
 	return s
 }
 

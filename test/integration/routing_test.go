@@ -1,0 +1,64 @@
+package integration
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/mcp-ratelimit/extproc/test/integration/harness"
+	"github.com/mcp-ratelimit/extproc/test/mcpserver/demo"
+)
+
+// Two MCP servers behind one route, told apart by path as one Go process hosts
+// them (http.ServeMux). The mux reads the path percent-decoded, so it runs a
+// call sent to "/%67ithub/mcp" on the github server: that call must be charged
+// to github's buckets, not pass as a request that matches no server.
+func TestPathSpelledOtherwiseIsChargedToTheServerThatRunsIt(t *testing.T) {
+	github := demo.New(demo.Options{Stateless: true})
+	jira := demo.New(demo.Options{Stateless: true})
+	mux := http.NewServeMux()
+	mux.Handle("/github/mcp", github)
+	mux.Handle("/jira/mcp", jira)
+	env := start(t, `servers:
+  - server: github
+    match: {pathPrefix: /github}
+    rateLimiting:
+      shared: {maxTokens: 1, refillPeriod: 1h}
+  - server: jira
+    match: {pathPrefix: /jira}
+    rateLimiting:
+      shared: {maxTokens: 1, refillPeriod: 1h}
+`, harness.Options{UpstreamHandler: mux})
+
+	checkPassed(t, "first call to /github/mcp", newRawClient(t, env.BaseURL+"/github/mcp").call("1", demo.ToolEcho))
+	spelt := newRawClient(t, env.BaseURL+"/%67ithub/mcp")
+	checkRejected(t, spelt.call("2", demo.ToolEcho), "2", "server", "shared")
+	if got := github.Calls(demo.ToolEcho); got != 1 {
+		t.Errorf("github server ran echo %d times, want 1 (its bucket holds 1)", got)
+	}
+	// jira's bucket is its own.
+	checkPassed(t, "first call to /jira/mcp", newRawClient(t, env.BaseURL+"/jira/mcp").call("3", demo.ToolEcho))
+	if got := jira.Calls(demo.ToolEcho); got != 1 {
+		t.Errorf("jira server ran echo %d times, want 1", got)
+	}
+}
+
+// A host name with a trailing dot is the same host (DNS reads "mcp.example.test."
+// and "mcp.example.test" alike), and Envoy routes it by the same "*" virtual
+// host: it must select the same server.
+func TestHostWithTrailingDotIsChargedToItsServer(t *testing.T) {
+	up := demo.New(demo.Options{Stateless: true, AnyHost: true})
+	env := start(t, `servers:
+  - server: example
+    match: {authority: mcp.example.test}
+    rateLimiting:
+      shared: {maxTokens: 1, refillPeriod: 1h}
+`, harness.Options{UpstreamHandler: up})
+	plain := newRawClient(t, env.URL)
+	plain.host = "mcp.example.test"
+	checkPassed(t, "first call", plain.call("1", demo.ToolEcho))
+	dotted := &rawClient{t: t, url: env.URL, host: "MCP.example.test.", hc: plain.hc}
+	checkRejected(t, dotted.call("2", demo.ToolEcho), "2", "server", "shared")
+	if got := up.Calls(demo.ToolEcho); got != 1 {
+		t.Errorf("upstream ran echo %d times, want 1 (the bucket holds 1)", got)
+	}
+}
