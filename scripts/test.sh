@@ -3,7 +3,8 @@
 # missing (scripts/install-tools.sh), checks formatting and static analysis, runs
 # every test with the race detector (unit, store conformance against a real
 # redis-server, real Envoy integration), then a short fuzz of the MCP parser, of
-# grpclite's connection handling and of the ext_proc request decoder.
+# grpclite's connection handling, of the ext_proc request decoder and of the
+# reading of request paths.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,3 +34,4 @@ fuzz() {
 fuzz FuzzParse "the MCP parser" 500000x ./internal/mcp/
 fuzz FuzzConn "grpclite's connection handling" 150000x ./internal/grpclite/
 fuzz FuzzDecodeRequest "the ext_proc request decoder against proto.Unmarshal" 150000x ./internal/processor/
+fuzz FuzzServerPath "how a policy server reads a request path" 100000x ./internal/config/
