@@ -3,6 +3,7 @@ package integration
 import (
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/mcp-ratelimit/extproc/test/integration/harness"
 	"github.com/mcp-ratelimit/extproc/test/mcpserver/demo"
@@ -60,5 +61,28 @@ func TestHostWithTrailingDotIsChargedToItsServer(t *testing.T) {
 	checkRejected(t, dotted.call("2", demo.ToolEcho), "2", "server", "shared")
 	if got := up.Calls(demo.ToolEcho); got != 1 {
 		t.Errorf("upstream ran echo %d times, want 1 (the bucket holds 1)", got)
+	}
+}
+
+// The shipped Envoy configuration enables no upgrades, so a WebSocket upgrade is
+// refused by Envoy at once: no WebSocket can carry tools/call messages past the
+// processor (README, "WebSocket upgrades").
+func TestWebSocketUpgradeIsRefused(t *testing.T) {
+	env := start(t, sharedPolicy(1), harness.Options{})
+	req, err := http.NewRequest(http.MethodGet, env.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("upgrade: got %d, want Envoy's 403 (upgrade_failed)", resp.StatusCode)
 	}
 }
