@@ -34,4 +34,4 @@ fuzz() {
 fuzz FuzzParse "the MCP parser" 500000x ./internal/mcp/
 fuzz FuzzConn "grpclite's connection handling" 150000x ./internal/grpclite/
 fuzz FuzzDecodeRequest "the ext_proc request decoder against proto.Unmarshal" 150000x ./internal/processor/
-fuzz FuzzServerPath "how a policy server reads a request path" 100000x ./internal/config/
+fuzz FuzzPathReadings "the readings of a request path" 100000x ./internal/config/

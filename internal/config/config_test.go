@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -105,10 +106,11 @@ var invalidFixtures = map[string][]string{
 	"servers-name-key":              {`servers[0].name (line 2): unknown field: a server's name goes in "server"`},
 	"servers-redis-inside":          {`servers[0].redis (line 5): redis is only allowed at the top level: one store serves every server`},
 	"servers-path-prefix-spelling": {
-		`servers[0].match.pathPrefix (line 4): must be written as servers read a path (percent escapes decoded; no ";" parameters, empty, "." or ".." segments): got "/%67ithub", which reads as "/github"`,
-		`servers[1].match.pathPrefix (line 8): must be written as servers read a path (percent escapes decoded; no ";" parameters, empty, "." or ".." segments): got "/github;v=1/mcp", which reads as "/github/mcp"`,
-		`servers[2].match.pathPrefix (line 12): must be written as servers read a path (percent escapes decoded; no ";" parameters, empty, "." or ".." segments): got "/x/../github", which reads as "/github"`,
-		`servers[3].match.pathPrefix (line 16): must be written as servers read a path (percent escapes decoded; no ";" parameters, empty, "." or ".." segments): got "//github", which reads as "/github"`,
+		`servers[0].match.pathPrefix (line 4): must be a path every server reads the same way (no percent escapes, ";" parameters, backslashes, empty, "." or ".." segments), got "/%67ithub"`,
+		`servers[1].match.pathPrefix (line 8): must be a path every server reads the same way (no percent escapes, ";" parameters, backslashes, empty, "." or ".." segments), got "/github;v=1/mcp"`,
+		`servers[2].match.pathPrefix (line 12): must be a path every server reads the same way (no percent escapes, ";" parameters, backslashes, empty, "." or ".." segments), got "/x/../github"`,
+		`servers[3].match.pathPrefix (line 16): must be a path every server reads the same way (no percent escapes, ";" parameters, backslashes, empty, "." or ".." segments), got "//github"`,
+		`servers[4].match.pathPrefix (line 20): must be a path every server reads the same way (no percent escapes, ";" parameters, backslashes, empty, "." or ".." segments), got "/github\\mcp"`,
 	},
 	"servers-same-match":        {`servers[1].match (line 7): same match as servers[0]; this server would never be used`},
 	"servers-same-match-folded": {`servers[1].match (line 8): same match as servers[0]; this server would never be used`},
@@ -411,9 +413,8 @@ func TestMatchMatches(t *testing.T) {
 		{Match{Authority: "mcp.example.com"}, "mcp.example.com.:8443", "/", true},
 		{Match{Authority: "mcp.example.com:8443"}, "mcp.example.com.:8443", "/", true},
 		{Match{Authority: "mcp.example.com"}, "mcp.example.com..", "/", false},
-		// Paths are read as servers read them (ServerPath) and compared
-		// case-insensitively, so every spelling a server runs as /github/mcp
-		// selects the server of /github.
+		// Some reading of the path (PathReadings, exact or folded) matches:
+		// every spelling a server runs as /github/mcp.
 		{Match{PathPrefix: "/github"}, "h", "/%67ithub/mcp", true},            // Go's ServeMux, Starlette
 		{Match{PathPrefix: "/github"}, "h", "/github%2Fmcp", true},            // Starlette decodes %2F
 		{Match{PathPrefix: "/github"}, "h", "/GitHub/mcp", true},              // Express, ASP.NET Core
@@ -422,8 +423,11 @@ func TestMatchMatches(t *testing.T) {
 		{Match{PathPrefix: "/github"}, "h", "//github/mcp", true},
 		{Match{PathPrefix: "/github"}, "h", "/./github", true},
 		{Match{PathPrefix: "/github"}, "h", "/%2e%2e/github", true},
-		{Match{PathPrefix: "/github"}, "h", "/github%3Fx", false}, // an escaped "?" is part of the path
-		{Match{PathPrefix: "/github"}, "h", "/github/../jira/mcp", false},
+		{Match{PathPrefix: "/github"}, "h", "/github%3Fx", false},        // an escaped "?" is part of the path
+		{Match{PathPrefix: "/github"}, "h", "/github/../jira/mcp", true}, // as sent; Starlette's Mount runs it there
+		{Match{PathPrefix: "/jira"}, "h", "/github/../jira/mcp", true},   // resolved
+		{Match{PathPrefix: "/github"}, "h", `/github\mcp`, true},         // Hono reads a backslash as "/"
+		{Match{PathPrefix: "/github"}, "h", "/g%C4%B0thub/mcp", true},    // Java's equalsIgnoreCase (Spring)
 		{Match{PathPrefix: "/github"}, "h", "/%67ithub-enterprise", false},
 		{Match{PathPrefix: "/github"}, "h", "/%zzgithub", false},
 		{Match{PathPrefix: "/github/"}, "h", "/github%2F", true},
@@ -454,43 +458,45 @@ func TestSuggestOnlyNearMisses(t *testing.T) {
 	}
 }
 
-func TestServerPathReadsAPathAsTheMostLenientServer(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"/github/mcp", "/github/mcp"},
-		{"/github/mcp?x=%2F..", "/github/mcp"},
-		{"/github/mcp#frag", "/github/mcp"},
-		{"/%67ithub/mcp", "/github/mcp"},
-		{"/github%2fmcp", "/github/mcp"},
-		{"/github%3Fx", "/github?x"},
-		{"/a%252e", "/a%2e"}, // decoded once, as servers do
-		{"/github;jsessionid=1/mcp;v=2", "/github/mcp"},
-		{"/github/..;/jira", "/jira"},
-		{"//github///mcp", "/github/mcp"},
-		{"/github/./mcp/", "/github/mcp/"},
-		{"/x/../../github", "/github"},
-		{"/%2e%2e/github", "/github"},
-		{"/.well-known/x", "/.well-known/x"},
-		{"/", "/"},
-		{"//", "/"},
-		{"", ""},
-		{"?", ""},
-		{"%", "/%"},
-		{"/a%", "/a%"},
-		{"/a%4", "/a%4"},
-		{"/a%zz", "/a%zz"},
-		{";", "/"},
-		{"/..", "/"},
+func TestPathReadingsAreEveryWayARouterReadsAPath(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []string // the first is the path as sent
+	}{
+		{"/github/mcp?x=%2F..#f", []string{"/github/mcp"}},
+		{"/GitHub/mcp", []string{"/GitHub/mcp"}}, // case is the comparison's business
+		{"/.well-known/x", []string{"/.well-known/x"}},
+		{"/%67ithub/mcp", []string{"/%67ithub/mcp", "/github/mcp"}},
+		{"/a%2Fb", []string{"/a%2Fb", "/a/b"}},
+		{"/a%252e", []string{"/a%252e", "/a%2e"}}, // decoded once, as servers do
+		{"/github%3Fx", []string{"/github%3Fx", "/github?x"}},
+		{"/github;jsessionid=1/mcp", []string{"/github;jsessionid=1/mcp", "/github/mcp"}},
+		{"/github/..;/jira", []string{"/github/..;/jira", "/jira", "/github/../jira"}},
+		{"/a//b/../c", []string{"/a//b/../c", "/a//c", "/a/c"}},
+		{"/github/.", []string{"/github/.", "/github/"}},
+		{"/x/..", []string{"/x/..", "/"}},
+		{"/github/..%2F..%2Fjira/mcp", []string{"/github/..%2F..%2Fjira/mcp", "/jira/mcp", "/github/../../jira/mcp"}},
+		{`/x\..\github/mcp`, []string{`/x\..\github/mcp`, "/x/../github/mcp", "/github/mcp"}},
+		{"/a%zz/%4", []string{"/a%zz/%4"}},
 	}
 	for _, tt := range tests {
-		if got := ServerPath(tt.in); got != tt.want {
-			t.Errorf("ServerPath(%q) = %q, want %q", tt.in, got, tt.want)
+		got := slices.Collect(PathReadings(tt.in))
+		if len(got) == 0 || got[0] != tt.want[0] {
+			t.Errorf("PathReadings(%q) starts with %q, want %q", tt.in, got, tt.want[0])
+		}
+		slices.Sort(got)
+		want := slices.Clone(tt.want)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("PathReadings(%q) = %q, want %q", tt.in, got, want)
 		}
 	}
 }
 
-func TestServerPathOfAPlainPathDoesNotAllocate(t *testing.T) {
+func TestPathReadingsOfAPlainPathDoNotAllocate(t *testing.T) {
 	p := "/github/mcp?session=1"
-	if n := testing.AllocsPerRun(100, func() { _ = ServerPath(p) }); n != 0 {
-		t.Errorf("ServerPath(%q) allocates %v times, want 0", p, n)
+	m := Match{PathPrefix: "/github"}
+	if n := testing.AllocsPerRun(100, func() { _ = m.Matches("h", p) }); n != 0 {
+		t.Errorf("Matches(%q) allocates %v times, want 0", p, n)
 	}
 }

@@ -1,7 +1,7 @@
 package config
 
 import (
-	"path"
+	"iter"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -9,70 +9,158 @@ import (
 
 // Match selects requests by :authority and path. Empty fields match everything.
 //
-// A match reads a request the way the servers behind Envoy may: several MCP
-// servers often share one Envoy route and one process that tells them apart by
-// path, so a path spelt otherwise ("/%67ithub/mcp", "/GITHUB/mcp") that a server
-// still runs as "/github/mcp" must select the same policy server, or it would
-// go through unlimited. See ServerPath for the spellings.
+// Several MCP servers often share one Envoy route and one process that tells
+// them apart by path, and routers read the same :path differently: Go's
+// ServeMux runs "/%67ithub/mcp" as "/github/mcp", Express routes "/GitHub/mcp"
+// there, Tomcat drops ";v=1" and resolves "..", Starlette's Mount does neither.
+// So a request is not matched by one reading of its path but by all of them
+// (PathReadings, each compared exactly and case-folded): the limiter charges
+// the one server they select, and refuses a request whose readings select
+// different servers, since charging any one of them could leave the server that
+// really runs it uncharged.
 type Match struct {
 	// Authority is a host or host:port, compared case-insensitively and without
 	// a trailing dot; the port is ignored unless given. Stored lower-case,
 	// without the dot.
 	Authority string
-	// PathPrefix matches whole path segments, case-insensitively: "/github"
-	// matches "/github", "/github/mcp" and "/GitHub?x", not "/github-enterprise".
-	// A prefix ending in "/" matches any path that starts with it. It is written
-	// as ServerPath reads a path (the parser refuses any other spelling).
+	// PathPrefix matches whole path segments: "/github" matches "/github",
+	// "/github/mcp" and "/github?x", not "/github-enterprise". A prefix ending
+	// in "/" matches any path that starts with it. It is written as every
+	// router reads it (the parser refuses "/%67ithub", "//github", ...).
 	PathPrefix string
 }
 
-// Matches reports whether a request with this :authority and :path (query
-// included or not) is selected by m.
+// Matches reports whether some reading of a request with this :authority and
+// :path (query included or not) is selected by m.
 func (m Match) Matches(authority, path string) bool {
-	if m.Authority != "" {
-		a := serverHost(authority)
-		if !hasPort(m.Authority) {
-			a = hostOf(a)
-		}
-		if a != m.Authority {
-			return false
+	if !m.MatchesAuthority(authority) {
+		return false
+	}
+	for r := range PathReadings(path) {
+		if m.MatchesPath(r, false) || m.MatchesPath(r, true) {
+			return true
 		}
 	}
+	return false
+}
+
+// MatchesAuthority reports whether m accepts the :authority.
+func (m Match) MatchesAuthority(authority string) bool {
+	if m.Authority == "" {
+		return true
+	}
+	a := serverHost(authority)
+	if !hasPort(m.Authority) {
+		a = hostOf(a)
+	}
+	return a == m.Authority
+}
+
+// MatchesPath reports whether m accepts one reading of a path (from
+// PathReadings), compared exactly or with case folded.
+func (m Match) MatchesPath(reading string, fold bool) bool {
 	if m.PathPrefix == "" {
 		return true
 	}
-	return hasPathPrefix(ServerPath(path), m.PathPrefix)
+	if !fold {
+		return strings.HasPrefix(reading, m.PathPrefix) && atBoundary(reading, m.PathPrefix, len(m.PathPrefix))
+	}
+	n, ok := foldPrefix(reading, m.PathPrefix)
+	return ok && atBoundary(reading, m.PathPrefix, n)
 }
 
-// ServerPath returns the path a request reaches on the most lenient of the
-// routers MCP servers are mounted on, for choosing a policy server:
-//   - the query and fragment are dropped;
-//   - ";" parameters are dropped from each segment, as Tomcat and Jetty do
-//     (Java SDK servers);
-//   - percent escapes are decoded, "%2F" included: Go's ServeMux decodes all
-//     but "%2F" and serves "/%67ithub/mcp" as "/github/mcp"; Starlette (the
-//     Python SDK) decodes "%2F" too;
-//   - empty, "." and ".." segments are resolved: Tomcat and ASP.NET Core serve
-//     "/x/../github/mcp" as "/github/mcp" (Go's ServeMux redirects to it).
+// PathReadings yields each distinct way a server router may read the :path p,
+// the query and fragment dropped; the first is p as sent. Every combination of:
+//   - ";" parameters of each segment kept, or dropped as Tomcat and Jetty do;
+//   - "\" kept, or read as "/" as WHATWG URL parsers do (Hono, on which the
+//     TypeScript SDK can run);
+//   - percent escapes kept (Express), decoded but for "%2F" (Go's ServeMux,
+//     ASP.NET Core), or all decoded (Starlette);
+//   - dot segments kept (Starlette, Express), removed as RFC 3986 and WHATWG do,
+//     or removed with empty segments too (Go's ServeMux, which redirects there).
 //
-// Letter case is kept; Match compares it folded, since Express (the TypeScript
-// SDK's usual host) and ASP.NET Core route case-insensitively.
-//
-// A plain path, the common case, is returned as it is without allocating.
-func ServerPath(p string) string {
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
-		p = p[:i]
+// A path with none of "%", ";", "\", "//" or "/." has only itself: the common
+// case yields it without allocating.
+func PathReadings(p string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		if i := strings.IndexAny(p, "?#"); i >= 0 {
+			p = p[:i]
+		}
+		if !strings.ContainsAny(p, "%;\\") && !strings.Contains(p, "//") && !strings.Contains(p, "/.") {
+			yield(p)
+			return
+		}
+		seen := make(map[string]bool, 8)
+		for _, params := range [2]bool{false, true} {
+			q := p
+			if params {
+				q = dropParams(q)
+			}
+			for _, backslash := range [2]bool{false, true} {
+				r := q
+				if backslash {
+					r = strings.ReplaceAll(r, "\\", "/")
+				}
+				for _, dec := range [3]decoding{decodeNone, decodeButSlash, decodeAll} {
+					d := unescape(r, dec)
+					for _, dots := range [3]dotting{dotsKept, dotsRemoved, dotsCleaned} {
+						out := resolve(d, dots)
+						if seen[out] {
+							continue
+						}
+						seen[out] = true
+						if !yield(out) {
+							return
+						}
+					}
+				}
+			}
+		}
 	}
-	if !strings.ContainsAny(p, "%;") && !strings.Contains(p, "//") && !strings.Contains(p, "/.") {
+}
+
+type decoding int
+
+const (
+	decodeNone decoding = iota
+	decodeButSlash
+	decodeAll
+)
+
+type dotting int
+
+const (
+	dotsKept dotting = iota
+	dotsRemoved
+	dotsCleaned
+)
+
+// resolve applies a dotting to a path. A path that ends in a dot segment keeps
+// a trailing slash, as RFC 3986's remove_dot_segments leaves one ("/a/." is
+// "/a/").
+func resolve(p string, dots dotting) string {
+	if dots == dotsKept {
 		return p
 	}
-	p = unescape(dropParams(p))
-	dir := strings.HasSuffix(p, "/")
-	p = path.Clean("/" + p)
-	if dir && p != "/" {
-		p += "/"
+	segs := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	out := segs[:0]
+	for i, s := range segs {
+		last := i == len(segs)-1
+		switch {
+		case s == "." || s == "..":
+			if s == ".." && len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+			if last {
+				out = append(out, "")
+			}
+		case s == "" && dots == dotsCleaned && !last:
+			// An empty segment: "//" is "/" to path.Clean.
+		default:
+			out = append(out, s)
+		}
 	}
-	return p
+	return "/" + strings.Join(out, "/")
 }
 
 // dropParams removes each segment's ";" parameters: "/a;x/b;y" → "/a/b".
@@ -95,18 +183,21 @@ func dropParams(p string) string {
 	return b.String()
 }
 
-// unescape decodes every valid %XX escape; an invalid one stays as it is, as
-// servers that accept it read it.
-func unescape(p string) string {
-	if !strings.Contains(p, "%") {
+// unescape decodes valid %XX escapes (all, or all but "%2F"); an invalid one
+// stays as it is, as servers that accept it read it.
+func unescape(p string, dec decoding) string {
+	if dec == decodeNone || !strings.Contains(p, "%") {
 		return p
 	}
 	b := make([]byte, 0, len(p))
 	for i := 0; i < len(p); i++ {
 		if p[i] == '%' && i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2]) {
-			b = append(b, unhex(p[i+1])<<4|unhex(p[i+2]))
-			i += 2
-			continue
+			c := unhex(p[i+1])<<4 | unhex(p[i+2])
+			if c != '/' || dec == decodeAll {
+				b = append(b, c)
+				i += 2
+				continue
+			}
 		}
 		b = append(b, p[i])
 	}
@@ -127,13 +218,9 @@ func unhex(c byte) byte {
 	return c - 'a' + 10
 }
 
-// hasPathPrefix reports whether path starts with prefix, compared with Unicode
-// simple case folding, and the match ends at a segment boundary.
-func hasPathPrefix(path, prefix string) bool {
-	n, ok := foldPrefix(path, prefix)
-	if !ok {
-		return false
-	}
+// atBoundary reports whether a prefix match that took n bytes of path ends at
+// a segment boundary.
+func atBoundary(path, prefix string, n int) bool {
 	return n == len(path) || strings.HasSuffix(prefix, "/") || path[n] == '/'
 }
 
@@ -161,7 +248,9 @@ func foldPrefix(s, prefix string) (int, bool) {
 }
 
 // equalFold reports whether a and b are equal under simple case folding, as
-// strings.EqualFold compares runes.
+// strings.EqualFold compares runes, or by their lower or upper case, as Java's
+// equalsIgnoreCase does (Spring with case-insensitive patterns reads "İ" and
+// "ı" as "i", which folding does not).
 func equalFold(a, b rune) bool {
 	if a < utf8.RuneSelf && b < utf8.RuneSelf {
 		return 'A' <= a && a <= 'Z' && a+'a'-'A' == b || 'A' <= b && b <= 'Z' && b+'a'-'A' == a
@@ -171,7 +260,7 @@ func equalFold(a, b rune) bool {
 			return true
 		}
 	}
-	return false
+	return unicode.ToLower(a) == unicode.ToLower(b) || unicode.ToUpper(a) == unicode.ToUpper(b)
 }
 
 // serverHost returns an :authority lower-cased and without a trailing dot on
@@ -193,7 +282,10 @@ func serverHost(authority string) string {
 // hasPort reports whether a host[:port] authority has a port; "[::1]" has none.
 func hasPort(authority string) bool {
 	i := strings.LastIndexByte(authority, ':')
-	return i >= 0 && !strings.HasSuffix(authority, "]") && (strings.HasPrefix(authority, "[") || strings.Count(authority, ":") == 1)
+	if strings.HasPrefix(authority, "[") {
+		return i > strings.LastIndexByte(authority, ']')
+	}
+	return i >= 0 && strings.Count(authority, ":") == 1
 }
 
 // hostOf drops the port of a host[:port] authority.
@@ -212,5 +304,16 @@ func covers(a, b Match) bool {
 	default:
 		return false
 	}
-	return a.PathPrefix == "" || b.PathPrefix != "" && hasPathPrefix(b.PathPrefix, a.PathPrefix)
+	return a.PathPrefix == "" || b.PathPrefix != "" && a.MatchesPath(b.PathPrefix, true)
+}
+
+// readsOneWay reports whether every router reads path p as p itself, as a
+// pathPrefix must be written.
+func readsOneWay(p string) bool {
+	for r := range PathReadings(p) {
+		if r != p {
+			return false
+		}
+	}
+	return true
 }

@@ -5,30 +5,34 @@ import (
 	"testing"
 )
 
-// FuzzServerPath checks that any :path reads as a clean path (nothing a router
-// would resolve further) without panicking, and that a reading without escapes
-// parameters, query or fragment marks left in it reads the same again: a prefix written that way is
-// accepted by the parser and matched as written.
-func FuzzServerPath(f *testing.F) {
-	for _, p := range []string{"/github/mcp", "/%67ithub/mcp?x", "/a;b/../c//d/./", "/%2e%2e/%2F", "%", "/a%4", ";", "/..;/x"} {
+// FuzzPathReadings checks that any :path yields its readings without
+// panicking: the path as sent first (query and fragment dropped), then only
+// distinct readings, no more than the 36 combinations, each rooted when the
+// path is.
+func FuzzPathReadings(f *testing.F) {
+	for _, p := range []string{"/github/mcp", "/%67ithub/mcp?x", "/a;b/../c//d/./", "/%2e%2e/%2F", "%", "/a%4", ";", "/..;/x", `/x\..\y`} {
 		f.Add(p)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
-		got := ServerPath(p)
-		if !strings.HasPrefix(p, "/") {
-			return // not an origin-form path; only the absence of a panic matters
+		sent := p
+		if i := strings.IndexAny(p, "?#"); i >= 0 {
+			sent = p[:i]
 		}
-		if !strings.HasPrefix(got, "/") {
-			t.Fatalf("ServerPath(%q) = %q: not rooted", p, got)
-		}
-		trimmed := strings.TrimSuffix(got, "/")
-		if strings.Contains(got, "//") || strings.Contains(got+"/", "/./") || strings.Contains(got+"/", "/../") || strings.HasSuffix(trimmed, "/.") {
-			t.Fatalf("ServerPath(%q) = %q: not clean", p, got)
-		}
-		if !strings.ContainsAny(got, "%;?#") {
-			if again := ServerPath(got); again != got {
-				t.Fatalf("ServerPath(%q) = %q, which reads again as %q", p, got, again)
+		seen := map[string]bool{}
+		for r := range PathReadings(p) {
+			if len(seen) == 0 && r != sent {
+				t.Fatalf("PathReadings(%q) starts with %q, want the path as sent %q", p, r, sent)
 			}
+			if seen[r] {
+				t.Fatalf("PathReadings(%q) yields %q twice", p, r)
+			}
+			seen[r] = true
+			if strings.HasPrefix(p, "/") && !strings.HasPrefix(r, "/") {
+				t.Fatalf("PathReadings(%q) yields %q: not rooted", p, r)
+			}
+		}
+		if len(seen) == 0 || len(seen) > 36 {
+			t.Fatalf("PathReadings(%q) yields %d readings, want 1 to 36", p, len(seen))
 		}
 	})
 }

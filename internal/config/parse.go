@@ -345,10 +345,10 @@ func (w *walker) match(n *yaml.Node, path string) Match {
 				w.addf(x.val, p, "must start with \"/\", got %q", s)
 			case strings.ContainsAny(s, "?#") || strings.IndexFunc(s, isSpaceOrControl) >= 0:
 				w.addf(x.val, p, "must be a URL path without query, fragment or spaces, got %q", s)
-			case ServerPath(s) != s:
-				// Requests are matched as servers read their paths; a prefix spelt
-				// otherwise would match none of them, or not the ones it seems to.
-				w.addf(x.val, p, "must be written as servers read a path (percent escapes decoded; no \";\" parameters, empty, \".\" or \"..\" segments): got %q, which reads as %q", s, ServerPath(s))
+			case !readsOneWay(s):
+				// Requests are matched by every reading of their path; a prefix
+				// that itself reads several ways would not mean what it seems to.
+				w.addf(x.val, p, "must be a path every server reads the same way (no percent escapes, \";\" parameters, backslashes, empty, \".\" or \"..\" segments), got %q", s)
 			default:
 				m.PathPrefix = s
 			}

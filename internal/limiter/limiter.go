@@ -69,6 +69,10 @@ const (
 	// cannot read (or too large once inflated), answered 415 (413) because the
 	// MCP server might read it and letting it through would bypass every limit.
 	OutcomeUnreadable Outcome = "unreadable"
+	// OutcomeAmbiguousPath: a request whose path reads as the path of more than
+	// one policy server (config.Match), answered 400: charging any one of them
+	// could leave the server that runs it uncharged.
+	OutcomeAmbiguousPath Outcome = "ambiguous_path"
 )
 
 // Labels for methods and tools that the policy does not name: metric labels and
@@ -168,7 +172,10 @@ func (l *Limiter) SetPolicy(p *config.Policy) {
 // Decide returns the decision for r.
 func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 	c := l.policy.Load()
-	cs := c.route(r.Authority, r.Path)
+	cs, ambiguous := c.route(r.Authority, r.Path)
+	if ambiguous {
+		return l.ambiguous(r)
+	}
 	if cs == nil {
 		return Decision{Allow: true, Outcome: OutcomeUnlimited}
 	}

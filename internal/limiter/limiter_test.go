@@ -468,6 +468,78 @@ func TestRouting(t *testing.T) {
 	}
 }
 
+// Readings of one path that select different servers make the request
+// ambiguous: 400, nothing charged. Readings that select one server, or one
+// server and no server, charge that server.
+func TestRoutingByEveryReadingOfThePath(t *testing.T) {
+	mk := func(name string, m config.Match) config.Server {
+		s := server(func(s *config.Server) { s.Shared = perMinute(1) }).Servers[0]
+		s.Name, s.Match = name, m
+		return s
+	}
+	withDefault := &config.Policy{Servers: []config.Server{
+		mk("github", config.Match{PathPrefix: "/github"}),
+		mk("jira", config.Match{PathPrefix: "/jira"}),
+		mk("default", config.Match{}),
+	}}
+	tests := []struct {
+		name, path string
+		want       string // the server charged; "" none
+		ambiguous  bool
+	}{
+		{"plain", "/github/mcp", "github", false},
+		{"plain, other server", "/jira/mcp", "jira", false},
+		{"no specific server", "/other/mcp", "default", false},
+		// Go's ServeMux runs it as /github/mcp; Express's catch-all as sent.
+		{"escaped letter", "/%67ithub/mcp", "", true},
+		// Express routes it to /github; Go's ServeMux to its catch-all.
+		{"other case", "/GitHub/mcp", "", true},
+		// A Go subtree pattern /github/ runs it; Tomcat resolves it to /jira.
+		{"escaped dot segments", "/github/..%2F..%2Fjira/mcp", "", true},
+		{"dot segments", "/github/../jira/mcp", "", true},
+		// Every reading is /github's.
+		{"parameters", "/github/mcp;v=1", "github", false},
+		{"dot segment inside", "/github/./mcp", "github", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := New(withDefault, Options{})
+			r := post(call("7", "a"))
+			r.Path = tt.path
+			d := l.Decide(context.Background(), r)
+			if tt.ambiguous {
+				want := `{"jsonrpc":"2.0","id":7,"error":{"code":-32600,"message":"Request path reads as the path of more than one rate-limited server; send it without escapes, \";\" parameters or dot segments"}}`
+				if d.Allow || d.Outcome != OutcomeAmbiguousPath || d.Status != 400 || string(d.Body) != want || d.Details != "mcp_rate_limit_ambiguous_path" {
+					t.Fatalf("%s: got %+v (body %s), want a 400 ambiguous_path with body %s", tt.path, d, d.Body, want)
+				}
+				return
+			}
+			if d.Server != tt.want || d.Outcome != OutcomeAllowed {
+				t.Errorf("%s: got server %q outcome %q, want %q allowed", tt.path, d.Server, d.Outcome, tt.want)
+			}
+		})
+	}
+
+	// Without a catch-all, a reading that selects no server does not make the
+	// request ambiguous: the one server some reading selects is charged.
+	noDefault := &config.Policy{Servers: withDefault.Servers[:2]}
+	for _, path := range []string{"/%67ithub/mcp", "/GitHub/mcp", "/x/../github/mcp", `/github\mcp`} {
+		l := New(noDefault, Options{})
+		r := post(call("1", "a"))
+		r.Path = path
+		if d := l.Decide(context.Background(), r); d.Server != "github" || d.Outcome != OutcomeAllowed {
+			t.Errorf("%s without a catch-all: got server %q outcome %q, want github allowed", path, d.Server, d.Outcome)
+		}
+	}
+	// A request without a body is never limited, ambiguous or not.
+	l := New(withDefault, Options{})
+	r := post(nil)
+	r.Body, r.Path = nil, "/GitHub/mcp"
+	if d := l.Decide(context.Background(), r); !d.Allow {
+		t.Errorf("GET of an ambiguous path: got %+v, want it to continue", d)
+	}
+}
+
 func TestServersHaveSeparateBuckets(t *testing.T) {
 	a := server(func(s *config.Server) { s.Shared = perMinute(1) }).Servers[0]
 	b := a

@@ -53,6 +53,8 @@ type compiledServer struct {
 type compiled struct {
 	policy  *config.Policy
 	servers []compiledServer
+	// byPath: some server has a pathPrefix, so a request's path readings matter.
+	byPath bool
 }
 
 func compile(p *config.Policy) *compiled {
@@ -60,6 +62,7 @@ func compile(p *config.Policy) *compiled {
 	for i := range p.Servers {
 		srv := &p.Servers[i]
 		cs := &c.servers[i]
+		c.byPath = c.byPath || srv.Match.PathPrefix != ""
 		*cs = compiledServer{srv: srv, limitsToolCalls: srv.LimitsToolCalls(),
 			tools: make(map[string]*rule, len(srv.Tools)), methods: make(map[string]*rule, len(srv.Methods))}
 		ref := func(b *config.Bucket, scope bucket.Scope, name, limit, scopeLabel string) *bucketRef {
@@ -119,10 +122,35 @@ func compile(p *config.Policy) *compiled {
 	return c
 }
 
-// route returns the first server whose match accepts the request, or nil.
-func (c *compiled) route(authority, path string) *compiledServer {
+// route returns the server a request is charged to, or nil when no server
+// matches it. Each reading of the path (config.PathReadings, exact and
+// case-folded) selects the first server that matches it; when readings select
+// different servers the request is ambiguous: whichever were charged, the
+// server that really runs it might be another.
+func (c *compiled) route(authority, path string) (cs *compiledServer, ambiguous bool) {
+	if !c.byPath {
+		return c.first(authority, "", false), false
+	}
+	for r := range config.PathReadings(path) {
+		for _, fold := range [2]bool{false, true} {
+			switch s := c.first(authority, r, fold); {
+			case s == nil:
+			case cs == nil:
+				cs = s
+			case s != cs:
+				return nil, true
+			}
+		}
+	}
+	return cs, false
+}
+
+// first returns the first server that matches the authority and one reading
+// of the path, or nil.
+func (c *compiled) first(authority, reading string, fold bool) *compiledServer {
 	for i := range c.servers {
-		if c.servers[i].srv.Match.Matches(authority, path) {
+		m := c.servers[i].srv.Match
+		if m.MatchesAuthority(authority) && m.MatchesPath(reading, fold) {
 			return &c.servers[i]
 		}
 	}

@@ -104,6 +104,27 @@ func (l *Limiter) unreadable(srv *config.Server, d Decision, err error) Decision
 	return d
 }
 
+// ambiguous answers a request whose path selects more than one server: 400
+// with a JSON-RPC error that echoes the id when the body has one. A request
+// without a body is never limited anyway, so it continues.
+func (l *Limiter) ambiguous(r Request) Decision {
+	d := Decision{Allow: true, Outcome: OutcomeUnlimited}
+	if r.Body == nil {
+		return d
+	}
+	var body mcp.Body
+	if raw, err := decodeBody(r.Body, r.header("content-encoding"), r.header("content-type"), l.maxDecoded); err == nil {
+		body, _ = mcp.Parse(raw)
+	}
+	d.Allow = false
+	d.Outcome = OutcomeAmbiguousPath
+	d.Status = 400
+	d.Details = "mcp_rate_limit_ambiguous_path"
+	d.Body = mcp.ErrorBody(body, -32600, "Request path reads as the path of more than one rate-limited server; send it without escapes, \";\" parameters or dot segments")
+	d.Headers = []Header{{"content-type", "application/json"}}
+	return d
+}
+
 // retryAfterSeconds rounds a wait up to whole seconds, at least 1 (SPEC §5).
 func retryAfterSeconds(wait time.Duration) int64 {
 	s := int64((wait + time.Second - 1) / time.Second)

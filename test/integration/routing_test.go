@@ -43,6 +43,42 @@ func TestPathSpelledOtherwiseIsChargedToTheServerThatRunsIt(t *testing.T) {
 	}
 }
 
+// With a catch-all server in the policy, a path that routers read as either
+// server's is refused: the Go mux below runs "/github/..%2Fjira/mcp" on github
+// (its subtree pattern sees the escaped slash as part of a segment) while
+// Tomcat would run it on jira, and it runs "/GITHUB/mcp" on its catch-all
+// while Express would run it on github. Charging either server could leave
+// the one that runs the call uncharged, so the answer is 400 and neither runs.
+func TestPathThatReadsAsTwoServersIsRefused(t *testing.T) {
+	github := demo.New(demo.Options{Stateless: true})
+	other := demo.New(demo.Options{Stateless: true})
+	mux := http.NewServeMux()
+	mux.Handle("/github/", github)
+	mux.Handle("/", other)
+	env := start(t, `servers:
+  - server: github
+    match: {pathPrefix: /github}
+    rateLimiting:
+      shared: {maxTokens: 1, refillPeriod: 1h}
+  - server: other
+    rateLimiting:
+      shared: {maxTokens: 1, refillPeriod: 1h}
+`, harness.Options{UpstreamHandler: mux})
+
+	checkPassed(t, "first call to /github/mcp", newRawClient(t, env.BaseURL+"/github/mcp").call("1", demo.ToolEcho))
+	for _, path := range []string{"/github/..%2Fjira/mcp", "/GITHUB/mcp"} {
+		r := (&rawClient{t: t, url: env.BaseURL + path, hc: &http.Client{Timeout: 10 * time.Second}}).call("2", demo.ToolEcho)
+		if r.Status != http.StatusBadRequest || jsonField(r.Body, "id") == nil || string(jsonField(r.Body, "id")) != "2" {
+			t.Errorf("%s: got %d %q, want 400 with a JSON-RPC error for id 2", path, r.Status, r.Body)
+		}
+	}
+	if got, want := github.Calls(demo.ToolEcho)+other.Calls(demo.ToolEcho), 1; got != want {
+		t.Errorf("servers ran echo %d times, want %d (the refused calls reach neither)", got, want)
+	}
+	// The catch-all's own bucket is untouched by the refusals.
+	checkPassed(t, "first call to /other/mcp", newRawClient(t, env.BaseURL+"/other/mcp").call("3", demo.ToolEcho))
+}
+
 // A host name with a trailing dot is the same host (DNS reads "mcp.example.test."
 // and "mcp.example.test" alike), and Envoy routes it by the same "*" virtual
 // host: it must select the same server.
