@@ -106,11 +106,12 @@ var invalidFixtures = map[string][]string{
 	"servers-name-key":              {`servers[0].name (line 2): unknown field: a server's name goes in "server"`},
 	"servers-redis-inside":          {`servers[0].redis (line 5): redis is only allowed at the top level: one store serves every server`},
 	"servers-path-prefix-spelling": {
-		`servers[0].match.pathPrefix (line 4): must be a path every server reads the same way (no percent escapes, ";" parameters, backslashes, empty, "." or ".." segments), got "/%67ithub"`,
-		`servers[1].match.pathPrefix (line 8): must be a path every server reads the same way (no percent escapes, ";" parameters, backslashes, empty, "." or ".." segments), got "/github;v=1/mcp"`,
-		`servers[2].match.pathPrefix (line 12): must be a path every server reads the same way (no percent escapes, ";" parameters, backslashes, empty, "." or ".." segments), got "/x/../github"`,
-		`servers[3].match.pathPrefix (line 16): must be a path every server reads the same way (no percent escapes, ";" parameters, backslashes, empty, "." or ".." segments), got "//github"`,
-		`servers[4].match.pathPrefix (line 20): must be a path every server reads the same way (no percent escapes, ";" parameters, backslashes, empty, "." or ".." segments), got "/github\\mcp"`,
+		`servers[0].match.pathPrefix (line 4): must hold only ASCII letters, digits, "-", ".", "_", "~" and "/" (what clients send unescaped), got "/%67ithub"`,
+		`servers[1].match.pathPrefix (line 8): must hold only ASCII letters, digits, "-", ".", "_", "~" and "/" (what clients send unescaped), got "/github;v=1/mcp"`,
+		`servers[2].match.pathPrefix (line 12): must not hold empty, "." or ".." segments (routers read them several ways), got "/x/../github"`,
+		`servers[3].match.pathPrefix (line 16): must not hold empty, "." or ".." segments (routers read them several ways), got "//github"`,
+		`servers[4].match.pathPrefix (line 20): must hold only ASCII letters, digits, "-", ".", "_", "~" and "/" (what clients send unescaped), got "/github\\mcp"`,
+		`servers[5].match.pathPrefix (line 24): must hold only ASCII letters, digits, "-", ".", "_", "~" and "/" (what clients send unescaped), got "/café"`,
 	},
 	"servers-same-match":        {`servers[1].match (line 7): same match as servers[0]; this server would never be used`},
 	"servers-same-match-folded": {`servers[1].match (line 8): same match as servers[0]; this server would never be used`},
@@ -405,7 +406,7 @@ func TestMatchMatches(t *testing.T) {
 		{Match{PathPrefix: "/github"}, "h", "/github-enterprise/mcp", false},
 		{Match{PathPrefix: "/github"}, "h", "/git", false},
 		{Match{PathPrefix: "/github/"}, "h", "/github/x", true},
-		{Match{PathPrefix: "/github/"}, "h", "/github", false},
+		{Match{PathPrefix: "/github/"}, "h", "/github", true}, // Express runs /github on a /github/ mount
 		{Match{PathPrefix: "/"}, "h", "/anything", true},
 		{Match{Authority: "a.example", PathPrefix: "/x"}, "a.example", "/y", false},
 		// A trailing dot names the same host.

@@ -24,9 +24,9 @@ type Match struct {
 	// without the dot.
 	Authority string
 	// PathPrefix matches whole path segments: "/github" matches "/github",
-	// "/github/mcp" and "/github?x", not "/github-enterprise". A prefix ending
-	// in "/" matches any path that starts with it. It is written as every
-	// router reads it (the parser refuses "/%67ithub", "//github", ...).
+	// "/github/mcp" and "/github?x", not "/github-enterprise". A trailing slash
+	// does not count ("/github/" is "/github"). The parser allows only
+	// characters clients send as they are, in segments read one way.
 	PathPrefix string
 }
 
@@ -57,53 +57,110 @@ func (m Match) MatchesAuthority(authority string) bool {
 }
 
 // MatchesPath reports whether m accepts one reading of a path (from
-// PathReadings), compared exactly or with case folded.
+// PathReadings), compared exactly or with case folded. A prefix's trailing
+// slash does not count: Express, routing non-strictly, runs "/jira" on a
+// "/jira/" mount.
 func (m Match) MatchesPath(reading string, fold bool) bool {
-	if m.PathPrefix == "" {
+	prefix := m.PathPrefix
+	if prefix == "" || prefix == "/" && strings.HasPrefix(reading, "/") {
 		return true
 	}
+	prefix = strings.TrimSuffix(prefix, "/")
+	n := len(prefix)
 	if !fold {
-		return strings.HasPrefix(reading, m.PathPrefix) && atBoundary(reading, m.PathPrefix, len(m.PathPrefix))
+		if !strings.HasPrefix(reading, prefix) {
+			return false
+		}
+	} else {
+		var ok bool
+		if n, ok = foldPrefix(reading, prefix); !ok {
+			return false
+		}
 	}
-	n, ok := foldPrefix(reading, m.PathPrefix)
-	return ok && atBoundary(reading, m.PathPrefix, n)
+	return n == len(reading) || reading[n] == '/'
+}
+
+// MaxReadPath bounds the paths whose readings are worked out: a longer one
+// with anything in it to read several ways is refused (UnreadablePath), so a
+// path of Envoy's largest header size costs no more than a short one.
+const MaxReadPath = 4096
+
+// UnreadablePath reports whether a :path is one the limiter will not guess
+// about where servers are told apart by path: one with a control character,
+// sent raw or escaped (Starlette's Route runs "/github%0A" as "/github", since
+// Python's "$" matches before a final newline; no reading would), or one
+// longer than MaxReadPath with anything to read several ways.
+func UnreadablePath(p string) bool {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		p = p[:i]
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c < 0x20 || c == 0x7f {
+			return true
+		}
+		if c == '%' && i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2]) {
+			if d := unhex(p[i+1])<<4 | unhex(p[i+2]); d < 0x20 || d == 0x7f {
+				return true
+			}
+		}
+	}
+	return len(p) > MaxReadPath && !plainPath(p)
+}
+
+// plainPath reports whether every router reads p as it is.
+func plainPath(p string) bool {
+	return !strings.ContainsAny(p, "%;\\") && !strings.Contains(p, "//") && !strings.Contains(p, "/.")
 }
 
 // PathReadings yields each distinct way a server router may read the :path p,
 // the query and fragment dropped; the first is p as sent. Every combination of:
 //   - ";" parameters of each segment kept, or dropped as Tomcat and Jetty do;
 //   - "\" kept, or read as "/" as WHATWG URL parsers do (Hono, on which the
-//     TypeScript SDK can run);
+//     TypeScript SDK can run), "%5C" too as Tomcat does with allowBackslash;
 //   - percent escapes kept (Express), decoded but for "%2F" (Go's ServeMux,
 //     ASP.NET Core), or all decoded (Starlette);
 //   - dot segments kept (Starlette, Express), removed as RFC 3986 and WHATWG do,
 //     or removed with empty segments too (Go's ServeMux, which redirects there).
 //
-// A path with none of "%", ";", "\", "//" or "/." has only itself: the common
-// case yields it without allocating.
+// Combinations that cannot differ are skipped. A path with none of "%", ";",
+// "\", "//" or "/." has only itself: the common case yields it without
+// allocating.
 func PathReadings(p string) iter.Seq[string] {
 	return func(yield func(string) bool) {
 		if i := strings.IndexAny(p, "?#"); i >= 0 {
 			p = p[:i]
 		}
-		if !strings.ContainsAny(p, "%;\\") && !strings.Contains(p, "//") && !strings.Contains(p, "/.") {
+		if plainPath(p) {
 			yield(p)
 			return
 		}
 		seen := make(map[string]bool, 8)
 		for _, params := range [2]bool{false, true} {
+			if params && !strings.Contains(p, ";") {
+				continue
+			}
 			q := p
 			if params {
 				q = dropParams(q)
 			}
 			for _, backslash := range [2]bool{false, true} {
+				if backslash && !strings.Contains(q, "\\") && !containsFold(q, "%5c") {
+					continue
+				}
 				r := q
 				if backslash {
-					r = strings.ReplaceAll(r, "\\", "/")
+					r = replaceBackslashes(r)
 				}
 				for _, dec := range [3]decoding{decodeNone, decodeButSlash, decodeAll} {
+					if dec == decodeButSlash && !strings.Contains(r, "%") || dec == decodeAll && !containsFold(r, "%2f") {
+						continue
+					}
 					d := unescape(r, dec)
 					for _, dots := range [3]dotting{dotsKept, dotsRemoved, dotsCleaned} {
+						if dots == dotsRemoved && !strings.Contains(d, "/.") || dots == dotsCleaned && !strings.Contains(d, "/.") && !strings.Contains(d, "//") {
+							continue
+						}
 						out := resolve(d, dots)
 						if seen[out] {
 							continue
@@ -117,6 +174,28 @@ func PathReadings(p string) iter.Seq[string] {
 			}
 		}
 	}
+}
+
+// containsFold reports whether s contains the ASCII lower-case escape esc
+// ("%2f") in any letter case.
+func containsFold(s, esc string) bool {
+	for i := strings.IndexByte(s, '%'); i >= 0 && i+len(esc) <= len(s); {
+		if strings.EqualFold(s[i:i+len(esc)], esc) {
+			return true
+		}
+		j := strings.IndexByte(s[i+1:], '%')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return false
+}
+
+// replaceBackslashes reads "\", "%5C" and "%5c" as "/".
+func replaceBackslashes(p string) string {
+	p = strings.ReplaceAll(p, "\\", "/")
+	return strings.ReplaceAll(strings.ReplaceAll(p, "%5C", "/"), "%5c", "/")
 }
 
 type decoding int
@@ -216,12 +295,6 @@ func unhex(c byte) byte {
 		return c - 'A' + 10
 	}
 	return c - 'a' + 10
-}
-
-// atBoundary reports whether a prefix match that took n bytes of path ends at
-// a segment boundary.
-func atBoundary(path, prefix string, n int) bool {
-	return n == len(path) || strings.HasSuffix(prefix, "/") || path[n] == '/'
 }
 
 // foldPrefix reports whether s starts with prefix under simple case folding,

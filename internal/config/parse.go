@@ -343,12 +343,13 @@ func (w *walker) match(n *yaml.Node, path string) Match {
 				w.addf(x.val, p, "must not be empty; omit it to match every path")
 			case !strings.HasPrefix(s, "/"):
 				w.addf(x.val, p, "must start with \"/\", got %q", s)
-			case strings.ContainsAny(s, "?#") || strings.IndexFunc(s, isSpaceOrControl) >= 0:
-				w.addf(x.val, p, "must be a URL path without query, fragment or spaces, got %q", s)
+			case strings.IndexFunc(s, func(r rune) bool { return !isPrefixChar(r) }) >= 0:
+				// Anything else a client may send escaped ("/café" as
+				// "/caf%C3%A9"), and requests are matched by every reading of their
+				// path: such a prefix would make its own requests ambiguous.
+				w.addf(x.val, p, "must hold only ASCII letters, digits, \"-\", \".\", \"_\", \"~\" and \"/\" (what clients send unescaped), got %q", s)
 			case !readsOneWay(s):
-				// Requests are matched by every reading of their path; a prefix
-				// that itself reads several ways would not mean what it seems to.
-				w.addf(x.val, p, "must be a path every server reads the same way (no percent escapes, \";\" parameters, backslashes, empty, \".\" or \"..\" segments), got %q", s)
+				w.addf(x.val, p, "must not hold empty, \".\" or \"..\" segments (routers read them several ways), got %q", s)
 			default:
 				m.PathPrefix = s
 			}
@@ -396,6 +397,12 @@ func checkAuthority(s string) string {
 }
 
 func isSpaceOrControl(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
+
+// isPrefixChar reports whether r may appear in a pathPrefix: RFC 3986's
+// unreserved characters and "/".
+func isPrefixChar(r rune) bool {
+	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("-._~/", r)
+}
 
 // limitBucket is a parsed bucket and where it was written, for messages that
 // name it. MaxTokens is 0 when the bucket was invalid.

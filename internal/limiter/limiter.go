@@ -70,8 +70,9 @@ const (
 	// MCP server might read it and letting it through would bypass every limit.
 	OutcomeUnreadable Outcome = "unreadable"
 	// OutcomeAmbiguousPath: a request whose path reads as the path of more than
-	// one policy server (config.Match), answered 400: charging any one of them
-	// could leave the server that runs it uncharged.
+	// one policy server (config.Match), or that the limiter will not read
+	// (config.UnreadablePath), answered 400: charging any one server could
+	// leave the one that runs it uncharged.
 	OutcomeAmbiguousPath Outcome = "ambiguous_path"
 )
 
@@ -172,19 +173,23 @@ func (l *Limiter) SetPolicy(p *config.Policy) {
 // Decide returns the decision for r.
 func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 	c := l.policy.Load()
-	cs, ambiguous := c.route(r.Authority, r.Path)
-	if ambiguous {
-		return l.ambiguous(r)
+	if r.Body == nil {
+		// GET (SSE) and DELETE carry no JSON-RPC message: never limited (SPEC §1).
+		d := Decision{Allow: true, Outcome: OutcomeUnlimited}
+		if cs := c.routeLabel(r.Authority, r.Path); cs != nil {
+			d.Server = cs.srv.Name
+		}
+		return d
+	}
+	cs, candidates, ok := c.route(r.Authority, r.Path)
+	if !ok {
+		return l.ambiguous(r, candidates)
 	}
 	if cs == nil {
 		return Decision{Allow: true, Outcome: OutcomeUnlimited}
 	}
 	srv := cs.srv
 	d := Decision{Allow: true, Outcome: OutcomeUnlimited, Server: srv.Name}
-	if r.Body == nil {
-		// GET (SSE) and DELETE carry no JSON-RPC message: never limited (SPEC §1).
-		return d
-	}
 	raw, err := decodeBody(r.Body, r.header("content-encoding"), r.header("content-type"), l.maxDecoded)
 	if err != nil {
 		d.ParseError = true

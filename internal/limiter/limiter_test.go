@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -497,6 +498,14 @@ func TestRoutingByEveryReadingOfThePath(t *testing.T) {
 		// A Go subtree pattern /github/ runs it; Tomcat resolves it to /jira.
 		{"escaped dot segments", "/github/..%2F..%2Fjira/mcp", "", true},
 		{"dot segments", "/github/../jira/mcp", "", true},
+		// Starlette's Route("/github/mcp") runs "/github/mcp%0A" (Python's "$"
+		// matches before a final newline): no reading tells, so it is refused.
+		{"escaped newline", "/github%0A", "", true},
+		{"raw control character", "/github/mcp\x01", "", true},
+		{"long path with escapes", "/github/" + strings.Repeat("%61", 2000), "", true},
+		{"long plain path", "/github/" + strings.Repeat("a", 6000), "github", false},
+		// Tomcat with allowBackslash reads "%5C" as "/" once decoded.
+		{"escaped backslash", "/x%5C..%5Cgithub/mcp", "", true},
 		// Every reading is /github's.
 		{"parameters", "/github/mcp;v=1", "github", false},
 		{"dot segment inside", "/github/./mcp", "github", false},
@@ -508,7 +517,7 @@ func TestRoutingByEveryReadingOfThePath(t *testing.T) {
 			r.Path = tt.path
 			d := l.Decide(context.Background(), r)
 			if tt.ambiguous {
-				want := `{"jsonrpc":"2.0","id":7,"error":{"code":-32600,"message":"Request path reads as the path of more than one rate-limited server; send it without escapes, \";\" parameters or dot segments"}}`
+				want := `{"jsonrpc":"2.0","id":7,"error":{"code":-32600,"message":"Request path is ambiguous to the rate limiter: escapes, \";\" parameters, dot segments, \"//\", letter case or control characters could route it to another server; send the path as given"}}`
 				if d.Allow || d.Outcome != OutcomeAmbiguousPath || d.Status != 400 || string(d.Body) != want || d.Details != "mcp_rate_limit_ambiguous_path" {
 					t.Fatalf("%s: got %+v (body %s), want a 400 ambiguous_path with body %s", tt.path, d, d.Body, want)
 				}
@@ -529,6 +538,22 @@ func TestRoutingByEveryReadingOfThePath(t *testing.T) {
 		r.Path = path
 		if d := l.Decide(context.Background(), r); d.Server != "github" || d.Outcome != OutcomeAllowed {
 			t.Errorf("%s without a catch-all: got server %q outcome %q, want github allowed", path, d.Server, d.Outcome)
+		}
+	}
+	// Dry run never rejects: when every server the readings select is in dry
+	// run, the ambiguous request continues; when one is not, it is refused.
+	for _, tt := range []struct {
+		dryRun []bool // github, jira, default
+		allow  bool
+	}{{[]bool{true, true, true}, true}, {[]bool{true, false, true}, true}, {[]bool{false, true, true}, false}} {
+		p := &config.Policy{Servers: slices.Clone(withDefault.Servers)}
+		for i := range p.Servers {
+			p.Servers[i].DryRun = tt.dryRun[i]
+		}
+		r := post(call("1", "a"))
+		r.Path = "/GitHub/mcp" // github or default
+		if d := New(p, Options{}).Decide(context.Background(), r); d.Allow != tt.allow {
+			t.Errorf("dry run %v: got allow %v (%s), want %v", tt.dryRun, d.Allow, d.Outcome, tt.allow)
 		}
 	}
 	// A request without a body is never limited, ambiguous or not.

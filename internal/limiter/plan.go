@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -124,25 +125,51 @@ func compile(p *config.Policy) *compiled {
 
 // route returns the server a request is charged to, or nil when no server
 // matches it. Each reading of the path (config.PathReadings, exact and
-// case-folded) selects the first server that matches it; when readings select
-// different servers the request is ambiguous: whichever were charged, the
-// server that really runs it might be another.
-func (c *compiled) route(authority, path string) (cs *compiledServer, ambiguous bool) {
+// case-folded) selects the first server that matches it. When readings select
+// different servers the request is ambiguous, and route returns them all
+// instead: whichever were charged, the server that really runs it might be
+// another. A path config.UnreadablePath refuses is ambiguous among all
+// servers.
+func (c *compiled) route(authority, path string) (cs *compiledServer, ambiguous []*compiledServer, ok bool) {
 	if !c.byPath {
-		return c.first(authority, "", false), false
+		return c.first(authority, "", false), nil, true
+	}
+	if config.UnreadablePath(path) {
+		// Any server might run it.
+		all := make([]*compiledServer, len(c.servers))
+		for i := range c.servers {
+			all[i] = &c.servers[i]
+		}
+		return nil, all, false
 	}
 	for r := range config.PathReadings(path) {
 		for _, fold := range [2]bool{false, true} {
-			switch s := c.first(authority, r, fold); {
-			case s == nil:
+			s := c.first(authority, r, fold)
+			switch {
+			case s == nil || s == cs || slices.Contains(ambiguous, s):
 			case cs == nil:
 				cs = s
-			case s != cs:
-				return nil, true
+			default:
+				if ambiguous == nil {
+					ambiguous = []*compiledServer{cs}
+				}
+				ambiguous = append(ambiguous, s)
 			}
 		}
 	}
-	return cs, false
+	if ambiguous != nil {
+		return nil, ambiguous, false
+	}
+	return cs, nil, true
+}
+
+// routeLabel returns the server a request without a body is counted under:
+// such a request is never limited, so the path as sent decides.
+func (c *compiled) routeLabel(authority, path string) *compiledServer {
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	return c.first(authority, path, false)
 }
 
 // first returns the first server that matches the authority and one reading

@@ -3,6 +3,7 @@ package limiter
 import (
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,12 +105,13 @@ func (l *Limiter) unreadable(srv *config.Server, d Decision, err error) Decision
 	return d
 }
 
-// ambiguous answers a request whose path selects more than one server: 400
-// with a JSON-RPC error that echoes the id when the body has one. A request
-// without a body is never limited anyway, so it continues.
-func (l *Limiter) ambiguous(r Request) Decision {
+// ambiguous answers a request with a body whose path selects more than one
+// server (candidates), or that the limiter will not read (every server): 400
+// with a JSON-RPC error that echoes the id when the body has one. When every
+// candidate is in dry run, it only counts and continues, as dry run promises.
+func (l *Limiter) ambiguous(r Request, candidates []*compiledServer) Decision {
 	d := Decision{Allow: true, Outcome: OutcomeUnlimited}
-	if r.Body == nil {
+	if !slices.ContainsFunc(candidates, func(cs *compiledServer) bool { return !cs.srv.DryRun }) {
 		return d
 	}
 	var body mcp.Body
@@ -120,7 +122,7 @@ func (l *Limiter) ambiguous(r Request) Decision {
 	d.Outcome = OutcomeAmbiguousPath
 	d.Status = 400
 	d.Details = "mcp_rate_limit_ambiguous_path"
-	d.Body = mcp.ErrorBody(body, -32600, "Request path reads as the path of more than one rate-limited server; send it without escapes, \";\" parameters or dot segments")
+	d.Body = mcp.ErrorBody(body, -32600, "Request path is ambiguous to the rate limiter: escapes, \";\" parameters, dot segments, \"//\", letter case or control characters could route it to another server; send the path as given")
 	d.Headers = []Header{{"content-type", "application/json"}}
 	return d
 }
