@@ -385,6 +385,20 @@ func TestProblemsOfNilIsNil(t *testing.T) {
 	}
 }
 
+// matchesSomeReading reports whether some reading of a request's path, exact
+// or folded, is selected by m, as the limiter's route tries them.
+func matchesSomeReading(m Match, authority, path string) bool {
+	if !m.MatchesAuthority(authority) {
+		return false
+	}
+	for r := range PathReadings(path) {
+		if m.MatchesPath(r, false) || m.MatchesPath(r, true) {
+			return true
+		}
+	}
+	return false
+}
+
 func TestMatchMatches(t *testing.T) {
 	tests := []struct {
 		match           Match
@@ -436,8 +450,8 @@ func TestMatchMatches(t *testing.T) {
 		{Match{PathPrefix: "/github"}, "h", "/gith\xffub", false},
 	}
 	for _, tt := range tests {
-		if got := tt.match.Matches(tt.authority, tt.path); got != tt.want {
-			t.Errorf("%+v.Matches(%q, %q) = %v, want %v", tt.match, tt.authority, tt.path, got, tt.want)
+		if got := matchesSomeReading(tt.match, tt.authority, tt.path); got != tt.want {
+			t.Errorf("%+v matches some reading of (%q, %q) = %v, want %v", tt.match, tt.authority, tt.path, got, tt.want)
 		}
 	}
 }
@@ -497,7 +511,7 @@ func TestPathReadingsAreEveryWayARouterReadsAPath(t *testing.T) {
 func TestPathReadingsOfAPlainPathDoNotAllocate(t *testing.T) {
 	p := "/github/mcp?session=1"
 	m := Match{PathPrefix: "/github"}
-	if n := testing.AllocsPerRun(100, func() { _ = m.Matches("h", p) }); n != 0 {
-		t.Errorf("Matches(%q) allocates %v times, want 0", p, n)
+	if n := testing.AllocsPerRun(100, func() { _ = matchesSomeReading(m, "h", p) }); n != 0 {
+		t.Errorf("matching %q allocates %v times, want 0", p, n)
 	}
 }

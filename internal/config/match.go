@@ -30,18 +30,12 @@ type Match struct {
 	PathPrefix string
 }
 
-// Matches reports whether some reading of a request with this :authority and
-// :path (query included or not) is selected by m.
-func (m Match) Matches(authority, path string) bool {
-	if !m.MatchesAuthority(authority) {
-		return false
+// PathOf returns a :path without its query and fragment.
+func PathOf(p string) string {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		return p[:i]
 	}
-	for r := range PathReadings(path) {
-		if m.MatchesPath(r, false) || m.MatchesPath(r, true) {
-			return true
-		}
-	}
-	return false
+	return p
 }
 
 // MatchesAuthority reports whether m accepts the :authority.
@@ -91,9 +85,7 @@ const MaxReadPath = 4096
 // Python's "$" matches before a final newline; no reading would), or one
 // longer than MaxReadPath with anything to read several ways.
 func UnreadablePath(p string) bool {
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
-		p = p[:i]
-	}
+	p = PathOf(p)
 	for i := 0; i < len(p); i++ {
 		c := p[i]
 		if c < 0x20 || c == 0x7f {
@@ -128,9 +120,7 @@ func plainPath(p string) bool {
 // allocating.
 func PathReadings(p string) iter.Seq[string] {
 	return func(yield func(string) bool) {
-		if i := strings.IndexAny(p, "?#"); i >= 0 {
-			p = p[:i]
-		}
+		p := PathOf(p)
 		if plainPath(p) {
 			yield(p)
 			return

@@ -166,10 +166,7 @@ func (c *compiled) route(authority, path string) (cs *compiledServer, ambiguous 
 // routeLabel returns the server a request without a body is counted under:
 // such a request is never limited, so the path as sent decides.
 func (c *compiled) routeLabel(authority, path string) *compiledServer {
-	if i := strings.IndexAny(path, "?#"); i >= 0 {
-		path = path[:i]
-	}
-	return c.first(authority, path, false)
+	return c.first(authority, config.PathOf(path), false)
 }
 
 // first returns the first server that matches the authority and one reading
