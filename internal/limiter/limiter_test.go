@@ -552,8 +552,14 @@ func TestRoutingByEveryReadingOfThePath(t *testing.T) {
 		}
 		r := post(call("1", "a"))
 		r.Path = "/GitHub/mcp" // github or default
-		if d := New(p, Options{}).Decide(context.Background(), r); d.Allow != tt.allow {
+		var logs strings.Builder
+		l := New(p, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if d := l.Decide(context.Background(), r); d.Allow != tt.allow {
 			t.Errorf("dry run %v: got allow %v (%s), want %v", tt.dryRun, d.Allow, d.Outcome, tt.allow)
+		}
+		logged := strings.Contains(logs.String(), `msg="dry run: would have refused a request whose path reads as more than one server" servers="[default github]"`)
+		if logged != tt.allow {
+			t.Errorf("dry run %v: logged %v, want %v; logs:\n%s", tt.dryRun, logged, tt.allow, logs.String())
 		}
 	}
 	// A request without a body is never limited, ambiguous or not.

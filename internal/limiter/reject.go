@@ -112,6 +112,11 @@ func (l *Limiter) unreadable(srv *config.Server, d Decision, err error) Decision
 func (l *Limiter) ambiguous(r Request, candidates []*compiledServer) Decision {
 	d := Decision{Allow: true, Outcome: OutcomeUnlimited}
 	if !slices.ContainsFunc(candidates, func(cs *compiledServer) bool { return !cs.srv.DryRun }) {
+		names := make([]string, len(candidates))
+		for i, cs := range candidates {
+			names[i] = cs.srv.Name
+		}
+		l.dryRunLog.log(l.log, "dry run: would have refused a request whose path reads as more than one server", "servers", names)
 		return d
 	}
 	var body mcp.Body
