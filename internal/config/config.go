@@ -25,11 +25,12 @@
 //     top-level only.
 //   - Server names match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$ (they go into a Redis
 //     Cluster hash tag) and are unique; two unnamed servers are both "default".
-//   - match.authority is a host or host:port (lower-cased, a trailing dot
-//     dropped; no URL, no wildcard). match.pathPrefix starts with "/" and holds
-//     only ASCII letters, digits, "-", ".", "_", "~" and "/", with no "//", "."
-//     or ".." segment, so that every router reads it one way; a trailing "/"
-//     does not count. A server whose requests would all be caught by an
+//   - match.authority is a host or host:port (stored lower-case, without a
+//     trailing dot, its port a plain number; no URL, no wildcard).
+//     match.pathPrefix starts with "/" and holds only ASCII letters, digits,
+//     "-", ".", "_", "~" and "/", with no "//", "." or ".." segment, so that
+//     every router reads it one way; it is stored without a trailing "/", and
+//     "/" alone is no prefix. A server whose requests would all be caught by an
 //     earlier server's match (same match, an empty match, or a broader one) is
 //     an error: the first matching server applies.
 //   - A bucket needs maxTokens (integer 1..1e9) and refillPeriod (a Go duration

@@ -94,7 +94,7 @@ var invalidFixtures = map[string][]string{
 		`rateLimiting (line 2): cannot be used together with servers (line 4); move it into a servers entry`,
 	},
 	"servers-both-unnamed":    {`servers[1].server (line 5): duplicate server name "default" (first at servers[0]); name each server with server:`},
-	"servers-catch-all-first": {`servers[1].match (line 6): unreachable: servers[0] has no match and catches every request; only the last server may omit match`},
+	"servers-catch-all-first": {`servers[1].match (line 6): unreachable: servers[0] catches every request (no match, or only pathPrefix "/"); only the last server may`},
 	"servers-duplicate-name":  {`servers[1].server (line 6): duplicate server name "a" (first at servers[0])`},
 	"servers-empty":           {`servers (line 1): must list at least one server`},
 	"servers-match-invalid": {
@@ -113,6 +113,7 @@ var invalidFixtures = map[string][]string{
 		`servers[4].match.pathPrefix (line 20): must hold only ASCII letters, digits, "-", ".", "_", "~" and "/" (what clients send unescaped), got "/github\\mcp"`,
 		`servers[5].match.pathPrefix (line 24): must hold only ASCII letters, digits, "-", ".", "_", "~" and "/" (what clients send unescaped), got "/café"`,
 	},
+	"servers-root-prefix-first": {`servers[1].match (line 8): unreachable: servers[0] catches every request (no match, or only pathPrefix "/"); only the last server may`},
 	"servers-same-match":        {`servers[1].match (line 7): same match as servers[0]; this server would never be used`},
 	"servers-same-match-folded": {`servers[1].match (line 8): same match as servers[0]; this server would never be used`},
 	"servers-shadowed":          {`servers[1].match (line 7): unreachable: servers[0].match catches every request this one would; put the more specific server first`},
@@ -273,7 +274,7 @@ func TestParseAppliesDefaultsAndReadsEveryField(t *testing.T) {
 				DryRun:      true,
 			}, {
 				Name:  "jira",
-				Match: Match{Authority: "mcp.example.com", PathPrefix: "/jira"}, // written with a trailing dot
+				Match: Match{Authority: "mcp.example.com", PathPrefix: "/jira"}, // written "mcp.example.com.", "/jira/"
 				Methods: map[string]Method{
 					"prompts/get": {Name: "prompts/get", Cost: 1, Shared: bucket(7, time.Hour)},
 				},
@@ -385,10 +386,18 @@ func TestProblemsOfNilIsNil(t *testing.T) {
 	}
 }
 
-// matchesSomeReading reports whether some reading of a request's path, exact
-// or folded, is selected by m, as the limiter's route tries them.
+// matchesSomeReading reports whether some reading of a request's authority
+// and of its path, exact or folded, is selected by m, as the limiter's route
+// tries them.
 func matchesSomeReading(m Match, authority, path string) bool {
-	if !m.MatchesAuthority(authority) {
+	if !ReadableAuthority(authority) {
+		return false
+	}
+	found := false
+	for a := range AuthorityReadings(authority) {
+		found = found || m.MatchesAuthority(a)
+	}
+	if !found {
 		return false
 	}
 	for r := range PathReadings(path) {
@@ -504,6 +513,38 @@ func TestPathReadingsAreEveryWayARouterReadsAPath(t *testing.T) {
 		slices.Sort(want)
 		if !slices.Equal(got, want) {
 			t.Errorf("PathReadings(%q) = %q, want %q", tt.in, got, want)
+		}
+	}
+}
+
+func TestAuthorityReadingsAreEveryWayARouterReadsAHost(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []string // nil: not readable
+	}{
+		{"mcp.example.com", []string{"mcp.example.com"}},
+		{"mcp.example.com:8443", []string{"mcp.example.com:8443"}},
+		{"MCP.example.com", []string{"MCP.example.com", "mcp.example.com"}},
+		{"mcp.example.com.", []string{"mcp.example.com.", "mcp.example.com"}},
+		{"MCP.example.com.:8443", []string{"MCP.example.com.:8443", "MCP.example.com:8443", "mcp.example.com.:8443", "mcp.example.com:8443"}},
+		{"[::1]:8080", []string{"[::1]:8080"}},
+		{"[::1]", []string{"[::1]"}},
+		{"h:", []string{"h:"}},
+		{"", []string{""}},
+		{".", []string{"."}},
+		{"a.com:1:2", nil},
+		{"a.com:x", nil},
+		{"[::1]x", nil},
+		{"[::1", nil},
+		{"a]b", nil},
+		{strings.Repeat("a", 254) + ":65535", nil},
+	}
+	for _, tt := range tests {
+		if got := ReadableAuthority(tt.in); got != (tt.want != nil) {
+			t.Errorf("ReadableAuthority(%q) = %v, want %v", tt.in, got, tt.want != nil)
+		}
+		if got := slices.Collect(AuthorityReadings(tt.in)); !slices.Equal(got, tt.want) {
+			t.Errorf("AuthorityReadings(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }

@@ -2,6 +2,8 @@ package config
 
 import (
 	"iter"
+	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -14,14 +16,16 @@ import (
 // ServeMux runs "/%67ithub/mcp" as "/github/mcp", Express routes "/GitHub/mcp"
 // there, Tomcat drops ";v=1" and resolves "..", Starlette's Mount does neither.
 // So a request is not matched by one reading of its path but by all of them
-// (PathReadings, each compared exactly and case-folded): the limiter charges
-// the one server they select, and refuses a request whose readings select
-// different servers, since charging any one of them could leave the server that
-// really runs it uncharged.
+// (PathReadings, each compared exactly and case-folded), and the same goes for
+// its authority (AuthorityReadings): the limiter charges the one server they
+// select, and refuses a request whose readings select different servers, since
+// charging any one of them could leave the server that really runs it
+// uncharged.
 type Match struct {
-	// Authority is a host or host:port, compared case-insensitively and without
-	// a trailing dot; the port is ignored unless given. Stored lower-case,
-	// without the dot.
+	// Authority is a host or host:port, compared with each reading of a
+	// request's :authority (AuthorityReadings); without a port it ignores the
+	// reading's. Stored lower-case, without a trailing dot, its port a plain
+	// number.
 	Authority string
 	// PathPrefix matches whole path segments: "/github" matches "/github",
 	// "/github/mcp" and "/github?x", not "/github-enterprise". A trailing slash
@@ -38,16 +42,133 @@ func PathOf(p string) string {
 	return p
 }
 
-// MatchesAuthority reports whether m accepts the :authority.
-func (m Match) MatchesAuthority(authority string) bool {
-	if m.Authority == "" {
+// MatchesAuthority reports whether m accepts one reading of an :authority
+// (from AuthorityReadings). A match without a port ignores the reading's.
+func (m Match) MatchesAuthority(reading string) bool {
+	if m.Authority == "" || m.Authority == reading {
 		return true
 	}
-	a := serverHost(authority)
-	if !hasPort(m.Authority) {
-		a = hostOf(a)
+	if _, port, _ := splitAuthority(m.Authority); port != "" {
+		return false
 	}
-	return a == m.Authority
+	host, _, _ := splitAuthority(reading)
+	return host == m.Authority
+}
+
+// ReadableAuthority reports whether a is a host, host:port or [IPv6]:port no
+// longer than any host name (maxAuthority). Routers read anything else in
+// ways that cannot be told: Express cuts "a.com:1:2" at its first colon,
+// Envoy's virtual hosts compare all of it.
+func ReadableAuthority(a string) bool {
+	_, _, ok := splitAuthority(a)
+	return ok
+}
+
+// AuthorityReadings yields each distinct way a router may read the :authority
+// a, which ReadableAuthority accepts (it yields nothing for another). Every
+// combination of:
+//   - letter case as sent (Go's ServeMux host patterns), or lower-cased (Envoy's
+//     virtual hosts, Express);
+//   - a trailing dot on the host kept (Envoy's domains, Starlette's Host), or
+//     dropped (DNS, Envoy with strip_trailing_host_dot).
+//
+// The port stays as sent. A lower-case host without a trailing dot has only
+// itself, yielded without allocating.
+func AuthorityReadings(a string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		host, port, ok := splitAuthority(a)
+		if !ok {
+			return
+		}
+		if !strings.HasSuffix(host, ".") && !hasUpper(host) {
+			yield(a)
+			return
+		}
+		if port != "" {
+			port = ":" + port
+		}
+		var seen [4]string
+		n := 0
+		for _, h := range [2]string{host, strings.ToLower(host)} {
+			for _, dot := range [2]bool{false, true} {
+				if dot && (!strings.HasSuffix(h, ".") || len(h) == 1) {
+					continue
+				}
+				r := h
+				if dot {
+					r = h[:len(h)-1]
+				}
+				r += port
+				if slices.Contains(seen[:n], r) {
+					continue
+				}
+				seen[n] = r
+				n++
+				if !yield(r) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// maxAuthority is the longest authority read: a DNS name (253) and a port.
+// Envoy lets through 60 KiB; reading that several ways would cost more than
+// the call.
+const maxAuthority = 253 + len(":65535")
+
+// splitAuthority splits a host, host:port or [IPv6]:port authority; ok is
+// false for anything else, such as a second colon outside brackets, a port
+// that is not digits, or more than maxAuthority bytes.
+func splitAuthority(a string) (host, port string, ok bool) {
+	if len(a) > maxAuthority {
+		return "", "", false
+	}
+	if strings.HasPrefix(a, "[") {
+		i := strings.IndexByte(a, ']')
+		if i < 0 {
+			return "", "", false
+		}
+		host, rest := a[:i+1], a[i+1:]
+		if rest == "" {
+			return host, "", true
+		}
+		if rest[0] != ':' || !allDigits(rest[1:]) {
+			return "", "", false
+		}
+		return host, rest[1:], true
+	}
+	host, port, hasPort := strings.Cut(a, ":")
+	if strings.ContainsAny(host, "[]") || hasPort && (strings.Contains(port, ":") || !allDigits(port)) {
+		return "", "", false
+	}
+	return host, port, true
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// canonicalPort writes a port as a plain number: "0443" → "443".
+func canonicalPort(p string) string {
+	if n, err := strconv.ParseUint(p, 10, 16); err == nil {
+		return strconv.FormatUint(n, 10)
+	}
+	return p
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
 }
 
 // MatchesPath reports whether m accepts one reading of a path (from
@@ -326,45 +447,27 @@ func equalFold(a, b rune) bool {
 	return unicode.ToLower(a) == unicode.ToLower(b) || unicode.ToUpper(a) == unicode.ToUpper(b)
 }
 
-// serverHost returns an :authority lower-cased and without a trailing dot on
-// its host: "MCP.example.com.:8443" → "mcp.example.com:8443". DNS reads both
-// names alike, and so does a virtual host with domains ["*"].
-func serverHost(authority string) string {
-	a := strings.ToLower(authority)
-	host, port := a, ""
-	if hasPort(a) {
-		i := strings.LastIndexByte(a, ':')
-		host, port = a[:i], a[i:]
+// canonicalAuthority returns a policy's authority as it is compared with
+// readings: lower-case, without a trailing dot on the host, the port a plain
+// number. checkAuthority has accepted it.
+func canonicalAuthority(a string) string {
+	host, port, ok := splitAuthority(strings.ToLower(a))
+	if !ok {
+		return strings.ToLower(a)
 	}
 	if strings.HasSuffix(host, ".") && len(host) > 1 {
-		return host[:len(host)-1] + port
+		host = host[:len(host)-1]
 	}
-	return a
+	if port == "" {
+		return host
+	}
+	return host + ":" + canonicalPort(port)
 }
 
-// hasPort reports whether a host[:port] authority has a port; "[::1]" has none.
-func hasPort(authority string) bool {
-	i := strings.LastIndexByte(authority, ':')
-	if strings.HasPrefix(authority, "[") {
-		return i > strings.LastIndexByte(authority, ']')
-	}
-	return i >= 0 && strings.Count(authority, ":") == 1
-}
-
-// hostOf drops the port of a host[:port] authority.
-func hostOf(authority string) string {
-	if !hasPort(authority) {
-		return authority
-	}
-	return authority[:strings.LastIndexByte(authority, ':')]
-}
-
-// covers reports whether every request b matches is also matched by a.
+// covers reports whether every request b matches is also matched by a: a
+// match without a port covers the same host with any port.
 func covers(a, b Match) bool {
-	switch {
-	case a.Authority == "" || a.Authority == b.Authority:
-	case b.Authority != "" && !hasPort(a.Authority) && hostOf(b.Authority) == a.Authority:
-	default:
+	if a.Authority != "" && !a.MatchesAuthority(b.Authority) {
 		return false
 	}
 	return a.PathPrefix == "" || b.PathPrefix != "" && a.MatchesPath(b.PathPrefix, true)

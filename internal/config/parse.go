@@ -308,7 +308,7 @@ func (w *walker) checkServers(servers []serverInfo) {
 			}
 			switch {
 			case earlier.srv.Match == (Match{}):
-				w.addf(n, path, "unreachable: %s has no match and catches every request; only the last server may omit match", earlier.path)
+				w.addf(n, path, "unreachable: %s catches every request (no match, or only pathPrefix \"/\"); only the last server may", earlier.path)
 			case covers(s.srv.Match, earlier.srv.Match):
 				w.addf(n, path, "same match as %s; this server would never be used", earlier.path)
 			default:
@@ -331,7 +331,7 @@ func (w *walker) match(n *yaml.Node, path string) Match {
 			if msg := checkAuthority(s); msg != "" {
 				w.addf(x.val, p, "%s", msg)
 			} else {
-				m.Authority = serverHost(s)
+				m.Authority = canonicalAuthority(s)
 			}
 		}
 	}
@@ -350,8 +350,11 @@ func (w *walker) match(n *yaml.Node, path string) Match {
 				w.addf(x.val, p, "must hold only ASCII letters, digits, \"-\", \".\", \"_\", \"~\" and \"/\" (what clients send unescaped), got %q", s)
 			case !readsOneWay(s):
 				w.addf(x.val, p, "must not hold empty, \".\" or \"..\" segments (routers read them several ways), got %q", s)
+			case s == "/":
+				// Every path starts with "/": the same as no prefix, and
+				// treated as such when later servers are checked for shadowing.
 			default:
-				m.PathPrefix = s
+				m.PathPrefix = strings.TrimSuffix(s, "/")
 			}
 		}
 	}

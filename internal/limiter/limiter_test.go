@@ -571,6 +571,79 @@ func TestRoutingByEveryReadingOfThePath(t *testing.T) {
 	}
 }
 
+// The authority is read several ways too (config.AuthorityReadings): with a
+// catch-all server, a host that Envoy's virtual hosts or a Go mux would send
+// to the catch-all but that reads as another server's is refused.
+func TestRoutingByEveryReadingOfTheAuthority(t *testing.T) {
+	mk := func(name string, m config.Match) config.Server {
+		s := server(func(s *config.Server) { s.Shared = perMinute(1) }).Servers[0]
+		s.Name, s.Match = name, m
+		return s
+	}
+	a := mk("a", config.Match{Authority: "mcp.example.com"})
+	internal := mk("internal", config.Match{Authority: "tools.internal"})
+	github := mk("github", config.Match{PathPrefix: "/github"})
+	rest := mk("rest", config.Match{})
+	tests := []struct {
+		name      string
+		servers   []config.Server
+		authority string
+		path      string
+		want      string // the server charged; "" none
+		ambiguous bool
+	}{
+		{"plain host", []config.Server{a, rest}, "mcp.example.com", "/mcp", "a", false},
+		{"port ignored", []config.Server{a, rest}, "mcp.example.com:10000", "/mcp", "a", false},
+		{"other host", []config.Server{a, rest}, "other.example", "/mcp", "rest", false},
+		// Envoy's domains and Go's mux send these to the catch-all.
+		{"upper case with a catch-all", []config.Server{a, rest}, "MCP.example.com", "/mcp", "", true},
+		{"trailing dot with a catch-all", []config.Server{a, rest}, "mcp.example.com.", "/mcp", "", true},
+		// Without one, no reading selects another server.
+		{"upper case and dot alone", []config.Server{a}, "MCP.example.com.", "/mcp", "a", false},
+		// Express reads it as mcp.example.com, Envoy as none of them.
+		{"two ports", []config.Server{a, rest}, "mcp.example.com:1:2", "/mcp", "", true},
+		{"two ports alone", []config.Server{a}, "mcp.example.com:1:2", "/mcp", "a", false},
+		{"host too long", []config.Server{a, rest}, strings.Repeat("a", 300), "/mcp", "", true},
+		// A path that cannot be read counts only the servers its host can reach:
+		// tools.internal's server takes every path.
+		{"unreadable path, host with one server", []config.Server{internal, github, rest}, "tools.internal", "/mcp%0A", "internal", false},
+		{"unreadable path, other host", []config.Server{internal, github, rest}, "x.example", "/mcp%0A", "", true},
+		{"unreadable path, no server by path", []config.Server{internal}, "x.example", "/mcp%0A", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := New(&config.Policy{Servers: tt.servers}, Options{})
+			r := post(call("7", "a"))
+			r.Authority, r.Path = tt.authority, tt.path
+			d := l.Decide(context.Background(), r)
+			if tt.ambiguous {
+				if d.Allow || d.Outcome != OutcomeAmbiguousPath || d.Status != 400 {
+					t.Fatalf("%s %s: got %+v, want a 400 ambiguous_path", tt.authority, tt.path, d)
+				}
+				return
+			}
+			wantOutcome := OutcomeAllowed
+			if tt.want == "" {
+				wantOutcome = OutcomeUnlimited
+			}
+			if d.Server != tt.want || d.Outcome != wantOutcome {
+				t.Errorf("%s %s: got server %q outcome %q, want %q %s", tt.authority, tt.path, d.Server, d.Outcome, tt.want, wantOutcome)
+			}
+		})
+	}
+}
+
+func TestRouteOfAPlainRequestDoesNotAllocate(t *testing.T) {
+	c := compile(&config.Policy{Servers: []config.Server{
+		{Name: "a", Match: config.Match{Authority: "mcp.example.com", PathPrefix: "/github"}},
+		{Name: "b", Match: config.Match{PathPrefix: "/jira"}},
+		{Name: "rest"},
+	}})
+	if n := testing.AllocsPerRun(100, func() { c.route("mcp.example.com:8443", "/github/mcp?session=1") }); n != 0 {
+		t.Errorf("route allocates %v times, want 0", n)
+	}
+}
+
 func TestServersHaveSeparateBuckets(t *testing.T) {
 	a := server(func(s *config.Server) { s.Shared = perMinute(1) }).Servers[0]
 	b := a

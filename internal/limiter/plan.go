@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"iter"
 	"net"
 	"slices"
 	"strconv"
@@ -54,8 +55,9 @@ type compiledServer struct {
 type compiled struct {
 	policy  *config.Policy
 	servers []compiledServer
-	// byPath: some server has a pathPrefix, so a request's path readings matter.
-	byPath bool
+	// byPath, byAuthority: some server has a pathPrefix (an authority), so a
+	// request's path (authority) readings matter.
+	byPath, byAuthority bool
 }
 
 func compile(p *config.Policy) *compiled {
@@ -64,6 +66,7 @@ func compile(p *config.Policy) *compiled {
 		srv := &p.Servers[i]
 		cs := &c.servers[i]
 		c.byPath = c.byPath || srv.Match.PathPrefix != ""
+		c.byAuthority = c.byAuthority || srv.Match.Authority != ""
 		*cs = compiledServer{srv: srv, limitsToolCalls: srv.LimitsToolCalls(),
 			tools: make(map[string]*rule, len(srv.Tools)), methods: make(map[string]*rule, len(srv.Methods))}
 		ref := func(b *config.Bucket, scope bucket.Scope, name, limit, scopeLabel string) *bucketRef {
@@ -124,57 +127,112 @@ func compile(p *config.Policy) *compiled {
 }
 
 // route returns the server a request is charged to, or nil when no server
-// matches it. Each reading of the path (config.PathReadings, exact and
-// case-folded) selects the first server that matches it. When readings select
-// different servers the request is ambiguous, and route returns them all
-// instead: whichever were charged, the server that really runs it might be
-// another. A path config.UnreadablePath refuses is ambiguous among all
-// servers.
-func (c *compiled) route(authority, path string) (cs *compiledServer, ambiguous []*compiledServer, ok bool) {
-	if !c.byPath {
-		return c.first(authority, "", false), nil, true
+// matches it. Each reading of the request (config.AuthorityReadings times
+// config.PathReadings, each path compared exactly and case-folded) selects the
+// first server that matches it; readings that select none do not count. When
+// readings select different servers the request is ambiguous, and route
+// returns them all instead (ok false): whichever were charged, the server that
+// really runs it might be another. An authority or path the limiter will not
+// read (not host[:port], config.UnreadablePath) is ambiguous among every
+// server it could go to, when there are two or more.
+func (c *compiled) route(authority, path string) (cs *compiledServer, candidates []*compiledServer, ok bool) {
+	if !c.byAuthority {
+		authority = ""
 	}
-	if config.UnreadablePath(path) {
-		// Any server might run it.
-		all := make([]*compiledServer, len(c.servers))
-		for i := range c.servers {
-			all[i] = &c.servers[i]
+	authorities, authorityOK := config.AuthorityReadings(authority), config.ReadableAuthority(authority)
+	pathOK := !c.byPath || !config.UnreadablePath(path)
+	if !authorityOK || !pathOK {
+		candidates = c.possible(authorities, authorityOK, path, pathOK)
+		if len(candidates) > 1 {
+			return nil, candidates, false
 		}
-		return nil, all, false
+		if len(candidates) == 1 {
+			return candidates[0], nil, true
+		}
+		return nil, nil, true
 	}
-	for r := range config.PathReadings(path) {
-		for _, fold := range [2]bool{false, true} {
-			s := c.first(authority, r, fold)
-			switch {
-			case s == nil || s == cs || slices.Contains(ambiguous, s):
-			case cs == nil:
-				cs = s
-			default:
-				if ambiguous == nil {
-					ambiguous = []*compiledServer{cs}
-				}
-				ambiguous = append(ambiguous, s)
+	pick := func(s *compiledServer) {
+		switch {
+		case s == nil || s == cs || slices.Contains(candidates, s):
+		case cs == nil:
+			cs = s
+		default:
+			if candidates == nil {
+				candidates = []*compiledServer{cs}
 			}
+			candidates = append(candidates, s)
 		}
 	}
-	if ambiguous != nil {
-		return nil, ambiguous, false
+	for a := range authorities {
+		if !c.byPath {
+			pick(c.first(a, "", false))
+			continue
+		}
+		for r := range config.PathReadings(path) {
+			pick(c.first(a, r, false))
+			pick(c.first(a, r, true))
+		}
+	}
+	if candidates != nil {
+		return nil, candidates, false
 	}
 	return cs, nil, true
 }
 
-// routeLabel returns the server a request without a body is counted under:
-// such a request is never limited, so the path as sent decides.
-func (c *compiled) routeLabel(authority, path string) *compiledServer {
-	return c.first(authority, config.PathOf(path), false)
+// possible lists, in order, the servers a request could go to when its
+// authority or path cannot be read: a dimension that cannot be read might
+// match any server that constrains it, one that can is matched by its
+// readings. The list ends at the first server that takes every such request
+// (no constraint on what cannot be read, every reading of what can).
+func (c *compiled) possible(authorities iter.Seq[string], authorityOK bool, path string, pathOK bool) []*compiledServer {
+	var out []*compiledServer
+	for i := range c.servers {
+		cs := &c.servers[i]
+		m := cs.srv.Match
+		someA, allA := true, m.Authority == ""
+		if authorityOK {
+			someA, allA = some(authorities, m.MatchesAuthority)
+		}
+		someP, allP := true, m.PathPrefix == ""
+		if pathOK && m.PathPrefix != "" {
+			someP, _ = some(config.PathReadings(path), func(r string) bool { return m.MatchesPath(r, true) })
+			_, allP = some(config.PathReadings(path), func(r string) bool { return m.MatchesPath(r, false) })
+		}
+		if someA && someP {
+			out = append(out, cs)
+		}
+		if allA && allP {
+			break
+		}
+	}
+	return out
 }
 
-// first returns the first server that matches the authority and one reading
-// of the path, or nil.
-func (c *compiled) first(authority, reading string, fold bool) *compiledServer {
+// some reports whether match holds for some reading, and for all of them.
+func some(readings iter.Seq[string], match func(string) bool) (found, all bool) {
+	all = true
+	for r := range readings {
+		if match(r) {
+			found = true
+		} else {
+			all = false
+		}
+	}
+	return found, all
+}
+
+// routeLabel returns the server a request without a body is counted under:
+// such a request is never limited, so the request as sent decides.
+func (c *compiled) routeLabel(authority, path string) *compiledServer {
+	return c.first(strings.ToLower(authority), config.PathOf(path), false)
+}
+
+// first returns the first server that matches one reading of the authority
+// and one of the path, or nil.
+func (c *compiled) first(authority, path string, fold bool) *compiledServer {
 	for i := range c.servers {
 		m := c.servers[i].srv.Match
-		if m.MatchesAuthority(authority) && m.MatchesPath(reading, fold) {
+		if m.MatchesAuthority(authority) && m.MatchesPath(path, fold) {
 			return &c.servers[i]
 		}
 	}

@@ -100,6 +100,35 @@ func TestHostWithTrailingDotIsChargedToItsServer(t *testing.T) {
 	}
 }
 
+// With a catch-all server, a host Envoy's virtual hosts would send to the
+// catch-all's domains but that reads as another server's (letter case, a
+// trailing dot) is refused, like an ambiguous path.
+func TestHostThatReadsAsTwoServersIsRefused(t *testing.T) {
+	up := demo.New(demo.Options{Stateless: true, AnyHost: true})
+	env := start(t, `servers:
+  - server: example
+    match: {authority: mcp.example.test}
+    rateLimiting:
+      shared: {maxTokens: 1, refillPeriod: 1h}
+  - server: rest
+    rateLimiting:
+      shared: {maxTokens: 1, refillPeriod: 1h}
+`, harness.Options{UpstreamHandler: up})
+	hc := &http.Client{Timeout: 10 * time.Second}
+	for _, host := range []string{"mcp.example.test.", "MCP.example.test", "mcp.example.test:1:2"} {
+		r := (&rawClient{t: t, url: env.URL, host: host, hc: hc}).call("2", demo.ToolEcho)
+		if r.Status != http.StatusBadRequest {
+			t.Errorf("Host %q: got %d %q, want 400", host, r.Status, r.Body)
+		}
+	}
+	if got := up.Calls(demo.ToolEcho); got != 0 {
+		t.Errorf("upstream ran echo %d times, want 0", got)
+	}
+	plain := &rawClient{t: t, url: env.URL, host: "mcp.example.test", hc: hc}
+	checkPassed(t, "plain host", plain.call("3", demo.ToolEcho))
+	checkRejected(t, plain.call("4", demo.ToolEcho), "4", "server", "shared")
+}
+
 // The shipped Envoy configuration enables no upgrades, so a WebSocket upgrade is
 // refused by Envoy at once: no WebSocket can carry tools/call messages past the
 // processor (README, "WebSocket upgrades").
