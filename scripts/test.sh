@@ -3,8 +3,8 @@
 # missing (scripts/install-tools.sh), checks formatting and static analysis, runs
 # every test with the race detector (unit, store conformance against a real
 # redis-server, real Envoy integration), then a short fuzz of the MCP parser, of
-# grpclite's connection handling, of the ext_proc request decoder and of the
-# reading of request paths.
+# grpclite's connection handling, of the ext_proc request decoder, of the
+# reading of request paths and of choosing a server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,3 +35,4 @@ fuzz FuzzParse "the MCP parser" 500000x ./internal/mcp/
 fuzz FuzzConn "grpclite's connection handling" 150000x ./internal/grpclite/
 fuzz FuzzDecodeRequest "the ext_proc request decoder against proto.Unmarshal" 150000x ./internal/processor/
 fuzz FuzzPathReadings "the readings of a request path" 100000x ./internal/config/
+fuzz FuzzRoute "choosing a server by authority and path" 50000x ./internal/limiter/
