@@ -529,7 +529,10 @@ func TestAuthorityReadingsAreEveryWayARouterReadsAHost(t *testing.T) {
 		{"MCP.example.com.:8443", []string{"MCP.example.com.:8443", "MCP.example.com:8443", "mcp.example.com.:8443", "mcp.example.com:8443"}},
 		{"[::1]:8080", []string{"[::1]:8080"}},
 		{"[::1]", []string{"[::1]"}},
-		{"h:", []string{"h:"}},
+		{"h:", nil},
+		{"h:65536", nil},
+		{"h:+1", nil},
+		{"h:00443", []string{"h:00443"}},
 		{"", []string{""}},
 		{".", []string{"."}},
 		{"a.com:1:2", nil},
@@ -537,7 +540,8 @@ func TestAuthorityReadingsAreEveryWayARouterReadsAHost(t *testing.T) {
 		{"[::1]x", nil},
 		{"[::1", nil},
 		{"a]b", nil},
-		{strings.Repeat("a", 254) + ":65535", nil},
+		{strings.Repeat("a", 253) + ".:65535", []string{strings.Repeat("a", 253) + ".:65535", strings.Repeat("a", 253) + ":65535"}},
+		{strings.Repeat("a", 254) + ".:65535", nil},
 	}
 	for _, tt := range tests {
 		if got := ReadableAuthority(tt.in); got != (tt.want != nil) {

@@ -112,14 +112,15 @@ func AuthorityReadings(a string) iter.Seq[string] {
 	}
 }
 
-// maxAuthority is the longest authority read: a DNS name (253) and a port.
-// Envoy lets through 60 KiB; reading that several ways would cost more than
-// the call.
-const maxAuthority = 253 + len(":65535")
+// maxAuthority is the longest authority read: a DNS name (253) with its
+// trailing dot, and a port. Envoy lets through 60 KiB; reading that several
+// ways would cost more than the call.
+const maxAuthority = 253 + len(".") + len(":65535")
 
 // splitAuthority splits a host, host:port or [IPv6]:port authority; ok is
-// false for anything else, such as a second colon outside brackets, a port
-// that is not digits, or more than maxAuthority bytes.
+// false for anything else, such as a second colon outside brackets, an empty
+// port or one that is not a number up to 65535 (Envoy's strip_any_host_port
+// keeps those, Go reads them as no port), or more than maxAuthority bytes.
 func splitAuthority(a string) (host, port string, ok bool) {
 	if len(a) > maxAuthority {
 		return "", "", false
@@ -133,25 +134,25 @@ func splitAuthority(a string) (host, port string, ok bool) {
 		if rest == "" {
 			return host, "", true
 		}
-		if rest[0] != ':' || !allDigits(rest[1:]) {
+		if rest[0] != ':' || !isPort(rest[1:]) {
 			return "", "", false
 		}
 		return host, rest[1:], true
 	}
 	host, port, hasPort := strings.Cut(a, ":")
-	if strings.ContainsAny(host, "[]") || hasPort && (strings.Contains(port, ":") || !allDigits(port)) {
+	if strings.ContainsAny(host, "[]") || hasPort && !isPort(port) {
 		return "", "", false
 	}
 	return host, port, true
 }
 
-func allDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
+// isPort reports whether p is a port number: digits only, up to 65535.
+func isPort(p string) bool {
+	if p == "" || p[0] == '+' {
+		return false
 	}
-	return true
+	_, err := strconv.ParseUint(p, 10, 16)
+	return err == nil
 }
 
 // canonicalPort writes a port as a plain number: "0443" → "443".

@@ -69,11 +69,11 @@ const (
 	// cannot read (or too large once inflated), answered 415 (413) because the
 	// MCP server might read it and letting it through would bypass every limit.
 	OutcomeUnreadable Outcome = "unreadable"
-	// OutcomeAmbiguousPath: a request whose path reads as the path of more than
-	// one policy server (config.Match), or that the limiter will not read
-	// (config.UnreadablePath), answered 400: charging any one server could
+	// OutcomeAmbiguousRoute: a request whose host or path reads as more than one
+	// policy server's (config.Match), or that the limiter will not read while
+	// two servers could take it, answered 400: charging any one server could
 	// leave the one that runs it uncharged.
-	OutcomeAmbiguousPath Outcome = "ambiguous_path"
+	OutcomeAmbiguousRoute Outcome = "ambiguous_route"
 )
 
 // Labels for methods and tools that the policy does not name: metric labels and

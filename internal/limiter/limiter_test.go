@@ -517,9 +517,9 @@ func TestRoutingByEveryReadingOfThePath(t *testing.T) {
 			r.Path = tt.path
 			d := l.Decide(context.Background(), r)
 			if tt.ambiguous {
-				want := `{"jsonrpc":"2.0","id":7,"error":{"code":-32600,"message":"Request path is ambiguous to the rate limiter: escapes, \";\" parameters, dot segments, \"//\", letter case or control characters could route it to another server; send the path as given"}}`
-				if d.Allow || d.Outcome != OutcomeAmbiguousPath || d.Status != 400 || string(d.Body) != want || d.Details != "mcp_rate_limit_ambiguous_path" {
-					t.Fatalf("%s: got %+v (body %s), want a 400 ambiguous_path with body %s", tt.path, d, d.Body, want)
+				want := `{"jsonrpc":"2.0","id":7,"error":{"code":-32600,"message":"Request host or path is ambiguous to the rate limiter: escapes, \";\" parameters, dot segments, \"//\", letter case, a trailing dot or control characters could route it to another server; send the URL as given"}}`
+				if d.Allow || d.Outcome != OutcomeAmbiguousRoute || d.Status != 400 || string(d.Body) != want || d.Details != "mcp_rate_limit_ambiguous_route" {
+					t.Fatalf("%s: got %+v (body %s), want a 400 ambiguous_route with body %s", tt.path, d, d.Body, want)
 				}
 				return
 			}
@@ -557,7 +557,7 @@ func TestRoutingByEveryReadingOfThePath(t *testing.T) {
 		if d := l.Decide(context.Background(), r); d.Allow != tt.allow {
 			t.Errorf("dry run %v: got allow %v (%s), want %v", tt.dryRun, d.Allow, d.Outcome, tt.allow)
 		}
-		logged := strings.Contains(logs.String(), `msg="dry run: would have refused a request whose path reads as more than one server" servers="[default github]"`)
+		logged := strings.Contains(logs.String(), `msg="dry run: would have refused a request whose host or path reads as more than one server" servers="[default github]"`)
 		if logged != tt.allow {
 			t.Errorf("dry run %v: logged %v, want %v; logs:\n%s", tt.dryRun, logged, tt.allow, logs.String())
 		}
@@ -609,6 +609,16 @@ func TestRoutingByEveryReadingOfTheAuthority(t *testing.T) {
 		{"unreadable path, host with one server", []config.Server{internal, github, rest}, "tools.internal", "/mcp%0A", "internal", false},
 		{"unreadable path, other host", []config.Server{internal, github, rest}, "x.example", "/mcp%0A", "", true},
 		{"unreadable path, no server by path", []config.Server{internal}, "x.example", "/mcp%0A", "", false},
+		// Only gh-internal can take tools.internal's /github/mcp, however the
+		// path reads: github-mcp is never the first match there.
+		{"unreadable path, one server can take it", []config.Server{
+			mk("gh-internal", config.Match{Authority: "tools.internal", PathPrefix: "/github"}),
+			mk("github-mcp", config.Match{PathPrefix: "/github/mcp"}),
+		}, "tools.internal", "/github/mcp%0A", "gh-internal", false},
+		// Envoy's strip_any_host_port keeps an empty or out-of-range port (the
+		// catch-all's virtual host), Go reads it as none (a's).
+		{"empty port", []config.Server{a, rest}, "mcp.example.com:", "/mcp", "", true},
+		{"port out of range", []config.Server{a, rest}, "mcp.example.com:99999999999", "/mcp", "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -617,8 +627,8 @@ func TestRoutingByEveryReadingOfTheAuthority(t *testing.T) {
 			r.Authority, r.Path = tt.authority, tt.path
 			d := l.Decide(context.Background(), r)
 			if tt.ambiguous {
-				if d.Allow || d.Outcome != OutcomeAmbiguousPath || d.Status != 400 {
-					t.Fatalf("%s %s: got %+v, want a 400 ambiguous_path", tt.authority, tt.path, d)
+				if d.Allow || d.Outcome != OutcomeAmbiguousRoute || d.Status != 400 {
+					t.Fatalf("%s %s: got %+v, want a 400 ambiguous_route", tt.authority, tt.path, d)
 				}
 				return
 			}

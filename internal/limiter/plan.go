@@ -1,7 +1,7 @@
 package limiter
 
 import (
-	"iter"
+	"cmp"
 	"net"
 	"slices"
 	"strconv"
@@ -139,10 +139,17 @@ func (c *compiled) route(authority, path string) (cs *compiledServer, candidates
 	if !c.byAuthority {
 		authority = ""
 	}
-	authorities, authorityOK := config.AuthorityReadings(authority), config.ReadableAuthority(authority)
+	// The authority's readings, once: at most four (case by trailing dot).
+	var as [4]string
+	na := 0
+	for a := range config.AuthorityReadings(authority) {
+		as[na] = a
+		na++
+	}
+	authorityOK := na > 0
 	pathOK := !c.byPath || !config.UnreadablePath(path)
 	if !authorityOK || !pathOK {
-		candidates = c.possible(authorities, authorityOK, path, pathOK)
+		candidates = c.possible(as[:na], authorityOK, path, pathOK)
 		if len(candidates) > 1 {
 			return nil, candidates, false
 		}
@@ -163,14 +170,17 @@ func (c *compiled) route(authority, path string) (cs *compiledServer, candidates
 			candidates = append(candidates, s)
 		}
 	}
-	for a := range authorities {
-		if !c.byPath {
+	if !c.byPath {
+		for _, a := range as[:na] {
 			pick(c.first(a, "", false))
-			continue
 		}
+	} else {
+		// Path readings outside: each is worked out once.
 		for r := range config.PathReadings(path) {
-			pick(c.first(a, r, false))
-			pick(c.first(a, r, true))
+			for _, a := range as[:na] {
+				pick(c.first(a, r, false))
+				pick(c.first(a, r, true))
+			}
 		}
 	}
 	if candidates != nil {
@@ -180,50 +190,46 @@ func (c *compiled) route(authority, path string) (cs *compiledServer, candidates
 }
 
 // possible lists, in order, the servers a request could go to when its
-// authority or path cannot be read: a dimension that cannot be read might
-// match any server that constrains it, one that can is matched by its
-// readings. The list ends at the first server that takes every such request
-// (no constraint on what cannot be read, every reading of what can).
-func (c *compiled) possible(authorities iter.Seq[string], authorityOK bool, path string, pathOK bool) []*compiledServer {
+// authority or path cannot be read. A server counts when it is the first
+// match for some reading of what can be read together with a stand-in for
+// what cannot: its own authority (or "", a host no server names) and its own
+// pathPrefix (or "/"). If an earlier server takes the stand-in, it takes every
+// request the later one could.
+func (c *compiled) possible(authorities []string, authorityOK bool, path string, pathOK bool) []*compiledServer {
+	paths := []string{""}
+	if pathOK && c.byPath {
+		paths = slices.Collect(config.PathReadings(path))
+	}
 	var out []*compiledServer
 	for i := range c.servers {
 		cs := &c.servers[i]
 		m := cs.srv.Match
-		someA, allA := true, m.Authority == ""
-		if authorityOK {
-			someA, allA = some(authorities, m.MatchesAuthority)
+		as, ps := authorities, paths
+		if !authorityOK {
+			as = []string{m.Authority}
 		}
-		someP, allP := true, m.PathPrefix == ""
-		if pathOK && m.PathPrefix != "" {
-			someP, _ = some(config.PathReadings(path), func(r string) bool { return m.MatchesPath(r, true) })
-			_, allP = some(config.PathReadings(path), func(r string) bool { return m.MatchesPath(r, false) })
+		if !pathOK {
+			ps = []string{cmp.Or(m.PathPrefix, "/")}
 		}
-		if someA && someP {
-			out = append(out, cs)
-		}
-		if allA && allP {
-			break
+	reach:
+		for _, a := range as {
+			for _, p := range ps {
+				if c.first(a, p, false) == cs || c.first(a, p, true) == cs {
+					out = append(out, cs)
+					break reach
+				}
+			}
 		}
 	}
 	return out
 }
 
-// some reports whether match holds for some reading, and for all of them.
-func some(readings iter.Seq[string], match func(string) bool) (found, all bool) {
-	all = true
-	for r := range readings {
-		if match(r) {
-			found = true
-		} else {
-			all = false
-		}
-	}
-	return found, all
-}
-
 // routeLabel returns the server a request without a body is counted under:
 // such a request is never limited, so the request as sent decides.
 func (c *compiled) routeLabel(authority, path string) *compiledServer {
+	if !config.ReadableAuthority(authority) {
+		authority = ""
+	}
 	return c.first(strings.ToLower(authority), config.PathOf(path), false)
 }
 

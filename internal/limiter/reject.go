@@ -105,8 +105,8 @@ func (l *Limiter) unreadable(srv *config.Server, d Decision, err error) Decision
 	return d
 }
 
-// ambiguous answers a request with a body whose path selects more than one
-// server (candidates), or that the limiter will not read (every server): 400
+// ambiguous answers a request with a body whose host or path selects more
+// than one server, or that the limiter will not read (candidates): 400
 // with a JSON-RPC error that echoes the id when the body has one. When every
 // candidate is in dry run, it only counts and continues, as dry run promises.
 func (l *Limiter) ambiguous(r Request, candidates []*compiledServer) Decision {
@@ -116,7 +116,7 @@ func (l *Limiter) ambiguous(r Request, candidates []*compiledServer) Decision {
 		for i, cs := range candidates {
 			names[i] = cs.srv.Name
 		}
-		l.dryRunLog.log(l.log, "dry run: would have refused a request whose path reads as more than one server", "servers", names)
+		l.dryRunLog.log(l.log, "dry run: would have refused a request whose host or path reads as more than one server", "servers", names)
 		return d
 	}
 	var body mcp.Body
@@ -124,10 +124,10 @@ func (l *Limiter) ambiguous(r Request, candidates []*compiledServer) Decision {
 		body, _ = mcp.Parse(raw)
 	}
 	d.Allow = false
-	d.Outcome = OutcomeAmbiguousPath
+	d.Outcome = OutcomeAmbiguousRoute
 	d.Status = 400
-	d.Details = "mcp_rate_limit_ambiguous_path"
-	d.Body = mcp.ErrorBody(body, -32600, "Request path is ambiguous to the rate limiter: escapes, \";\" parameters, dot segments, \"//\", letter case or control characters could route it to another server; send the path as given")
+	d.Details = "mcp_rate_limit_ambiguous_route"
+	d.Body = mcp.ErrorBody(body, -32600, "Request host or path is ambiguous to the rate limiter: escapes, \";\" parameters, dot segments, \"//\", letter case, a trailing dot or control characters could route it to another server; send the URL as given")
 	d.Headers = []Header{{"content-type", "application/json"}}
 	return d
 }
