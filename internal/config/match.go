@@ -2,6 +2,7 @@ package config
 
 import (
 	"iter"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -118,7 +119,8 @@ func AuthorityReadings(a string) iter.Seq[string] {
 const maxAuthority = 253 + len(".") + len(":65535")
 
 // splitAuthority splits a host, host:port or [IPv6]:port authority; ok is
-// false for anything else, such as a second colon outside brackets, an empty
+// false for anything else, such as a name in brackets, a second colon outside
+// brackets, an empty
 // port or one that is not a number up to 65535 (Envoy's strip_any_host_port
 // keeps those, Go reads them as no port), or more than maxAuthority bytes.
 func splitAuthority(a string) (host, port string, ok bool) {
@@ -131,6 +133,11 @@ func splitAuthority(a string) (host, port string, ok bool) {
 			return "", "", false
 		}
 		host, rest := a[:i+1], a[i+1:]
+		// Only an IPv6 address: Go's net.SplitHostPort takes the brackets off
+		// "[mcp.example.com]:443", and its ServeMux routes it as that name.
+		if ip := net.ParseIP(host[1:i]); ip == nil || !strings.Contains(host, ":") {
+			return "", "", false
+		}
 		if rest == "" {
 			return host, "", true
 		}

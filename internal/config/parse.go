@@ -372,7 +372,7 @@ func checkAuthority(s string) string {
 	}
 	host := s
 	if h, port, err := net.SplitHostPort(s); err == nil {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || !isPort(port) {
 			return want + "; got " + strconv.Quote(s)
 		}
 		host = h

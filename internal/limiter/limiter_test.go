@@ -517,7 +517,7 @@ func TestRoutingByEveryReadingOfThePath(t *testing.T) {
 			r.Path = tt.path
 			d := l.Decide(context.Background(), r)
 			if tt.ambiguous {
-				want := `{"jsonrpc":"2.0","id":7,"error":{"code":-32600,"message":"Request host or path is ambiguous to the rate limiter: escapes, \";\" parameters, dot segments, \"//\", letter case, a trailing dot or control characters could route it to another server; send the URL as given"}}`
+				want := `{"jsonrpc":"2.0","id":7,"error":{"code":-32600,"message":"Request host or path is ambiguous to the rate limiter: escapes, \";\" parameters, dot segments, \"//\", letter case, a trailing dot, a malformed host or port, or control characters could route it to another server; send the URL as given"}}`
 				if d.Allow || d.Outcome != OutcomeAmbiguousRoute || d.Status != 400 || string(d.Body) != want || d.Details != "mcp_rate_limit_ambiguous_route" {
 					t.Fatalf("%s: got %+v (body %s), want a 400 ambiguous_route with body %s", tt.path, d, d.Body, want)
 				}
@@ -619,6 +619,9 @@ func TestRoutingByEveryReadingOfTheAuthority(t *testing.T) {
 		// catch-all's virtual host), Go reads it as none (a's).
 		{"empty port", []config.Server{a, rest}, "mcp.example.com:", "/mcp", "", true},
 		{"port out of range", []config.Server{a, rest}, "mcp.example.com:99999999999", "/mcp", "", true},
+		// Go's ServeMux takes the brackets off and routes it as mcp.example.com.
+		{"name in brackets", []config.Server{a, rest}, "[mcp.example.com]:443", "/mcp", "", true},
+		{"name in brackets alone", []config.Server{a}, "[mcp.example.com]:443", "/mcp", "a", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

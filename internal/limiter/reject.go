@@ -127,7 +127,7 @@ func (l *Limiter) ambiguous(r Request, candidates []*compiledServer) Decision {
 	d.Outcome = OutcomeAmbiguousRoute
 	d.Status = 400
 	d.Details = "mcp_rate_limit_ambiguous_route"
-	d.Body = mcp.ErrorBody(body, -32600, "Request host or path is ambiguous to the rate limiter: escapes, \";\" parameters, dot segments, \"//\", letter case, a trailing dot or control characters could route it to another server; send the URL as given")
+	d.Body = mcp.ErrorBody(body, -32600, "Request host or path is ambiguous to the rate limiter: escapes, \";\" parameters, dot segments, \"//\", letter case, a trailing dot, a malformed host or port, or control characters could route it to another server; send the URL as given")
 	d.Headers = []Header{{"content-type", "application/json"}}
 	return d
 }
