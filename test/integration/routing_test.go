@@ -1,13 +1,37 @@
 package integration
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/mcp-ratelimit/extproc/test/integration/harness"
 	"github.com/mcp-ratelimit/extproc/test/mcpserver/demo"
 )
+
+// oneTokenServers is a servers: policy in which each server holds one token an
+// hour in its shared bucket; each pair is a server's name and its match in
+// YAML ("" for a catch-all without one).
+func oneTokenServers(servers ...[2]string) string {
+	var b strings.Builder
+	b.WriteString("servers:\n")
+	for _, s := range servers {
+		fmt.Fprintf(&b, "  - server: %s\n", s[0])
+		if s[1] != "" {
+			fmt.Fprintf(&b, "    match: %s\n", s[1])
+		}
+		b.WriteString("    rateLimiting:\n      shared: {maxTokens: 1, refillPeriod: 1h}\n")
+	}
+	return b.String()
+}
+
+// bareClient sends requests to url with Host host (url's when ""), without
+// an initialize first: the servers here are stateless.
+func bareClient(t *testing.T, url, host string) *rawClient {
+	return &rawClient{t: t, url: url, host: host, hc: &http.Client{Timeout: 10 * time.Second}}
+}
 
 // Two MCP servers behind one route, told apart by path as one Go process hosts
 // them (http.ServeMux). The mux reads the path percent-decoded, so it runs a
@@ -19,16 +43,7 @@ func TestPathSpelledOtherwiseIsChargedToTheServerThatRunsIt(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.Handle("/github/mcp", github)
 	mux.Handle("/jira/mcp", jira)
-	env := start(t, `servers:
-  - server: github
-    match: {pathPrefix: /github}
-    rateLimiting:
-      shared: {maxTokens: 1, refillPeriod: 1h}
-  - server: jira
-    match: {pathPrefix: /jira}
-    rateLimiting:
-      shared: {maxTokens: 1, refillPeriod: 1h}
-`, harness.Options{UpstreamHandler: mux})
+	env := start(t, oneTokenServers([2]string{"github", "{pathPrefix: /github}"}, [2]string{"jira", "{pathPrefix: /jira}"}), harness.Options{UpstreamHandler: mux})
 
 	checkPassed(t, "first call to /github/mcp", newRawClient(t, env.BaseURL+"/github/mcp").call("1", demo.ToolEcho))
 	spelt := newRawClient(t, env.BaseURL+"/%67ithub/mcp")
@@ -55,19 +70,11 @@ func TestPathThatReadsAsTwoServersIsRefused(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.Handle("/github/", github)
 	mux.Handle("/", other)
-	env := start(t, `servers:
-  - server: github
-    match: {pathPrefix: /github}
-    rateLimiting:
-      shared: {maxTokens: 1, refillPeriod: 1h}
-  - server: other
-    rateLimiting:
-      shared: {maxTokens: 1, refillPeriod: 1h}
-`, harness.Options{UpstreamHandler: mux})
+	env := start(t, oneTokenServers([2]string{"github", "{pathPrefix: /github}"}, [2]string{"other", ""}), harness.Options{UpstreamHandler: mux})
 
 	checkPassed(t, "first call to /github/mcp", newRawClient(t, env.BaseURL+"/github/mcp").call("1", demo.ToolEcho))
 	for _, path := range []string{"/github/..%2Fjira/mcp", "/GITHUB/mcp"} {
-		r := (&rawClient{t: t, url: env.BaseURL + path, hc: &http.Client{Timeout: 10 * time.Second}}).call("2", demo.ToolEcho)
+		r := bareClient(t, env.BaseURL+path, "").call("2", demo.ToolEcho)
 		if r.Status != http.StatusBadRequest || jsonField(r.Body, "id") == nil || string(jsonField(r.Body, "id")) != "2" {
 			t.Errorf("%s: got %d %q, want 400 with a JSON-RPC error for id 2", path, r.Status, r.Body)
 		}
@@ -84,16 +91,10 @@ func TestPathThatReadsAsTwoServersIsRefused(t *testing.T) {
 // host: it must select the same server.
 func TestHostWithTrailingDotIsChargedToItsServer(t *testing.T) {
 	up := demo.New(demo.Options{Stateless: true, AnyHost: true})
-	env := start(t, `servers:
-  - server: example
-    match: {authority: mcp.example.test}
-    rateLimiting:
-      shared: {maxTokens: 1, refillPeriod: 1h}
-`, harness.Options{UpstreamHandler: up})
-	plain := newRawClient(t, env.URL)
-	plain.host = "mcp.example.test"
+	env := start(t, oneTokenServers([2]string{"example", "{authority: mcp.example.test}"}), harness.Options{UpstreamHandler: up})
+	plain := bareClient(t, env.URL, "mcp.example.test")
 	checkPassed(t, "first call", plain.call("1", demo.ToolEcho))
-	dotted := &rawClient{t: t, url: env.URL, host: "MCP.example.test.", hc: plain.hc}
+	dotted := bareClient(t, env.URL, "MCP.example.test.")
 	checkRejected(t, dotted.call("2", demo.ToolEcho), "2", "server", "shared")
 	if got := up.Calls(demo.ToolEcho); got != 1 {
 		t.Errorf("upstream ran echo %d times, want 1 (the bucket holds 1)", got)
@@ -105,18 +106,9 @@ func TestHostWithTrailingDotIsChargedToItsServer(t *testing.T) {
 // trailing dot) is refused, like an ambiguous path.
 func TestHostThatReadsAsTwoServersIsRefused(t *testing.T) {
 	up := demo.New(demo.Options{Stateless: true, AnyHost: true})
-	env := start(t, `servers:
-  - server: example
-    match: {authority: mcp.example.test}
-    rateLimiting:
-      shared: {maxTokens: 1, refillPeriod: 1h}
-  - server: rest
-    rateLimiting:
-      shared: {maxTokens: 1, refillPeriod: 1h}
-`, harness.Options{UpstreamHandler: up})
-	hc := &http.Client{Timeout: 10 * time.Second}
+	env := start(t, oneTokenServers([2]string{"example", "{authority: mcp.example.test}"}, [2]string{"rest", ""}), harness.Options{UpstreamHandler: up})
 	for _, host := range []string{"mcp.example.test.", "MCP.example.test", "mcp.example.test:1:2"} {
-		r := (&rawClient{t: t, url: env.URL, host: host, hc: hc}).call("2", demo.ToolEcho)
+		r := bareClient(t, env.URL, host).call("2", demo.ToolEcho)
 		if r.Status != http.StatusBadRequest {
 			t.Errorf("Host %q: got %d %q, want 400", host, r.Status, r.Body)
 		}
@@ -124,7 +116,7 @@ func TestHostThatReadsAsTwoServersIsRefused(t *testing.T) {
 	if got := up.Calls(demo.ToolEcho); got != 0 {
 		t.Errorf("upstream ran echo %d times, want 0", got)
 	}
-	plain := &rawClient{t: t, url: env.URL, host: "mcp.example.test", hc: hc}
+	plain := bareClient(t, env.URL, "mcp.example.test")
 	checkPassed(t, "plain host", plain.call("3", demo.ToolEcho))
 	checkRejected(t, plain.call("4", demo.ToolEcho), "4", "server", "shared")
 }
