@@ -93,6 +93,12 @@ type Server struct {
 	Response    Response
 	FailureMode FailureMode
 	DryRun      bool
+	// UnreadableBody: what happens to a body the limiter cannot read. Default
+	// UnreadableReject.
+	UnreadableBody UnreadableBody
+	// Compression: the compressed bodies the servers behind accept; nil: none,
+	// and a compressed body is refused.
+	Compression *Compression
 }
 
 // LimitsToolCalls reports whether tools/call is limited on this server.

@@ -47,8 +47,8 @@ const (
 var serverNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 var (
-	topKeys      = []string{"server", "rateLimiting", "identity", "response", "failureMode", "dryRun", "redis", "servers"}
-	serverKeys   = []string{"server", "match", "rateLimiting", "identity", "response", "failureMode", "dryRun"}
+	topKeys      = []string{"server", "rateLimiting", "identity", "response", "failureMode", "dryRun", "unreadableBody", "requestCompression", "redis", "servers"}
+	serverKeys   = []string{"server", "match", "rateLimiting", "identity", "response", "failureMode", "dryRun", "unreadableBody", "requestCompression"}
 	serverHints  = map[string]string{"name": `unknown field: a server's name goes in "server"`, "redis": "redis is only allowed at the top level: one store serves every server", "servers": "servers cannot be nested"}
 	rlKeys       = []string{"shared", "perUser", "tools", "methods"}
 	toolKeys     = []string{"name", "cost", "shared", "perUser"}
@@ -128,6 +128,9 @@ type common struct {
 	response    responseSpec
 	failureMode *FailureMode
 	dryRun      *bool
+	// unreadableBody, compression: nil when unset.
+	unreadableBody *UnreadableBody
+	compression    **Compression
 }
 
 // responseSpec is a response block as written; merged field by field.
@@ -231,6 +234,10 @@ func (w *walker) server(f map[string]field, node *yaml.Node, path string, defaul
 	}
 	s.FailureMode = *cmpOr(own.failureMode, defaults.failureMode, ptr(FailOpen))
 	s.DryRun = *cmpOr(own.dryRun, defaults.dryRun, ptr(false))
+	s.UnreadableBody = *cmpOr(own.unreadableBody, defaults.unreadableBody, ptr(UnreadableReject))
+	if c := cmpOr(own.compression, defaults.compression); c != nil {
+		s.Compression = *c
+	}
 	r := own.response
 	s.Response = Response{
 		ErrorCode:  *cmpOr(r.errorCode, defaults.response.errorCode, ptr(DefaultErrorCode)),
@@ -257,7 +264,8 @@ func cmpOr[T any](vals ...*T) *T {
 
 func ptr[T any](v T) *T { return &v }
 
-// common reads identity, response, failureMode and dryRun from a map's fields.
+// common reads identity, response, failureMode, dryRun, unreadableBody and
+// requestCompression from a map's fields.
 func (w *walker) common(f map[string]field, path string) common {
 	var c common
 	if x, ok := f["identity"]; ok {
@@ -276,6 +284,7 @@ func (w *walker) common(f map[string]field, path string) common {
 			c.dryRun = &v
 		}
 	}
+	w.bodyCommon(f, path, &c)
 	return c
 }
 

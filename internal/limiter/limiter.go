@@ -10,9 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcp-ratelimit/extproc/internal/body"
 	"github.com/mcp-ratelimit/extproc/internal/bucket"
 	"github.com/mcp-ratelimit/extproc/internal/config"
-	"github.com/mcp-ratelimit/extproc/internal/mcp"
 )
 
 // Request is what the limiter needs to know about one HTTP request.
@@ -25,22 +25,29 @@ type Request struct {
 	SourceAddress string
 	// JWTPayloads are verified JWT payloads forwarded by Envoy's jwt_authn filter.
 	JWTPayloads []map[string]any
-	// Body is the complete request body; nil when the request has none.
+	// Body is the complete request body; empty when the request has none.
 	Body []byte
 }
 
-// Headers gives a request header's value by its lower-case name ("" when
-// absent). The processor reads them straight from Envoy's header list, so only
-// the few headers a decision asks for are ever converted.
+// Headers gives a request header's values by its lower-case name. The
+// processor reads them straight from Envoy's header list, so only the few
+// headers a decision asks for are ever converted.
 type Headers interface {
+	// Get returns the header's first value; "" when absent.
 	Get(name string) string
+	// GetAll returns every value of the header joined by "\n" (which no header
+	// value can hold), so that a repeated header is seen whole; "" when absent.
+	GetAll(name string) string
 }
 
-// HeaderMap is Headers held in a map of lower-case names.
+// HeaderMap is Headers held in a map of lower-case names, one value each.
 type HeaderMap map[string]string
 
 // Get returns the value of name.
 func (h HeaderMap) Get(name string) string { return h[name] }
+
+// GetAll returns the value of name.
+func (h HeaderMap) GetAll(name string) string { return h[name] }
 
 // header returns r's header name, tolerating nil Headers.
 func (r *Request) header(name string) string {
@@ -48,6 +55,14 @@ func (r *Request) header(name string) string {
 		return ""
 	}
 	return r.Headers.Get(name)
+}
+
+// headerAll returns every value of r's header name, tolerating nil Headers.
+func (r *Request) headerAll(name string) string {
+	if r.Headers == nil {
+		return ""
+	}
+	return r.Headers.GetAll(name)
 }
 
 // Header is one response header.
@@ -65,10 +80,16 @@ const (
 	// OutcomeUnlimited: nothing in the policy applied (no body, not JSON-RPC, an
 	// unlimited method, no matching server).
 	OutcomeUnlimited Outcome = "unlimited"
-	// OutcomeUnreadable: a body in a Content-Encoding or charset the limiter
-	// cannot read (or too large once inflated), answered 415 (413) because the
-	// MCP server might read it and letting it through would bypass every limit.
+	// OutcomeUnreadable: a body the limiter cannot read (not JSON-RPC under
+	// any reading, a charset or Content-Encoding it does not read, too large
+	// once inflated), answered 400 (415, 413) because some MCP server might
+	// read it and letting it through would bypass every limit.
 	OutcomeUnreadable Outcome = "unreadable"
+	// OutcomeHeaderMismatch: Mcp-Method or Mcp-Name headers that disagree with
+	// the body, answered 400 with -32020 as MCP 2026-07-28 requires of
+	// servers, so that a server that forgets the check cannot be told one call
+	// in the headers and run another.
+	OutcomeHeaderMismatch Outcome = "header_mismatch"
 	// OutcomeAmbiguousRoute: a request whose host or path reads as more than one
 	// policy server's (config.Match), or that the limiter will not read while
 	// two servers could take it, answered 400: charging any one server could
@@ -103,7 +124,7 @@ type Decision struct {
 	Limit string
 	// Scope is "shared" or "perUser" for the binding bucket.
 	Scope string
-	// ParseError is true when the body was not JSON-RPC (it continues untouched).
+	// ParseError is true when the body could not be read (see OutcomeUnreadable).
 	ParseError bool
 	// StoreError is the store's error when the decision fell back to failureMode.
 	StoreError error
@@ -120,9 +141,6 @@ type Options struct {
 	Fallback bucket.Store
 	// Logger; nil: slog.Default().
 	Logger *slog.Logger
-	// MaxDecodedBytes bounds a compressed body once inflated; a larger one is
-	// answered 413. Zero: DefaultMaxDecodedBytes.
-	MaxDecodedBytes int
 }
 
 // Limiter decides. It is safe for concurrent use; SetPolicy may be called at any
@@ -134,9 +152,11 @@ type Limiter struct {
 	log      *slog.Logger
 	// storeDown is true between a store failure and the next success, so the log
 	// says when the store goes down and comes back, not once per request.
-	storeDown  atomic.Bool
-	dryRunLog  logThrottle
-	maxDecoded int
+	storeDown atomic.Bool
+	dryRunLog logThrottle
+	// refusedLog reports refused bodies and headers, throttled: a client can
+	// send as many as it likes.
+	refusedLog logThrottle
 }
 
 // DefaultTimeout is the decision deadline when the policy sets none.
@@ -144,10 +164,7 @@ const DefaultTimeout = 50 * time.Millisecond
 
 // New returns a Limiter enforcing p. A nil p limits nothing.
 func New(p *config.Policy, opts Options) *Limiter {
-	l := &Limiter{store: opts.Store, fallback: opts.Fallback, log: opts.Logger, maxDecoded: opts.MaxDecodedBytes}
-	if l.maxDecoded <= 0 {
-		l.maxDecoded = DefaultMaxDecodedBytes
-	}
+	l := &Limiter{store: opts.Store, fallback: opts.Fallback, log: opts.Logger}
 	if l.store == nil {
 		l.store = bucket.NewMemory(bucket.MemoryOptions{})
 	}
@@ -158,6 +175,7 @@ func New(p *config.Policy, opts Options) *Limiter {
 		l.log = slog.Default()
 	}
 	l.dryRunLog.every = 10 * time.Second
+	l.refusedLog.every = 10 * time.Second
 	l.SetPolicy(p)
 	return l
 }
@@ -173,8 +191,9 @@ func (l *Limiter) SetPolicy(p *config.Policy) {
 // Decide returns the decision for r.
 func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 	c := l.policy.Load()
-	if r.Body == nil {
-		// GET (SSE) and DELETE carry no JSON-RPC message: never limited (SPEC §1).
+	if len(r.Body) == 0 {
+		// GET (SSE) and DELETE carry no JSON-RPC message, and no server runs an
+		// empty body: never limited.
 		d := Decision{Allow: true, Outcome: OutcomeUnlimited}
 		if cs := c.routeLabel(r.Authority, r.Path); cs != nil {
 			d.Server = cs.srv.Name
@@ -190,20 +209,15 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 	}
 	srv := cs.srv
 	d := Decision{Allow: true, Outcome: OutcomeUnlimited, Server: srv.Name}
-	raw, err := decodeBody(r.Body, r.header("content-encoding"), r.header("content-type"), l.maxDecoded)
+	rd, err := body.Read(r.Body, r.headerAll("content-encoding"), r.headerAll("content-type"), cs.read)
 	if err != nil {
 		d.ParseError = true
 		return l.unreadable(srv, d, err)
 	}
-	body, err := mcp.Parse(raw)
-	if err != nil {
-		d.ParseError = true
-		if !errors.Is(err, mcp.ErrTrailingData) {
-			return d
-		}
-		// Servers that read only the first JSON value run it: charge it.
+	if mismatch := headerMismatch(&r, rd.Calls); mismatch != "" {
+		return l.headerMismatch(srv, rd.Body, d, mismatch)
 	}
-	plan := planCharges(cs, body, &r)
+	plan := planCharges(cs, rd.Calls, &r)
 	d.Method, d.Tool = plan.method, plan.tool
 	if len(plan.charges) == 0 {
 		return d
@@ -211,7 +225,7 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 	if i := plan.neverFits; i >= 0 {
 		// The batch asks one bucket for more than it can ever hold: no wait helps,
 		// so answer with the time to refill it completely.
-		return l.reject(srv, r, body, plan, d, i, plan.charges[i].Limit.RefillPeriod, 0)
+		return l.reject(srv, r, rd.Body, plan, d, i, plan.charges[i].Limit.RefillPeriod, 0)
 	}
 
 	res, storeErr, err := l.take(ctx, c.policy, srv, plan.charges)
@@ -219,7 +233,7 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 	if err != nil {
 		switch srv.FailureMode {
 		case config.FailClosed:
-			return l.failClosed(body, d)
+			return l.failClosed(rd.Body, d)
 		default:
 			d.Outcome = OutcomeFailedOpen
 			return d
@@ -234,7 +248,7 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 	if i < len(res.Buckets) {
 		remaining = res.Buckets[i].Remaining
 	}
-	return l.reject(srv, r, body, plan, d, i, res.RetryAfter, remaining)
+	return l.reject(srv, r, rd.Body, plan, d, i, res.RetryAfter, remaining)
 }
 
 // take charges the store under the policy's deadline, falling back to the local

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mcp-ratelimit/extproc/internal/body"
 	"github.com/mcp-ratelimit/extproc/internal/bucket"
 	"github.com/mcp-ratelimit/extproc/internal/config"
 	"github.com/mcp-ratelimit/extproc/internal/mcp"
@@ -49,6 +50,8 @@ type compiledServer struct {
 	unknownTool rule
 	tools       map[string]*rule
 	methods     map[string]*rule
+	// read says which bodies the servers behind accept.
+	read body.Options
 }
 
 // compiled is a policy with its servers compiled.
@@ -69,6 +72,9 @@ func compile(p *config.Policy) *compiled {
 		c.byAuthority = c.byAuthority || srv.Match.Authority != ""
 		*cs = compiledServer{srv: srv, limitsToolCalls: srv.LimitsToolCalls(),
 			tools: make(map[string]*rule, len(srv.Tools)), methods: make(map[string]*rule, len(srv.Methods))}
+		if c := srv.Compression; c != nil {
+			cs.read = body.Options{Codings: c.Codings, MaxInflated: c.MaxInflatedBytes, MaxRatio: c.MaxRatio}
+		}
 		ref := func(b *config.Bucket, scope bucket.Scope, name, limit, scopeLabel string) *bucketRef {
 			r := &bucketRef{
 				limit: bucket.Limit{MaxTokens: b.MaxTokens, RefillPeriod: b.RefillPeriod},
@@ -258,17 +264,15 @@ type plan struct {
 	toolCallWithID bool
 }
 
-// planCharges lists the charges for every limited message of body. Charges to
-// the same bucket from several batch elements are summed into one, so a batch is
-// charged all-or-nothing in a single Take.
-func planCharges(cs *compiledServer, body mcp.Body, r *Request) plan {
+// planCharges lists the charges for every limited call (body.Reading.Calls).
+// Charges to the same bucket from several calls are summed into one, so a batch,
+// or a body that servers read as different calls, is charged all-or-nothing in
+// a single Take.
+func planCharges(cs *compiledServer, calls []mcp.Message, r *Request) plan {
 	pl := plan{neverFits: -1}
 	id := identity{sources: cs.srv.Identity, r: r}
 	var firstLabel string // the first message's label, when nothing is limited
-	for _, m := range calls(body) {
-		if m.Kind != mcp.KindRequest && m.Kind != mcp.KindNotification {
-			continue
-		}
+	for _, m := range calls {
 		var ru *rule
 		label := OtherLabel
 		if m.Method == toolsCall {
@@ -320,29 +324,6 @@ func planCharges(cs *compiledServer, body mcp.Body, r *Request) plan {
 		pl.method = firstLabel
 	}
 	return pl
-}
-
-// calls lists body's messages, each followed by its Folded reading if it has
-// one: the call a server matching member names case-insensitively would run
-// instead, which is charged too. Without any, it is body.Messages itself.
-func calls(body mcp.Body) []mcp.Message {
-	n := 0
-	for _, m := range body.Messages {
-		if m.Folded != nil {
-			n++
-		}
-	}
-	if n == 0 {
-		return body.Messages
-	}
-	out := make([]mcp.Message, 0, len(body.Messages)+n)
-	for _, m := range body.Messages {
-		out = append(out, m)
-		if m.Folded != nil {
-			out = append(out, *m.Folded)
-		}
-	}
-	return out
 }
 
 // add charges b cost tokens under key, summing with an earlier charge of the

@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcp-ratelimit/extproc/internal/body"
 	"github.com/mcp-ratelimit/extproc/internal/config"
 	"github.com/mcp-ratelimit/extproc/internal/mcp"
 )
@@ -85,22 +87,54 @@ func (l *Limiter) failClosed(body mcp.Body, d Decision) Decision {
 	return d
 }
 
-// unreadable answers a body the limiter cannot decode: 415, or 413 when it is too
-// large once inflated. Dry run lets it through, counted.
+// unreadable answers a body the limiter cannot read: 400 with -32700 (not
+// JSON) or -32600 (JSON, not a JSON-RPC message), 415 for a charset or
+// content-coding it does not read, 413 for a body too large once inflated;
+// always with id null, since no id could be read for certain. Dry run, and
+// unreadableBody: continue, let it through, counted.
 func (l *Limiter) unreadable(srv *config.Server, d Decision, err error) Decision {
-	if srv.DryRun {
+	l.refusedLog.log(l.log, "request body the rate limiter cannot read",
+		"server", srv.Name, "reason", err.Error(), "refused", !srv.DryRun && srv.UnreadableBody == config.UnreadableReject)
+	if srv.DryRun || srv.UnreadableBody == config.UnreadableContinue {
 		return d
 	}
 	d.Allow = false
 	d.Outcome = OutcomeUnreadable
-	d.Status = 415
 	d.Details = "mcp_rate_limit_unreadable_body"
-	msg := "Request body encoding not supported by the rate limiter"
-	if errors.Is(err, errDecodedTooLarge) {
-		d.Status = 413
-		msg = "Request body too large to rate-limit once decompressed"
+	code, msg := -32600, "Invalid Request: the body is not a JSON-RPC message the rate limiter can read"
+	switch {
+	case errors.Is(err, body.ErrTooLarge):
+		d.Status, msg = 413, "Request body too large to rate-limit once decompressed"
+	case errors.Is(err, body.ErrEncoding):
+		d.Status, msg = 415, "Request body charset or Content-Encoding not read by the rate limiter; send UTF-8"
+	case errors.Is(err, mcp.ErrNotJSON):
+		d.Status, code, msg = 400, -32700, "Parse error: the request body is not JSON"
+	default:
+		d.Status = 400
 	}
-	d.Body = mcp.ErrorBody(mcp.Body{}, -32600, msg)
+	d.Body = mcp.ErrorBody(nullID, code, msg)
+	d.Headers = []Header{{"content-type", "application/json"}}
+	return d
+}
+
+// nullID is a body whose answer carries "id": null, as JSON-RPC answers a
+// request whose id could not be read.
+var nullID = mcp.Body{Messages: []mcp.Message{{Kind: mcp.KindRequest, ID: json.RawMessage("null")}}}
+
+// headerMismatch answers a request whose Mcp-Method or Mcp-Name header
+// disagrees with its body (why says how): 400 with -32020, the answer MCP
+// 2026-07-28 requires of servers. Dry run lets it through, logged.
+func (l *Limiter) headerMismatch(srv *config.Server, b mcp.Body, d Decision, why string) Decision {
+	l.refusedLog.log(l.log, "Mcp-Method or Mcp-Name header disagrees with the body",
+		"server", srv.Name, "reason", why, "refused", !srv.DryRun)
+	if srv.DryRun {
+		return d
+	}
+	d.Allow = false
+	d.Outcome = OutcomeHeaderMismatch
+	d.Status = 400
+	d.Details = "mcp_rate_limit_header_mismatch"
+	d.Body = mcp.ErrorBody(b, headerMismatchCode, "Header mismatch: "+why)
 	d.Headers = []Header{{"content-type", "application/json"}}
 	return d
 }
@@ -119,15 +153,14 @@ func (l *Limiter) ambiguous(r Request, candidates []*compiledServer) Decision {
 		l.dryRunLog.log(l.log, "dry run: would have refused a request whose host or path reads as more than one server", "servers", names)
 		return d
 	}
-	var body mcp.Body
-	if raw, err := decodeBody(r.Body, r.header("content-encoding"), r.header("content-type"), l.maxDecoded); err == nil {
-		body, _ = mcp.Parse(raw)
-	}
+	// Echo the ids of the body as read under no server's options: the answer
+	// is the same whichever server the request was for.
+	rd, _ := body.Read(r.Body, r.headerAll("content-encoding"), r.headerAll("content-type"), body.Options{})
 	d.Allow = false
 	d.Outcome = OutcomeAmbiguousRoute
 	d.Status = 400
 	d.Details = "mcp_rate_limit_ambiguous_route"
-	d.Body = mcp.ErrorBody(body, -32600, "Request host or path is ambiguous to the rate limiter: escapes, \";\" parameters, dot segments, \"//\", letter case, a trailing dot, a malformed host or port, or control characters could route it to another server; send the URL as given")
+	d.Body = mcp.ErrorBody(rd.Body, -32600, "Request host or path is ambiguous to the rate limiter: escapes, \";\" parameters, dot segments, \"//\", letter case, a trailing dot, a malformed host or port, or control characters could route it to another server; send the URL as given")
 	d.Headers = []Header{{"content-type", "application/json"}}
 	return d
 }

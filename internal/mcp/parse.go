@@ -8,10 +8,12 @@ import (
 )
 
 // maxDepth bounds how deeply arrays and objects may nest, counting the body's own
-// array and object. It is encoding/json's limit, so Parse and json.Valid agree on
-// every body; the scanner is iterative, so the bound is about agreeing with the
-// standard library, not about the goroutine stack.
-const maxDepth = 10000
+// array and object. It is far above what any MCP server's parser refuses: Node's
+// JSON.parse (the TypeScript SDK) has no depth limit at all, so a lower bound here
+// would be a body the limiter cannot read and a TypeScript server runs. A body
+// deeper than this is at least 8 MiB, twice Envoy's shipped buffer limit. The
+// scanner is iterative and keeps one bit per level, so depth costs no stack.
+const maxDepth = 1 << 22
 
 // Parse reads an HTTP request body as JSON-RPC 2.0.
 //

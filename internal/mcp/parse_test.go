@@ -239,13 +239,20 @@ func TestParse(t *testing.T) {
 	}
 }
 
-func TestParseDepthLimitIsEncodingJSONs(t *testing.T) {
-	for _, depth := range []int{maxDepth, maxDepth + 1} {
-		body := []byte(nested(depth))
-		_, err := Parse(body)
-		if gotValid, wantValid := !errors.Is(err, ErrNotJSON), json.Valid(body); gotValid != wantValid {
-			t.Errorf("depth %d: got JSON %v (err %v), want %v as json.Valid", depth, gotValid, err, wantValid)
-		}
+// TestParseReadsNestingNodeReads: JSON.parse (the TypeScript SDK) reads any
+// depth, so a call whose arguments nest deeper than encoding/json's 10,000 is
+// still a call, not a body to wave through.
+func TestParseReadsNestingNodeReads(t *testing.T) {
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"s","arguments":{"pad":` + nested(10_001) + `}}}`
+	if json.Valid([]byte(body)) {
+		t.Fatal("encoding/json reads 10,001 levels; the test no longer shows what it is for")
+	}
+	got, err := Parse([]byte(body))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if diff := cmp.Diff(single(req("1", "tools/call", "s")), got); diff != "" {
+		t.Errorf("Parse body mismatch (-want +got):\n%s", diff)
 	}
 }
 

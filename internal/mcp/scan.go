@@ -19,9 +19,15 @@ type scanner struct {
 	// depth counts the arrays and objects open at pos.
 	depth int
 	// kinds holds one bit per open level inside skipValue: 1 for an object, 0 for
-	// an array. A fixed array keeps the scanner free of allocation and recursion.
-	kinds [maxDepth/64 + 1]uint64
+	// an array, the first inlineLevels levels inline (no allocation for any
+	// ordinary body), deeper ones in deep, grown on demand.
+	kinds [inlineLevels / 64]uint64
+	deep  []uint64
 }
+
+// inlineLevels is how many levels of nesting the scanner tracks without
+// allocating.
+const inlineLevels = 256
 
 // peek returns the byte at pos, or 0 at the end (0 is never valid JSON there).
 func (s *scanner) peek() byte {
@@ -130,16 +136,29 @@ func (s *scanner) skipValue() error {
 }
 
 func (s *scanner) setObject(obj bool) {
-	i, bit := s.depth/64, uint64(1)<<(s.depth%64)
+	w, bit := s.kindWord(s.depth), uint64(1)<<(s.depth%64)
 	if obj {
-		s.kinds[i] |= bit
+		*w |= bit
 	} else {
-		s.kinds[i] &^= bit
+		*w &^= bit
 	}
 }
 
 func (s *scanner) isObject() bool {
-	return s.kinds[s.depth/64]&(uint64(1)<<(s.depth%64)) != 0
+	return *s.kindWord(s.depth)&(uint64(1)<<(s.depth%64)) != 0
+}
+
+// kindWord returns the word of kinds that holds level depth's bit.
+func (s *scanner) kindWord(depth int) *uint64 {
+	i := depth / 64
+	if i < len(s.kinds) {
+		return &s.kinds[i]
+	}
+	i -= len(s.kinds)
+	for len(s.deep) <= i {
+		s.deep = append(s.deep, 0)
+	}
+	return &s.deep[i]
 }
 
 // skipKey consumes `"name" :` and the space after it.

@@ -120,6 +120,9 @@ func (ha headerAttributes) Get(name string) string {
 	return ha.attrs.attr("request.headers['" + name + "']")
 }
 
+// GetAll is Get: Envoy gives an attribute one value.
+func (ha headerAttributes) GetAll(name string) string { return ha.Get(name) }
+
 // headerList serves limiter.Headers from Envoy's header list as it came, so
 // that only the headers a decision asks for are converted to strings. Envoy
 // lower-cases names; a repeated header gives its first value.
@@ -128,11 +131,32 @@ type headerList []*corev3.HeaderValue
 func (hl headerList) Get(name string) string {
 	for _, h := range hl {
 		if h.GetKey() == name {
-			if raw := h.GetRawValue(); len(raw) > 0 {
-				return string(raw)
-			}
-			return h.GetValue()
+			return headerText(h)
 		}
 	}
 	return ""
+}
+
+// GetAll joins every value of name with "\n"; one value comes back as it is.
+func (hl headerList) GetAll(name string) string {
+	var all string
+	n := 0
+	for _, h := range hl {
+		if h.GetKey() == name {
+			if n > 0 {
+				all += "\n"
+			}
+			all += headerText(h)
+			n++
+		}
+	}
+	return all
+}
+
+// headerText is a header's raw_value unless empty, else its value.
+func headerText(h *corev3.HeaderValue) string {
+	if raw := h.GetRawValue(); len(raw) > 0 {
+		return string(raw)
+	}
+	return h.GetValue()
 }

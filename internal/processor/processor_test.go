@@ -211,8 +211,20 @@ func TestProcess(t *testing.T) {
 			},
 		},
 		{
-			name:   "a body that is not JSON-RPC continues untouched",
+			name:   "a body that is not JSON is refused with a parse error",
 			policy: policy(nil),
+			scripts: [][]exchangeStep{
+				{{postHeaders(), continueHeaders()}, {body(`{{{`), withMetadata(func() *extprocv3.ProcessingResponse {
+					r := rejection(400, `{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error: the request body is not JSON"}}`,
+						"content-type", "application/json")
+					r.GetImmediateResponse().Details = "mcp_rate_limit_unreadable_body"
+					return r
+				}(), "decision", "unreadable")}},
+			},
+		},
+		{
+			name:   "a body that is not JSON passes with unreadableBody continue",
+			policy: policy(func(s *config.Server) { s.UnreadableBody = config.UnreadableContinue }),
 			scripts: [][]exchangeStep{
 				{{postHeaders(), continueHeaders()}, {body(`{{{`), continueBody()}},
 			},

@@ -350,12 +350,44 @@ func (wh wireHeaders) Get(name string) string {
 		if string(key) != name {
 			return true
 		}
-		if len(raw) > 0 {
-			got = string(raw)
-		} else {
-			got = string(value)
-		}
+		got = string(pickRaw(value, raw))
 		return false
 	})
 	return got
+}
+
+// GetAll joins every value of name with "\n"; one value comes back as it is,
+// with no more copying than Get.
+func (wh wireHeaders) GetAll(name string) string {
+	var first, all []byte
+	n := 0
+	eachElement(wh, func(entry []byte) bool {
+		key, value, raw, _ := headerValue(entry)
+		if string(key) != name {
+			return true
+		}
+		v := pickRaw(value, raw)
+		switch n {
+		case 0:
+			first = v
+		case 1:
+			all = append(append(append(all, first...), '\n'), v...)
+		default:
+			all = append(append(all, '\n'), v...)
+		}
+		n++
+		return true
+	})
+	if n > 1 {
+		return string(all)
+	}
+	return string(first)
+}
+
+// pickRaw is a header's raw_value unless empty, else its value.
+func pickRaw(value, raw []byte) []byte {
+	if len(raw) > 0 {
+		return raw
+	}
+	return value
 }
