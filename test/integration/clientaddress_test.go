@@ -2,11 +2,17 @@ package integration
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/mcp-ratelimit/extproc/test/integration/harness"
 	"github.com/mcp-ratelimit/extproc/test/mcpserver/demo"
@@ -86,5 +92,77 @@ func TestForgedForwardedForNeverChangesTheUser(t *testing.T) {
 	}
 	if got := h.Get("X-Envoy-Internal"); got != "" {
 		t.Errorf("upstream X-Envoy-Internal: got %q, want the client's copy dropped", got)
+	}
+}
+
+// Every shipped deployment must take source.address from the connection, not from a
+// header the client writes; the test above proves what that does through Envoy.
+func TestShippedConfigsTakeTheClientAddressFromTheConnection(t *testing.T) {
+	wantHCM := func(t *testing.T, where string, hcm any) {
+		t.Helper()
+		if got := path(t, hcm, "use_remote_address"); got != true {
+			t.Errorf("%s: use_remote_address: got %v, want true", where, got)
+		}
+		if got := path(t, hcm, "xff_num_trusted_hops"); got != 0 {
+			t.Errorf("%s: xff_num_trusted_hops: got %v, want 0", where, got)
+		}
+	}
+	t.Run("envoy/envoy.yaml", func(t *testing.T) {
+		doc := yamlDocs(t, repoFile(t, "envoy/envoy.yaml"))[0]
+		wantHCM(t, "http_connection_manager", path(t, doc, "static_resources", "listeners", 0, "filter_chains", 0, "filters", 0, "typed_config"))
+	})
+	t.Run("envoy/istio/envoyfilter.yaml", func(t *testing.T) {
+		envoy := harness.EnvoyTool.Require(t)
+		var hcmPatch map[string]any
+		for _, d := range yamlDocs(t, repoFile(t, "envoy/istio/envoyfilter.yaml")) {
+			if d["kind"] != "EnvoyFilter" {
+				continue
+			}
+			for _, p := range path(t, d, "spec", "configPatches").([]any) {
+				if path(t, p, "applyTo") == "NETWORK_FILTER" && path(t, p, "match", "context") == "SIDECAR_INBOUND" {
+					hcmPatch = path(t, p, "patch", "value", "typed_config").(map[string]any)
+				}
+			}
+		}
+		if hcmPatch == nil {
+			t.Fatal("want a NETWORK_FILTER patch of the SIDECAR_INBOUND connection manager")
+		}
+		wantHCM(t, "NETWORK_FILTER patch", hcmPatch)
+		// Envoy must accept the patched fields: merge them into the bootstrap the
+		// filter is validated in and ask the binary.
+		filter, limit := istioManifest(t)
+		var boot map[string]any
+		if err := yaml.Unmarshal(bootstrapFor(t, filter, limit), &boot); err != nil {
+			t.Fatal(err)
+		}
+		hcm := path(t, boot, "static_resources", "listeners", 0, "filter_chains", 0, "filters", 0, "typed_config").(map[string]any)
+		maps.Copy(hcm, hcmPatch)
+		validateEnvoyConfig(t, envoy, boot)
+	})
+	t.Run("envoy/gateway/extensionpolicy.yaml", func(t *testing.T) {
+		for _, d := range yamlDocs(t, repoFile(t, "envoy/gateway/extensionpolicy.yaml")) {
+			if d["kind"] == "ClientTrafficPolicy" {
+				if got := path(t, d, "spec", "clientIPDetection", "xForwardedFor", "numTrustedHops"); got != 0 {
+					t.Errorf("ClientTrafficPolicy clientIPDetection.xForwardedFor.numTrustedHops: got %v, want 0", got)
+				}
+				return
+			}
+		}
+		t.Fatal("want a ClientTrafficPolicy")
+	})
+}
+
+func validateEnvoyConfig(t *testing.T, envoy string, boot map[string]any) {
+	t.Helper()
+	b, err := yaml.Marshal(boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "envoy.yaml")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(t.Context(), envoy, "--mode", "validate", "-c", p, "--log-level", "warning").CombinedOutput(); err != nil {
+		t.Errorf("envoy --mode validate: %v\n%s\nconfig:\n%s", err, out, b)
 	}
 }
