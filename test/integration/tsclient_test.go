@@ -4,11 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,56 +34,12 @@ type tsOutcome struct {
 	} `json:"afterList"`
 }
 
-// tsClientDir returns test/tsclient with its node modules installed (npm ci, once per
-// test binary). Without node or npm the test is skipped, or fails when CI=true.
+// tsClientDir returns test/tsclient with its node modules installed
+// (harness.NodeProject: skipped without node or npm, failed when CI=true).
 func tsClientDir(t *testing.T) string {
 	t.Helper()
-	for _, tool := range []string{"node", "npm"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			msg := tool + " not found on PATH; install Node.js 20 or later to run the TypeScript SDK client tests"
-			if os.Getenv("CI") == "true" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
-		}
-	}
-	dir, err := npmInstall()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return harness.NodeProject(t, "test/tsclient")
 }
-
-// npmInstall runs `npm ci` in test/tsclient when node_modules is missing; the
-// folder is the cache between runs (CI may cache it too, keyed on package-lock.json).
-var npmInstall = sync.OnceValues(func() (string, error) {
-	root, err := harness.RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	dir := filepath.Join(root, "test", "tsclient")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "sdk", "package.json")); err == nil {
-		return dir, nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", &npmError{err: err, out: out}
-	}
-	return dir, nil
-})
-
-type npmError struct {
-	err error
-	out []byte
-}
-
-func (e *npmError) Error() string {
-	return "npm ci in test/tsclient: " + e.err.Error() + "\n" + string(e.out)
-}
-func (e *npmError) Unwrap() error { return e.err }
 
 // runTSClient runs limited.mjs against url and decodes its outcome.
 func runTSClient(t *testing.T, dir, url string) tsOutcome {

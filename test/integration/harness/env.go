@@ -34,6 +34,10 @@ type Options struct {
 	// UpstreamHandler, when set, is the MCP server behind Envoy instead of the
 	// demo server (another SDK's, say); Env.Upstream is then nil.
 	UpstreamHandler http.Handler
+	// UpstreamAddr, when set, is the host:port of an MCP server already running
+	// (StartTSServer's Addr, say) that Envoy proxies to instead of the demo
+	// server; Env.Upstream is then nil. Set it or UpstreamHandler, not both.
+	UpstreamAddr string
 	// JWTAuthn adds Envoy's jwt_authn filter before ext_proc (identity source
 	// jwtClaim); nil: the shipped configuration, without it.
 	JWTAuthn *envoyconfig.JWTAuthn
@@ -49,14 +53,14 @@ type Env struct {
 	// URL is the MCP endpoint through Envoy: http://127.0.0.1:port/mcp.
 	URL string
 	// BaseURL is Envoy's listener without a path: http://127.0.0.1:port. Envoy routes
-	// every path to the demo server, which serves MCP on every path.
+	// every path to the upstream; the demo server serves MCP on every path.
 	BaseURL string
 	// Redis is nil with MemoryStore.
 	Redis    *Redis
 	Extprocs []*Extproc
 	Envoy    *Envoy
 	// Upstream counts the tool calls that reached the MCP server; nil with
-	// Options.UpstreamHandler.
+	// Options.UpstreamHandler or Options.UpstreamAddr.
 	Upstream *demo.Server
 	// PolicyPath is the policy file extproc reads.
 	PolicyPath string
@@ -81,17 +85,24 @@ func Start(tb testing.TB, o Options) *Env {
 		tb.Fatal(err)
 	}
 
-	handler := o.UpstreamHandler
-	if handler == nil {
-		env.Upstream = demo.New(demo.Options{Stateless: o.StatelessUpstream})
-		handler = env.Upstream
+	if o.UpstreamAddr != "" && o.UpstreamHandler != nil {
+		tb.Fatal("harness: Options.UpstreamAddr and Options.UpstreamHandler are both set; Envoy has one upstream")
 	}
-	up := httptest.NewServer(handler)
-	tb.Cleanup(func() {
-		// SSE streams would keep Close waiting; Envoy has stopped by now anyway.
-		up.CloseClientConnections()
-		up.Close()
-	})
+	upstreamAddr := o.UpstreamAddr
+	if upstreamAddr == "" {
+		handler := o.UpstreamHandler
+		if handler == nil {
+			env.Upstream = demo.New(demo.Options{Stateless: o.StatelessUpstream})
+			handler = env.Upstream
+		}
+		up := httptest.NewServer(handler)
+		tb.Cleanup(func() {
+			// SSE streams would keep Close waiting; Envoy has stopped by now anyway.
+			up.CloseClientConnections()
+			up.Close()
+		})
+		upstreamAddr = up.Listener.Addr().String()
+	}
 
 	var redisURL string
 	if !o.MemoryStore {
@@ -103,7 +114,7 @@ func Start(tb testing.TB, o Options) *Env {
 	}
 	replicas := max(o.Replicas, 1)
 	p := envoyconfig.Defaults()
-	p.Upstream = []envoyconfig.Endpoint{endpoint(tb, up.Listener.Addr().String())}
+	p.Upstream = []envoyconfig.Endpoint{endpoint(tb, upstreamAddr)}
 	p.ExtProc = nil
 	for i := range replicas {
 		name := "extproc"

@@ -1,6 +1,7 @@
 // Package harness starts the real pieces of an MCP rate-limiting deployment for the
 // integration tests: redis-server, the built extproc binary, Envoy rendered from the
-// shipped template, and a demo MCP server built with the official Go SDK. Every
+// shipped template, and a demo MCP server built with the official Go SDK (or, with
+// StartTSServer and Options.UpstreamAddr, one built with the TypeScript SDK). Every
 // piece listens on a free loopback port, logs into a buffer that is printed only when
 // the test fails, and is stopped gracefully in t.Cleanup.
 package harness
