@@ -3,6 +3,7 @@
 # missing (scripts/install-tools.sh), checks formatting and static analysis, runs
 # every test with the race detector (unit, store conformance against a real
 # redis-server, real Envoy integration), then a short fuzz of the MCP parser, of
+# the readings of a request body, of
 # grpclite's connection handling, of the ext_proc request decoder, of the
 # reading of request paths and of choosing a server.
 set -euo pipefail
@@ -32,6 +33,7 @@ fuzz() {
   go test -run='^$' -fuzz="^$1\$" -fuzztime="${FUZZTIME:-$3}" "$4"
 }
 fuzz FuzzParse "the MCP parser" 500000x ./internal/mcp/
+fuzz FuzzRead "every reading of a request body" 200000x ./internal/body/
 fuzz FuzzConn "grpclite's connection handling" 150000x ./internal/grpclite/
 fuzz FuzzDecodeRequest "the ext_proc request decoder against proto.Unmarshal" 150000x ./internal/processor/
 fuzz FuzzPathReadings "the readings of a request path" 100000x ./internal/config/

@@ -56,7 +56,8 @@ func charsetReadable(contentType string) bool {
 		if quoted && (end == len(rest) || rest[end] != '"') {
 			return false
 		}
-		if !slices.Contains(readableCharsets, normalizeCharset(rest[:end])) {
+		var buf [16]byte
+		if !slices.Contains(readableCharsets, string(normalizeCharset(buf[:0], rest[:end]))) {
 			return false
 		}
 		rest = rest[end:]
@@ -84,19 +85,20 @@ func indexFold(s, needle string) int {
 	return -1
 }
 
-// normalizeCharset lower-cases a charset and keeps its letters and digits.
-func normalizeCharset(cs string) string {
-	var b strings.Builder
+// normalizeCharset appends cs to dst lower-cased, keeping its letters and
+// digits. A dst with room for the longest readable name keeps it off the heap;
+// a longer name grows it, and then matches none.
+func normalizeCharset(dst []byte, cs string) []byte {
 	for i := 0; i < len(cs); i++ {
 		c := cs[i]
 		switch {
 		case 'A' <= c && c <= 'Z':
-			b.WriteByte(c + 'a' - 'A')
+			dst = append(dst, c+'a'-'A')
 		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
-			b.WriteByte(c)
+			dst = append(dst, c)
 		}
 	}
-	return b.String()
+	return dst
 }
 
 // inflate undoes a Content-Encoding the options accept. A body is inflated at
