@@ -123,6 +123,10 @@ type Options struct {
 	// MaxDecodedBytes bounds a compressed body once inflated; a larger one is
 	// answered 413. Zero: DefaultMaxDecodedBytes.
 	MaxDecodedBytes int
+	// Keys builds the bucket keys; every replica sharing Store needs the same
+	// identity key. Nil: identities are hashed without a secret, so whoever can
+	// list the store's keys can recover a low-entropy identity such as an IP.
+	Keys *bucket.Keys
 }
 
 // Limiter decides. It is safe for concurrent use; SetPolicy may be called at any
@@ -137,6 +141,7 @@ type Limiter struct {
 	storeDown  atomic.Bool
 	dryRunLog  logThrottle
 	maxDecoded int
+	keys       *bucket.Keys
 }
 
 // DefaultTimeout is the decision deadline when the policy sets none.
@@ -144,7 +149,7 @@ const DefaultTimeout = 50 * time.Millisecond
 
 // New returns a Limiter enforcing p. A nil p limits nothing.
 func New(p *config.Policy, opts Options) *Limiter {
-	l := &Limiter{store: opts.Store, fallback: opts.Fallback, log: opts.Logger, maxDecoded: opts.MaxDecodedBytes}
+	l := &Limiter{store: opts.Store, fallback: opts.Fallback, log: opts.Logger, maxDecoded: opts.MaxDecodedBytes, keys: opts.Keys}
 	if l.maxDecoded <= 0 {
 		l.maxDecoded = DefaultMaxDecodedBytes
 	}
@@ -167,7 +172,7 @@ func (l *Limiter) SetPolicy(p *config.Policy) {
 	if p == nil {
 		p = &config.Policy{}
 	}
-	l.policy.Store(compile(p))
+	l.policy.Store(compile(l.keys, p))
 }
 
 // Decide returns the decision for r.
@@ -203,7 +208,7 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 		}
 		// Servers that read only the first JSON value run it: charge it.
 	}
-	plan := planCharges(cs, body, &r)
+	plan := planCharges(l.keys, cs, body, &r)
 	d.Method, d.Tool = plan.method, plan.tool
 	if len(plan.charges) == 0 {
 		return d

@@ -647,7 +647,7 @@ func TestRoutingByEveryReadingOfTheAuthority(t *testing.T) {
 }
 
 func TestRouteOfAPlainRequestDoesNotAllocate(t *testing.T) {
-	c := compile(&config.Policy{Servers: []config.Server{
+	c := compile(nil, &config.Policy{Servers: []config.Server{
 		{Name: "a", Match: config.Match{Authority: "mcp.example.com", PathPrefix: "/github"}},
 		{Name: "b", Match: config.Match{PathPrefix: "/jira"}},
 		{Name: "rest"},
