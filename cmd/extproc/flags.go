@@ -15,7 +15,8 @@ import (
 	"github.com/mcp-ratelimit/extproc/internal/bucket"
 )
 
-// options is the resolved command line of the server (SPEC §2).
+// options is the resolved command line of the server: the flags, their
+// environment fallbacks and the secrets read from the environment only.
 type options struct {
 	configPath string // empty: no policy, nothing is limited
 	grpcAddr   string // host:port, or unix:///path
