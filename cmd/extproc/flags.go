@@ -8,11 +8,15 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"time"
+
+	"github.com/mcp-ratelimit/extproc/internal/bucket"
 )
 
-// options is the resolved command line of the server (SPEC §2).
+// options is the resolved command line of the server: the flags, their
+// environment fallbacks and the secrets read from the environment only.
 type options struct {
 	configPath string // empty: no policy, nothing is limited
 	grpcAddr   string // host:port, or unix:///path
@@ -30,6 +34,10 @@ type options struct {
 	shutdownTimeout       time.Duration
 	// grpcTransport serves ext_proc connections: transportLite or transportGRPCGo.
 	grpcTransport string
+	// identityKey is the secret per-user bucket keys hash identities under, from
+	// --identity-key-file or EXTPROC_IDENTITY_KEY (never a flag, so that ps
+	// cannot show it); empty: none, identities hashed without a secret.
+	identityKey string
 	// pollInterval is how often the policy file is checked for changes; zero
 	// means defaultPollInterval. Not a flag: tests shorten it.
 	pollInterval time.Duration
@@ -149,6 +157,25 @@ func flagSpecs() []flagSpec {
 			},
 		},
 		{
+			name: "identity-key-file", env: "EXTPROC_IDENTITY_KEY_FILE",
+			help: "file holding the identity key: a secret of 32 bytes or more (one trailing newline dropped), the same on every replica, that per-user bucket keys hash identities under; read once at start",
+			set: func(o *options, v string) error {
+				if v == "" {
+					return nil
+				}
+				b, err := os.ReadFile(v)
+				if err != nil {
+					return err
+				}
+				k := trimNewline(string(b))
+				if err := checkIdentityKey(k); err != nil {
+					return err
+				}
+				o.identityKey = k
+				return nil
+			},
+		},
+		{
 			name: "grpc-transport", env: "EXTPROC_GRPC_TRANSPORT", def: transportLite,
 			help: "what serves ext_proc connections: lite (less CPU per stream; other gRPC still goes to grpc-go) or grpc-go (everything on grpc-go)",
 			set: func(o *options, v string) error {
@@ -201,7 +228,40 @@ func parseFlags(args []string, getenv func(string) string) (options, error) {
 	}
 	o.redisPassword = getenv("REDIS_PASSWORD")
 	o.redisSentinelPassword = getenv("REDIS_SENTINEL_PASSWORD")
+	if k := getenv("EXTPROC_IDENTITY_KEY"); k != "" {
+		// Two sources of a secret every replica must share are refused rather
+		// than ranked: a replica that picked the other one would count every
+		// user in buckets of its own, and nothing would say so.
+		if o.identityKey != "" {
+			return options{}, usageErrorf("EXTPROC_IDENTITY_KEY and --identity-key-file (or EXTPROC_IDENTITY_KEY_FILE) are both set: set one")
+		}
+		k = trimNewline(k)
+		if err := checkIdentityKey(k); err != nil {
+			// Never quotes the value: it is the secret.
+			return options{}, usageErrorf("invalid EXTPROC_IDENTITY_KEY: %w", err)
+		}
+		o.identityKey = k
+	}
 	return o, nil
+}
+
+// trimNewline drops one trailing newline (LF or CRLF): what echo and most
+// editors add to a key file, and never meant as part of the key.
+func trimNewline(k string) string {
+	if k, ok := strings.CutSuffix(k, "\n"); ok {
+		k, _ = strings.CutSuffix(k, "\r")
+		return k
+	}
+	return k
+}
+
+// checkIdentityKey refuses a key too short to resist guessing. Its errors never
+// quote the key.
+func checkIdentityKey(k string) error {
+	if len(k) < bucket.MinIdentityKeyBytes {
+		return fmt.Errorf("identity key is %d bytes, want at least %d (generate one with: openssl rand -hex 32)", len(k), bucket.MinIdentityKeyBytes)
+	}
+	return nil
 }
 
 // parseListenAddr splits a --grpc-addr value into a network and an address for
@@ -279,5 +339,8 @@ func printUsage(w io.Writer) {
 	b.WriteString("\nREDIS_PASSWORD, if set, overrides the Redis password of the URL or the policy.\n")
 	b.WriteString("REDIS_SENTINEL_PASSWORD, if set, overrides redis.sentinel.password: the password of\n" +
 		"the sentinels themselves, when they require one.\n")
+	b.WriteString("EXTPROC_IDENTITY_KEY, if set, is the identity key itself, in place of --identity-key-file.\n" +
+		"Without either, per-user bucket keys hash identities without a secret, and an\n" +
+		"identity such as a client IP can be recovered from a Redis key name.\n")
 	io.WriteString(w, b.String())
 }

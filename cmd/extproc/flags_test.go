@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -162,4 +163,83 @@ func TestParseFlagsReturnsErrHelp(t *testing.T) {
 // mapEnv is a getenv over m.
 func mapEnv(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
+}
+
+func TestParseFlagsReadsTheIdentityKey(t *testing.T) {
+	const key = "0123456789abcdef0123456789abcdef" // 32 bytes, the shortest accepted
+	withNewline := writeFile(t, "newline", key+"\n")
+	withCRLF := writeFile(t, "crlf", key+"\r\n")
+	other := writeFile(t, "other", "another key, also long enough: 0123456789")
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{name: "none: no identity key", want: ""},
+		{name: "file from the flag, trailing newline dropped", args: []string{"--identity-key-file", withNewline}, want: key},
+		{name: "file from the env", env: map[string]string{"EXTPROC_IDENTITY_KEY_FILE": withNewline}, want: key},
+		{name: "trailing CRLF dropped", args: []string{"--identity-key-file", withCRLF}, want: key},
+		{name: "the flag's file wins over the env's file", args: []string{"--identity-key-file", other},
+			env: map[string]string{"EXTPROC_IDENTITY_KEY_FILE": withNewline}, want: "another key, also long enough: 0123456789"},
+		{name: "key itself from the env", env: map[string]string{"EXTPROC_IDENTITY_KEY": key}, want: key},
+		{name: "key from the env, trailing newline dropped", env: map[string]string{"EXTPROC_IDENTITY_KEY": key + "\n"}, want: key},
+		{name: "an empty file name counts as unset", args: []string{"--identity-key-file="}, want: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseFlags(tt.args, mapEnv(tt.env))
+			if err != nil {
+				t.Fatalf("parseFlags: got error %v, want nil", err)
+			}
+			if o.identityKey != tt.want {
+				t.Errorf("got identity key %q, want %q", o.identityKey, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseFlagsRejectsABadIdentityKey(t *testing.T) {
+	const short = "0123456789abcdef0123456789abcde" // 31 bytes
+	shortFile := writeFile(t, "short", short+"\n")
+	emptyFile := writeFile(t, "empty", "")
+	goodFile := writeFile(t, "good", short+"f\n")
+	missing := filepath.Join(t.TempDir(), "missing")
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr []string
+	}{
+		{name: "short key in a file (its newline does not count)", args: []string{"--identity-key-file", shortFile},
+			wantErr: []string{`--identity-key-file "` + shortFile + `"`, "31 bytes, want at least 32", "openssl rand -hex 32"}},
+		{name: "empty file", env: map[string]string{"EXTPROC_IDENTITY_KEY_FILE": emptyFile},
+			wantErr: []string{"EXTPROC_IDENTITY_KEY_FILE", "0 bytes, want at least 32"}},
+		{name: "missing file", args: []string{"--identity-key-file", missing},
+			wantErr: []string{`--identity-key-file "` + missing + `"`, "no such file"}},
+		{name: "short key in the env", env: map[string]string{"EXTPROC_IDENTITY_KEY": short},
+			wantErr: []string{"invalid EXTPROC_IDENTITY_KEY", "31 bytes, want at least 32"}},
+		{name: "key in both a file and the env", args: []string{"--identity-key-file", goodFile},
+			env:     map[string]string{"EXTPROC_IDENTITY_KEY": short + "f"},
+			wantErr: []string{"EXTPROC_IDENTITY_KEY and --identity-key-file", "both set"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseFlags(tt.args, mapEnv(tt.env))
+			if err == nil {
+				t.Fatal("got nil error, want one")
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("got error %q, want it to contain %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), short) {
+				t.Errorf("got error %q, want the key itself never quoted", err)
+			}
+			if got := exitCode(err); got != 2 {
+				t.Errorf("exit code: got %d, want 2", got)
+			}
+		})
+	}
 }

@@ -213,16 +213,26 @@ func dialExtProc(t *testing.T, target string) extProcClient {
 // before it has buffered the body; it waits for the headers' answer.
 func (e extProcClient) open(ctx context.Context, t *testing.T) extprocv3.ExternalProcessor_ProcessClient {
 	t.Helper()
+	return e.openWith(ctx, t)
+}
+
+// openWith is open with extra request headers, given as name, value pairs.
+func (e extProcClient) openWith(ctx context.Context, t *testing.T, headers ...string) extprocv3.ExternalProcessor_ProcessClient {
+	t.Helper()
 	s, err := e.c.Process(ctx)
 	if err != nil {
 		t.Fatalf("open ext_proc stream: %v", err)
 	}
 	hdr := func(k, v string) *corev3.HeaderValue { return &corev3.HeaderValue{Key: k, RawValue: []byte(v)} }
+	hs := []*corev3.HeaderValue{
+		hdr(":method", "POST"), hdr(":path", "/mcp"), hdr(":authority", "mcp.example.com"),
+		hdr("content-type", "application/json"),
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		hs = append(hs, hdr(headers[i], headers[i+1]))
+	}
 	err = s.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
-		RequestHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
-			hdr(":method", "POST"), hdr(":path", "/mcp"), hdr(":authority", "mcp.example.com"),
-			hdr("content-type", "application/json"),
-		}}},
+		RequestHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: hs}},
 	}})
 	if err != nil {
 		t.Fatalf("send request headers: %v", err)

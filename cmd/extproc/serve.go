@@ -26,6 +26,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/mcp-ratelimit/extproc/internal/bucket"
 	"github.com/mcp-ratelimit/extproc/internal/config"
 	"github.com/mcp-ratelimit/extproc/internal/grpclite"
 	"github.com/mcp-ratelimit/extproc/internal/limiter"
@@ -59,6 +60,10 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	// Hashed before loading: a change in between is then seen by the first poll.
 	seen := contentHash(o.configPath)
 	policy, err := loadPolicy(o, log)
+	if err != nil {
+		return err
+	}
+	keys, err := bucketKeys(o.identityKey, log)
 	if err != nil {
 		return err
 	}
@@ -112,7 +117,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		}
 	}()
 
-	lim := limiter.New(policy, limiter.Options{Store: st.Store, Logger: log})
+	lim := limiter.New(policy, limiter.Options{Store: st.Store, Logger: log, Keys: keys})
 	m := metrics.New(reg)
 	proc := processor.New(lim, processor.Options{Logger: log, Observer: m})
 
@@ -252,6 +257,26 @@ func loadPolicy(o options, log *slog.Logger) (*config.Policy, error) {
 	log.Info("policy loaded", "file", o.configPath, "summary", summary(p))
 	return p, nil
 }
+
+// bucketKeys builds bucket keys under identityKey (checked by parseFlags).
+// Without one, keys are those of releases that had none, so an upgrade keeps
+// every bucket, and a warning says what that exposes.
+func bucketKeys(identityKey string, log *slog.Logger) (*bucket.Keys, error) {
+	if identityKey == "" {
+		log.Warn(noIdentityKeyWarning,
+			"fix", "set EXTPROC_IDENTITY_KEY or --identity-key-file to the same 32 or more random bytes on every replica (openssl rand -hex 32)")
+		return nil, nil
+	}
+	keys, err := bucket.NewKeys([]byte(identityKey))
+	if err != nil {
+		return nil, fmt.Errorf("identity key: %w", err)
+	}
+	log.Info("per-user bucket keys hash identities under the identity key")
+	return keys, nil
+}
+
+// noIdentityKeyWarning is logged at start without an identity key.
+const noIdentityKeyWarning = "no identity key: per-user bucket keys hash identities without a secret, so identities such as client IPs can be recovered from Redis key names"
 
 // stopGRPC lets in-flight ext_proc streams finish, then cuts those still open;
 // lite is nil with --grpc-transport grpc-go.

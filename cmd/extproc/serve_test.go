@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/mcp-ratelimit/extproc/internal/bucket"
 	"github.com/mcp-ratelimit/extproc/internal/bucket/redistest"
 )
 
@@ -268,5 +270,70 @@ func TestRunServesExtProcAndHealthOnEitherTransport(t *testing.T) {
 				t.Errorf("health of %q: got %v, want SERVING", extProcService, got)
 			}
 		})
+	}
+}
+
+func TestRunWithoutAnIdentityKeyWarnsThatIdentitiesCanBeRecovered(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	_, logs, _ := startRun(t, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
+	logs.wait(ctx, t, "ready")
+	rec := logs.wait(ctx, t, noIdentityKeyWarning)
+	if rec["level"] != "WARN" {
+		t.Errorf("got level %v, want WARN", rec["level"])
+	}
+	if fix, _ := rec["fix"].(string); !strings.Contains(fix, "EXTPROC_IDENTITY_KEY") || !strings.Contains(fix, "--identity-key-file") {
+		t.Errorf("got fix %q, want it to name EXTPROC_IDENTITY_KEY and --identity-key-file", fix)
+	}
+}
+
+func TestRunWithAnIdentityKeyDoesNotWarn(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	key := writeFile(t, "identity.key", "0123456789abcdef0123456789abcdef\n")
+	_, logs, _ := startRun(t, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--identity-key-file", key)
+	logs.wait(ctx, t, "ready")
+	logs.wait(ctx, t, "per-user bucket keys hash identities under the identity key")
+	if logs.has(noIdentityKeyWarning) {
+		t.Error("got the no-identity-key warning, want none")
+	}
+	if strings.Contains(logs.String(), "0123456789abcdef") {
+		t.Error("got the identity key in the log, want it never logged")
+	}
+}
+
+func TestRunKeysPerUserBucketsInRedisByTheIdentityKey(t *testing.T) {
+	const identityKey = "0123456789abcdef0123456789abcdef"
+	const user = "203.0.113.7"
+	srv := redistest.StartServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	policy := writeFile(t, "policy.yaml", validPolicy+"identity: [{header: x-user-id}]\nredis:\n  url: redis://"+srv.Addr+"/0\n")
+	keyFile := writeFile(t, "identity.key", identityKey+"\n")
+	_, logs, _ := startRun(t, "--config", policy, "--identity-key-file", keyFile,
+		"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
+	target, _ := logs.addrs(ctx, t)
+	logs.wait(ctx, t, "ready")
+
+	s := dialExtProc(t, target).openWith(ctx, t, "x-user-id", user)
+	if _, err := finish(t, s, toolsCall); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := srv.Client(t).Keys(ctx, "mcprl:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := bucket.NewKeys([]byte(identityKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	perUser := want.Key("github", bucket.ScopeUserTool, "search", "header:"+user)
+	if !slices.Contains(keys, perUser) {
+		t.Errorf("got keys %q, want %q among them", keys, perUser)
+	}
+	for _, k := range keys {
+		if strings.Contains(k, user) {
+			t.Errorf("got key %q, want no key holding the identity", k)
+		}
 	}
 }

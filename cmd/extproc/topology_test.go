@@ -110,7 +110,7 @@ func TestOpenStoreReachesEveryTopology(t *testing.T) {
 			}
 			defer st.close()
 			c := bucket.Charge{
-				Key:   bucket.Key(strings.ReplaceAll(t.Name(), "/", "."), bucket.ScopeShared, "", ""),
+				Key:   (*bucket.Keys)(nil).Key(strings.ReplaceAll(t.Name(), "/", "."), bucket.ScopeShared, "", ""),
 				Limit: bucket.Limit{MaxTokens: 2, RefillPeriod: time.Hour},
 				Cost:  1,
 			}

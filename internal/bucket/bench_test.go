@@ -27,10 +27,10 @@ func benchCharges(buckets int) [][]Charge {
 	for u := range out {
 		id := "user" + strconv.Itoa(u)
 		all := []Charge{
-			{Key: Key("bench", ScopeUser, "", id), Limit: big, Cost: 1},
-			{Key: Key("bench", ScopeShared, "", ""), Limit: big, Cost: 1},
-			{Key: Key("bench", ScopeTool, "search", ""), Limit: big, Cost: 1},
-			{Key: Key("bench", ScopeUserTool, "search", id), Limit: big, Cost: 1},
+			{Key: unsalted.Key("bench", ScopeUser, "", id), Limit: big, Cost: 1},
+			{Key: unsalted.Key("bench", ScopeShared, "", ""), Limit: big, Cost: 1},
+			{Key: unsalted.Key("bench", ScopeTool, "search", ""), Limit: big, Cost: 1},
+			{Key: unsalted.Key("bench", ScopeUserTool, "search", id), Limit: big, Cost: 1},
 		}
 		out[u] = all[:buckets]
 	}
@@ -157,7 +157,7 @@ func BenchmarkDenialCache(b *testing.B) {
 		b.Run("memory+denialcache-"+n, func(b *testing.B) {
 			cache := NewDenialCache(NewMemory(MemoryOptions{}), DenialCacheOptions{})
 			for i := range 1000 {
-				c := []Charge{{Key: Key("other", ScopeUser, "", strconv.Itoa(i)), Limit: lim(1, time.Hour), Cost: 1}}
+				c := []Charge{{Key: unsalted.Key("other", ScopeUser, "", strconv.Itoa(i)), Limit: lim(1, time.Hour), Cost: 1}}
 				for range 2 {
 					if _, err := cache.Take(context.Background(), c); err != nil {
 						b.Fatal(err)
@@ -255,7 +255,7 @@ func BenchmarkRedisFlood(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			s := tc.store()
-			ch := []Charge{{Key: Key("flood-"+tc.name, ScopeShared, "", ""), Limit: lim(100, time.Second), Cost: 1}}
+			ch := []Charge{{Key: unsalted.Key("flood-"+tc.name, ScopeShared, "", ""), Limit: lim(100, time.Second), Cost: 1}}
 			if err := c.ConfigResetStat(ctx).Err(); err != nil {
 				b.Fatal(err)
 			}

@@ -167,7 +167,7 @@ func await(t *testing.T, what string, ch <-chan outcome) outcome {
 }
 
 func charge(name string) Charge {
-	return Charge{Key: Key("coalesce", ScopeUser, "", name), Limit: lim(10, hour), Cost: 1}
+	return Charge{Key: unsalted.Key("coalesce", ScopeUser, "", name), Limit: lim(10, hour), Cost: 1}
 }
 
 func TestCoalescerNeverSendsACallCancelledWhileQueued(t *testing.T) {
@@ -195,7 +195,7 @@ func TestCoalescerNeverSendsACallCancelledWhileQueued(t *testing.T) {
 	}
 	// One more Take, so that anything wrongly left queued would have gone out.
 	wantAllowed(t, take(t, s, charge("c")), 9)
-	if got, want := g.sends(), [][]string{{a.Key}, {Key("coalesce", ScopeUser, "", "c")}}; !slices.EqualFunc(got, want, slices.Equal) {
+	if got, want := g.sends(), [][]string{{a.Key}, {unsalted.Key("coalesce", ScopeUser, "", "c")}}; !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("sent: got %v, want %v", got, want)
 	}
 	wantAbsent(t, redisHarness(plain), b.Key)

@@ -113,7 +113,7 @@ func wantAbsent(t *testing.T, h harness, key string) {
 
 var behaviours = []behaviour{
 	{"capacity then denial", func(t *testing.T, h harness, server string) {
-		c := Charge{Key: Key(server, ScopeShared, "", ""), Limit: lim(3, 3*hour), Cost: 1}
+		c := Charge{Key: unsalted.Key(server, ScopeShared, "", ""), Limit: lim(3, 3*hour), Cost: 1}
 		start := time.Now()
 		for want := int64(2); want >= 0; want-- {
 			wantAllowed(t, take(t, h.store, c), want)
@@ -125,7 +125,7 @@ var behaviours = []behaviour{
 	}},
 
 	{"refill over time", func(t *testing.T, h harness, server string) {
-		c := Charge{Key: Key(server, ScopeShared, "", ""), Limit: lim(2, 20*time.Millisecond), Cost: 1}
+		c := Charge{Key: unsalted.Key(server, ScopeShared, "", ""), Limit: lim(2, 20*time.Millisecond), Cost: 1}
 		take(t, h.store, c)
 		take(t, h.store, c)
 		res := take(t, h.store, c)
@@ -138,8 +138,8 @@ var behaviours = []behaviour{
 	}},
 
 	{"all or nothing across buckets", func(t *testing.T, h harness, server string) {
-		shared := Charge{Key: Key(server, ScopeShared, "", ""), Limit: lim(10, hour), Cost: 1}
-		tool := Charge{Key: Key(server, ScopeTool, "search", ""), Limit: lim(1, hour), Cost: 1}
+		shared := Charge{Key: unsalted.Key(server, ScopeShared, "", ""), Limit: lim(10, hour), Cost: 1}
+		tool := Charge{Key: unsalted.Key(server, ScopeTool, "search", ""), Limit: lim(1, hour), Cost: 1}
 		wantAllowed(t, take(t, h.store, shared, tool), 9, 0)
 		before, _ := wantStored(t, h, shared.Key)
 
@@ -156,7 +156,7 @@ var behaviours = []behaviour{
 	}},
 
 	{"cost above one", func(t *testing.T, h harness, server string) {
-		c := Charge{Key: Key(server, ScopeTool, "expensive", ""), Limit: lim(10, 10*hour), Cost: 4}
+		c := Charge{Key: unsalted.Key(server, ScopeTool, "expensive", ""), Limit: lim(10, 10*hour), Cost: 4}
 		start := time.Now()
 		wantAllowed(t, take(t, h.store, c), 6)
 		wantAllowed(t, take(t, h.store, c), 2)
@@ -170,9 +170,9 @@ var behaviours = []behaviour{
 	}},
 
 	{"denial reports every bucket", func(t *testing.T, h harness, server string) {
-		a := Charge{Key: Key(server, ScopeUser, "", "alice"), Limit: lim(1, hour), Cost: 1}
-		b := Charge{Key: Key(server, ScopeUserTool, "search", "alice"), Limit: lim(1, 2*hour), Cost: 1}
-		c := Charge{Key: Key(server, ScopeShared, "", ""), Limit: lim(5, hour), Cost: 1}
+		a := Charge{Key: unsalted.Key(server, ScopeUser, "", "alice"), Limit: lim(1, hour), Cost: 1}
+		b := Charge{Key: unsalted.Key(server, ScopeUserTool, "search", "alice"), Limit: lim(1, 2*hour), Cost: 1}
+		c := Charge{Key: unsalted.Key(server, ScopeShared, "", ""), Limit: lim(5, hour), Cost: 1}
 		start := time.Now()
 		take(t, h.store, a)
 		take(t, h.store, b)
@@ -193,8 +193,8 @@ var behaviours = []behaviour{
 	}},
 
 	{"no write on deny", func(t *testing.T, h harness, server string) {
-		fresh := Charge{Key: Key(server, ScopeMethod, "resources/read", ""), Limit: lim(5, hour), Cost: 1}
-		full := Charge{Key: Key(server, ScopeTool, "search", ""), Limit: lim(1, hour), Cost: 1}
+		fresh := Charge{Key: unsalted.Key(server, ScopeMethod, "resources/read", ""), Limit: lim(5, hour), Cost: 1}
+		full := Charge{Key: unsalted.Key(server, ScopeTool, "search", ""), Limit: lim(1, hour), Cost: 1}
 		take(t, h.store, full)
 		before, _ := wantStored(t, h, full.Key)
 		wantDenied(t, take(t, h.store, fresh, full))
@@ -205,7 +205,7 @@ var behaviours = []behaviour{
 	}},
 
 	{"TTL is the time until full", func(t *testing.T, h harness, server string) {
-		c := Charge{Key: Key(server, ScopeShared, "", ""), Limit: lim(4, 4*hour), Cost: 1}
+		c := Charge{Key: unsalted.Key(server, ScopeShared, "", ""), Limit: lim(4, 4*hour), Cost: 1}
 		start := time.Now()
 		take(t, h.store, c)
 		_, ttl := wantStored(t, h, c.Key)
@@ -221,7 +221,7 @@ var behaviours = []behaviour{
 
 	{"exact retry after", func(t *testing.T, h harness, server string) {
 		// 7 tokens per 100s: T = ceil(100s/7) = 14285715µs, not a round number.
-		c := Charge{Key: Key(server, ScopeShared, "", ""), Limit: lim(7, 100*time.Second), Cost: 7}
+		c := Charge{Key: unsalted.Key(server, ScopeShared, "", ""), Limit: lim(7, 100*time.Second), Cost: 7}
 		const interval = 14285715 * time.Microsecond
 		start := time.Now()
 		take(t, h.store, c)
@@ -232,7 +232,7 @@ var behaviours = []behaviour{
 	}},
 
 	{"1ms period", func(t *testing.T, h harness, server string) {
-		c := Charge{Key: Key(server, ScopeShared, "", ""), Limit: lim(10, time.Millisecond), Cost: 10}
+		c := Charge{Key: unsalted.Key(server, ScopeShared, "", ""), Limit: lim(10, time.Millisecond), Cost: 10}
 		start := time.Now()
 		wantAllowed(t, take(t, h.store, c), 0)
 		// The key expires at the first whole millisecond at or after the refill
@@ -254,7 +254,7 @@ var behaviours = []behaviour{
 
 	{"30-day period", func(t *testing.T, h harness, server string) {
 		const month = 30 * 24 * hour
-		c := Charge{Key: Key(server, ScopeUser, "", "bob"), Limit: lim(10, month), Cost: 10}
+		c := Charge{Key: unsalted.Key(server, ScopeUser, "", "bob"), Limit: lim(10, month), Cost: 10}
 		start := time.Now()
 		wantAllowed(t, take(t, h.store, c), 0)
 		_, ttl := wantStored(t, h, c.Key)
@@ -267,7 +267,7 @@ var behaviours = []behaviour{
 	}},
 
 	{"invalid charges rejected", func(t *testing.T, h harness, server string) {
-		key := Key(server, ScopeShared, "", "")
+		key := unsalted.Key(server, ScopeShared, "", "")
 		ok := Charge{Key: key, Limit: lim(10, hour), Cost: 1}
 		with := func(f func(*Charge)) Charge { c := ok; f(&c); return c }
 		for _, tc := range []struct {
@@ -300,7 +300,7 @@ var behaviours = []behaviour{
 	}},
 
 	{"cancelled context is an error", func(t *testing.T, h harness, server string) {
-		c := Charge{Key: Key(server, ScopeShared, "", ""), Limit: lim(1, hour), Cost: 1}
+		c := Charge{Key: unsalted.Key(server, ScopeShared, "", ""), Limit: lim(1, hour), Cost: 1}
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		if _, err := h.store.Take(ctx, []Charge{c}); !errors.Is(err, context.Canceled) {
@@ -317,7 +317,7 @@ var behaviours = []behaviour{
 		errs := make(chan error, callers)
 		var wg sync.WaitGroup
 		for i := range callers {
-			c := Charge{Key: Key(server, ScopeUser, "", "u"+strconv.Itoa(i)), Limit: lim(maxTokens, hour), Cost: 1}
+			c := Charge{Key: unsalted.Key(server, ScopeUser, "", "u"+strconv.Itoa(i)), Limit: lim(maxTokens, hour), Cost: 1}
 			wg.Go(func() {
 				for want := int64(maxTokens - 1); want >= -1; want-- {
 					res, err := h.store.Take(context.Background(), []Charge{c})
@@ -345,7 +345,7 @@ var behaviours = []behaviour{
 	{"concurrency exactness", func(t *testing.T, h harness, server string) {
 		// 5 tokens per 50ms (100/s), hammered by 64 goroutines for about 100ms.
 		const maxTokens, period, workers, run = 5, 50 * time.Millisecond, 64, 100 * time.Millisecond
-		c := Charge{Key: Key(server, ScopeShared, "", ""), Limit: lim(maxTokens, period), Cost: 1}
+		c := Charge{Key: unsalted.Key(server, ScopeShared, "", ""), Limit: lim(maxTokens, period), Cost: 1}
 		var admitted, failed atomic.Int64
 		var wg sync.WaitGroup
 		start := time.Now()

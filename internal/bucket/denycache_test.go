@@ -59,8 +59,8 @@ func (s *countingStore) Take(ctx context.Context, charges []Charge) (Result, err
 }
 
 func TestDenialCacheDeniesOnlyWhatTheStoreWould(t *testing.T) {
-	a := Charge{Key: Key("cache", ScopeUser, "", "a"), Limit: lim(4, 4*hour), Cost: 2}
-	b := Charge{Key: Key("cache", ScopeShared, "", ""), Limit: lim(10, hour), Cost: 1}
+	a := Charge{Key: unsalted.Key("cache", ScopeUser, "", "a"), Limit: lim(4, 4*hour), Cost: 2}
+	b := Charge{Key: unsalted.Key("cache", ScopeShared, "", ""), Limit: lim(10, hour), Cost: 1}
 	with := func(c Charge, f func(*Charge)) Charge { f(&c); return c }
 	for _, tc := range []struct {
 		name    string
@@ -121,7 +121,7 @@ func TestDenialCacheForgetsExpiredAndBoundsEntries(t *testing.T) {
 	const maxEntries = 64
 	cache := NewDenialCache(NewMemory(MemoryOptions{Now: clock.Now}), DenialCacheOptions{Now: clock.Now, MaxEntries: maxEntries})
 	deny := func(i int) {
-		c := Charge{Key: Key("bound", ScopeUser, "", strconv.Itoa(i)), Limit: lim(1, time.Minute), Cost: 1}
+		c := Charge{Key: unsalted.Key("bound", ScopeUser, "", strconv.Itoa(i)), Limit: lim(1, time.Minute), Cost: 1}
 		take(t, cache, c)
 		wantDenied(t, take(t, cache, c))
 	}
@@ -135,7 +135,7 @@ func TestDenialCacheForgetsExpiredAndBoundsEntries(t *testing.T) {
 	// Every entry has expired: meeting one drops it, and the store decides.
 	clock.advance(time.Hour)
 	for i := range 10 * maxEntries {
-		c := Charge{Key: Key("bound", ScopeUser, "", strconv.Itoa(i)), Limit: lim(1, time.Minute), Cost: 1}
+		c := Charge{Key: unsalted.Key("bound", ScopeUser, "", strconv.Itoa(i)), Limit: lim(1, time.Minute), Cost: 1}
 		wantAllowed(t, take(t, cache, c), 0)
 	}
 	if n := cache.Len(); n != 0 {
@@ -151,7 +151,7 @@ func TestRedisFloodOverLimitCallsRedisTenTimesLess(t *testing.T) {
 	}
 	cache := NewDenialCache(NewRedis(c, RedisOptions{}), DenialCacheOptions{})
 	const maxTokens, workers, each = 5, 64, 50
-	ch := Charge{Key: Key("flood", ScopeShared, "", ""), Limit: lim(maxTokens, hour), Cost: 1}
+	ch := Charge{Key: unsalted.Key("flood", ScopeShared, "", ""), Limit: lim(maxTokens, hour), Cost: 1}
 	var admitted, failed atomic.Int64
 	var wg sync.WaitGroup
 	for range workers {

@@ -1,6 +1,29 @@
 package bucket
 
-import "testing"
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// unsalted builds the keys of the store tests, which do not depend on how an
+// identity is hashed.
+var unsalted *Keys
+
+// testIdentityKey is 32 bytes, the shortest key NewKeys accepts.
+const testIdentityKey = "0123456789abcdef0123456789abcdef"
+
+func newTestKeys(t testing.TB, secret string) *Keys {
+	t.Helper()
+	k, err := NewKeys([]byte(secret))
+	if err != nil {
+		t.Fatalf("NewKeys: %v", err)
+	}
+	return k
+}
 
 func TestKeyLayout(t *testing.T) {
 	const alice = "2bd806c97f0e00af1a1fc3328fa763a9" // first 32 hex of SHA-256("alice")
@@ -22,22 +45,143 @@ func TestKeyLayout(t *testing.T) {
 		{"undefined scope", Scope(42), "search", "alice", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := Key("github", tc.scope, tc.toolName, tc.identity); got != tc.want {
+			if got := unsalted.Key("github", tc.scope, tc.toolName, tc.identity); got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})
 	}
 }
 
+func TestKeyWithIdentityKeyIsTheHMACPrefixOfTheIdentity(t *testing.T) {
+	k := newTestKeys(t, testIdentityKey)
+	// Identities longer than Key's copy buffer take several writes.
+	for _, identity := range []string{"", "alice", "203.0.113.7", strings.Repeat("x", 64), strings.Repeat("long identity ", 40)} {
+		mac := hmac.New(sha256.New, []byte(testIdentityKey))
+		mac.Write([]byte(identity))
+		want := "mcprl:v1:{github}:user-tool:search:" + hex.EncodeToString(mac.Sum(nil))[:idLen]
+		if got := k.Key("github", ScopeUserTool, "search", identity); got != want {
+			t.Errorf("identity %q: got %q, want %q", identity, got, want)
+		}
+	}
+}
+
+func TestKeyWithIdentityKeyDiffersFromWithout(t *testing.T) {
+	k := newTestKeys(t, testIdentityKey)
+	for _, scope := range []Scope{ScopeUser, ScopeUserTool, ScopeUserMethod} {
+		with, without := k.Key("github", scope, "search", "alice"), unsalted.Key("github", scope, "search", "alice")
+		if with == without {
+			t.Errorf("scope %d: got %q with and without an identity key, want them to differ", scope, with)
+		}
+		// Only the hash changes: same prefix, same length.
+		if len(with) != len(without) || with[:len(with)-idLen] != without[:len(without)-idLen] {
+			t.Errorf("scope %d: got %q with an identity key, want the layout of %q", scope, with, without)
+		}
+	}
+}
+
+func TestKeyWithIdentityKeyLeavesSharedKeysAlone(t *testing.T) {
+	k := newTestKeys(t, testIdentityKey)
+	for _, scope := range []Scope{ScopeShared, ScopeTool, ScopeMethod} {
+		if got, want := k.Key("github", scope, "search", "alice"), unsalted.Key("github", scope, "search", "alice"); got != want {
+			t.Errorf("scope %d: got %q, want %q as without an identity key", scope, got, want)
+		}
+	}
+}
+
+func TestKeyIsStableForTheSameIdentityAndIdentityKey(t *testing.T) {
+	// Two Keys stand for two replicas sharing the key.
+	a, b := newTestKeys(t, testIdentityKey), newTestKeys(t, testIdentityKey)
+	first := a.Key("github", ScopeUser, "", "alice")
+	for i := range 3 {
+		if got := a.Key("github", ScopeUser, "", "alice"); got != first {
+			t.Errorf("call %d: got %q, want %q", i, got, first)
+		}
+	}
+	if got := b.Key("github", ScopeUser, "", "alice"); got != first {
+		t.Errorf("another Keys with the same identity key: got %q, want %q", got, first)
+	}
+}
+
+func TestKeyDiffersUnderDifferentIdentityKeys(t *testing.T) {
+	a := newTestKeys(t, testIdentityKey)
+	b := newTestKeys(t, "1"+testIdentityKey[1:])
+	if ka, kb := a.Key("github", ScopeUser, "", "alice"), b.Key("github", ScopeUser, "", "alice"); ka == kb {
+		t.Errorf("got %q under both identity keys, want different keys", ka)
+	}
+}
+
+func TestKeyNeverContainsTheIdentity(t *testing.T) {
+	k := newTestKeys(t, testIdentityKey)
+	for _, keys := range []*Keys{nil, k} {
+		for _, identity := range []string{"203.0.113.7", "alice@example.com", "bob"} {
+			for _, scope := range []Scope{ScopeUser, ScopeUserTool, ScopeUserMethod} {
+				if got := keys.Key("github", scope, "search", identity); strings.Contains(got, identity) {
+					t.Errorf("with identity key %v: got %q, want it not to contain %q", keys != nil, got, identity)
+				}
+			}
+		}
+	}
+}
+
+func TestKeyIsSafeForConcurrentUse(t *testing.T) {
+	k := newTestKeys(t, testIdentityKey)
+	want := k.Key("github", ScopeUser, "", "alice")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 1000 {
+				if got := k.Key("github", ScopeUser, "", "alice"); got != want {
+					t.Errorf("got %q, want %q", got, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestNewKeysRejectsAShortIdentityKey(t *testing.T) {
+	_, err := NewKeys([]byte(testIdentityKey[:MinIdentityKeyBytes-1]))
+	if err == nil || !strings.Contains(err.Error(), "31 bytes, want at least 32") {
+		t.Errorf("got error %v, want one saying 31 bytes, want at least 32", err)
+	}
+}
+
+func TestNewKeysCopiesTheIdentityKey(t *testing.T) {
+	secret := []byte(testIdentityKey)
+	k := newTestKeys(t, string(secret))
+	want := k.Key("github", ScopeUser, "", "alice")
+	secret[0] ^= 0xff
+	if got := k.Key("github", ScopeUser, "", "alice"); got != want {
+		t.Errorf("after the caller changed its slice: got %q, want %q", got, want)
+	}
+}
+
 func TestKeyAllocatesOnce(t *testing.T) {
-	if n := testing.AllocsPerRun(100, func() { _ = Key("github", ScopeUserTool, "search", "alice") }); n != 1 {
-		t.Errorf("got %v allocations, want 1", n)
+	builders := []*Keys{nil}
+	if !raceEnabled {
+		builders = append(builders, newTestKeys(t, testIdentityKey))
+	}
+	for _, keys := range builders {
+		if n := testing.AllocsPerRun(100, func() { _ = keys.Key("github", ScopeUserTool, "search", "alice") }); n != 1 {
+			t.Errorf("with identity key %v: got %v allocations, want 1", keys != nil, n)
+		}
 	}
 }
 
 func BenchmarkKey(b *testing.B) {
-	b.ReportAllocs()
-	for b.Loop() {
-		_ = Key("github", ScopeUserTool, "search", "alice")
+	for _, bc := range []struct {
+		name string
+		keys *Keys
+	}{
+		{"without-identity-key", nil},
+		{"with-identity-key", newTestKeys(b, testIdentityKey)},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = bc.keys.Key("github", ScopeUserTool, "search", "alice")
+			}
+		})
 	}
 }

@@ -64,7 +64,7 @@ func TestRedisConformance(t *testing.T) {
 func TestRedisStoresTATAsExactMicroseconds(t *testing.T) {
 	c := newTestClient(t, redistest.Start(t))
 	h := redisHarness(c)
-	ch := Charge{Key: Key("exact", ScopeShared, "", ""), Limit: lim(3, 3*time.Second), Cost: 1}
+	ch := Charge{Key: unsalted.Key("exact", ScopeShared, "", ""), Limit: lim(3, 3*time.Second), Cost: 1}
 	before := time.Now().UnixMicro()
 	take(t, h.store, ch)
 	after := time.Now().UnixMicro()
@@ -78,7 +78,7 @@ func TestRedisStoresTATAsExactMicroseconds(t *testing.T) {
 func TestRedisKeepsDecidingAfterScriptFlush(t *testing.T) {
 	c := newTestClient(t, redistest.Start(t))
 	s := NewRedis(c, RedisOptions{})
-	ch := Charge{Key: Key("flush", ScopeShared, "", ""), Limit: lim(3, hour), Cost: 1}
+	ch := Charge{Key: unsalted.Key("flush", ScopeShared, "", ""), Limit: lim(3, hour), Cost: 1}
 	wantAllowed(t, take(t, s, ch), 2)
 	if err := c.ScriptFlush(context.Background()).Err(); err != nil {
 		t.Fatalf("SCRIPT FLUSH: %v", err)
@@ -99,7 +99,7 @@ func TestRedisDownIsAnError(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, ContextTimeoutEnabled: true})
 	defer c.Close()
 	s := NewRedis(c, RedisOptions{})
-	ch := Charge{Key: Key("down", ScopeShared, "", ""), Limit: lim(3, hour), Cost: 1}
+	ch := Charge{Key: unsalted.Key("down", ScopeShared, "", ""), Limit: lim(3, hour), Cost: 1}
 	res, err := s.Take(context.Background(), []Charge{ch})
 	if err == nil || errors.Is(err, ErrInvalidCharge) {
 		t.Fatalf("got result %+v error %v, want a store error", res, err)
@@ -108,7 +108,7 @@ func TestRedisDownIsAnError(t *testing.T) {
 
 func TestRedisHonoursDeadlines(t *testing.T) {
 	c := newTestClient(t, silentServer(t))
-	ch := Charge{Key: Key("deadline", ScopeShared, "", ""), Limit: lim(3, hour), Cost: 1}
+	ch := Charge{Key: unsalted.Key("deadline", ScopeShared, "", ""), Limit: lim(3, hour), Cost: 1}
 
 	for _, tc := range []struct {
 		name    string
@@ -140,7 +140,7 @@ func isTimeout(err error) bool {
 
 func TestRedisRejectsCorruptBucket(t *testing.T) {
 	c := newTestClient(t, redistest.Start(t))
-	key := Key("corrupt", ScopeShared, "", "")
+	key := unsalted.Key("corrupt", ScopeShared, "", "")
 	if err := c.Set(context.Background(), key, "not a number", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestRedisCapsTATFromTheFuture(t *testing.T) {
 	// bucket empty, not owing tokens for longer than the current limit allows.
 	c := newTestClient(t, redistest.Start(t))
 	h := redisHarness(c)
-	ch := Charge{Key: Key("future", ScopeShared, "", ""), Limit: lim(2, 2*time.Second), Cost: 1}
+	ch := Charge{Key: unsalted.Key("future", ScopeShared, "", ""), Limit: lim(2, 2*time.Second), Cost: 1}
 	future := time.Now().Add(100 * hour).UnixMicro()
 	if err := c.Set(context.Background(), ch.Key, future, 0).Err(); err != nil {
 		t.Fatal(err)

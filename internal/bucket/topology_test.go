@@ -42,10 +42,10 @@ const dialTimeout = 5 * time.Second
 func fourCharges(server string) []Charge {
 	l := lim(5, hour)
 	return []Charge{
-		{Key: Key(server, ScopeShared, "", ""), Limit: l, Cost: 1},
-		{Key: Key(server, ScopeTool, "search", ""), Limit: l, Cost: 1},
-		{Key: Key(server, ScopeUser, "", "alice"), Limit: l, Cost: 1},
-		{Key: Key(server, ScopeUserTool, "search", "alice"), Limit: l, Cost: 1},
+		{Key: unsalted.Key(server, ScopeShared, "", ""), Limit: l, Cost: 1},
+		{Key: unsalted.Key(server, ScopeTool, "search", ""), Limit: l, Cost: 1},
+		{Key: unsalted.Key(server, ScopeUser, "", "alice"), Limit: l, Cost: 1},
+		{Key: unsalted.Key(server, ScopeUserTool, "search", "alice"), Limit: l, Cost: 1},
 	}
 }
 
@@ -199,7 +199,7 @@ func TestRedisCluster(t *testing.T) {
 	servers := make([]string, len(cl.Masters))
 	for i, found := 0, 0; found < len(servers); i++ {
 		name := "cluster-" + strconv.Itoa(i)
-		slot, err := admin.ClusterKeySlot(context.Background(), Key(name, ScopeShared, "", "")).Result()
+		slot, err := admin.ClusterKeySlot(context.Background(), unsalted.Key(name, ScopeShared, "", "")).Result()
 		if err != nil {
 			t.Fatalf("CLUSTER KEYSLOT: %v", err)
 		}

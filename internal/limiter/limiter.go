@@ -141,6 +141,10 @@ type Options struct {
 	Fallback bucket.Store
 	// Logger; nil: slog.Default().
 	Logger *slog.Logger
+	// Keys builds the bucket keys; every replica sharing Store needs the same
+	// identity key. Nil: identities are hashed without a secret, so whoever can
+	// list the store's keys can recover a low-entropy identity such as an IP.
+	Keys *bucket.Keys
 }
 
 // Limiter decides. It is safe for concurrent use; SetPolicy may be called at any
@@ -157,6 +161,7 @@ type Limiter struct {
 	// refusedLog reports refused bodies and headers, throttled: a client can
 	// send as many as it likes.
 	refusedLog logThrottle
+	keys       *bucket.Keys
 }
 
 // DefaultTimeout is the decision deadline when the policy sets none.
@@ -164,7 +169,7 @@ const DefaultTimeout = 50 * time.Millisecond
 
 // New returns a Limiter enforcing p. A nil p limits nothing.
 func New(p *config.Policy, opts Options) *Limiter {
-	l := &Limiter{store: opts.Store, fallback: opts.Fallback, log: opts.Logger}
+	l := &Limiter{store: opts.Store, fallback: opts.Fallback, log: opts.Logger, keys: opts.Keys}
 	if l.store == nil {
 		l.store = bucket.NewMemory(bucket.MemoryOptions{})
 	}
@@ -185,7 +190,7 @@ func (l *Limiter) SetPolicy(p *config.Policy) {
 	if p == nil {
 		p = &config.Policy{}
 	}
-	l.policy.Store(compile(p))
+	l.policy.Store(compile(l.keys, p))
 }
 
 // Decide returns the decision for r.
@@ -217,7 +222,7 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 	if mismatch := headerMismatch(&r, rd.Calls); mismatch != "" {
 		return l.headerMismatch(srv, rd.Body, d, mismatch)
 	}
-	plan := planCharges(cs, rd.Calls, &r)
+	plan := planCharges(l.keys, cs, rd.Calls, &r)
 	d.Method, d.Tool = plan.method, plan.tool
 	if len(plan.charges) == 0 {
 		return d

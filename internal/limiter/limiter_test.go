@@ -645,7 +645,7 @@ func TestRoutingByEveryReadingOfTheAuthority(t *testing.T) {
 }
 
 func TestRouteOfAPlainRequestDoesNotAllocate(t *testing.T) {
-	c := compile(&config.Policy{Servers: []config.Server{
+	c := compile(nil, &config.Policy{Servers: []config.Server{
 		{Name: "a", Match: config.Match{Authority: "mcp.example.com", PathPrefix: "/github"}},
 		{Name: "b", Match: config.Match{PathPrefix: "/jira"}},
 		{Name: "rest"},
@@ -667,6 +667,39 @@ func TestServersHaveSeparateBuckets(t *testing.T) {
 		if d := l.Decide(context.Background(), r); d.Outcome != OutcomeAllowed {
 			t.Errorf("%s: got %q, want allowed (buckets must not be shared across servers)", path, d.Outcome)
 		}
+	}
+}
+
+// recordingStore allows every Take and keeps the keys it was asked to charge.
+type recordingStore struct{ keys []string }
+
+func (s *recordingStore) Take(_ context.Context, charges []bucket.Charge) (bucket.Result, error) {
+	for _, c := range charges {
+		s.keys = append(s.keys, c.Key)
+	}
+	return bucket.Result{Allowed: true, Buckets: make([]bucket.BucketState, len(charges))}, nil
+}
+
+func TestPerUserKeysAreBuiltWithTheIdentityKey(t *testing.T) {
+	keys, err := bucket.NewKeys([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := server(func(s *config.Server) { s.Shared, s.PerUser = perMinute(5), perMinute(5) })
+	st := &recordingStore{}
+	l := New(p, Options{Store: st, Keys: keys})
+	if d := l.Decide(context.Background(), post(call("1", "search"), "x-user-id", "alice")); d.Outcome != OutcomeAllowed {
+		t.Fatalf("got %q, want allowed", d.Outcome)
+	}
+	want := []string{
+		keys.Key("github", bucket.ScopeShared, "", ""),
+		keys.Key("github", bucket.ScopeUser, "", "header:alice"),
+	}
+	if diff := cmp.Diff(want, st.keys); diff != "" {
+		t.Errorf("charged keys (-want +got):\n%s", diff)
+	}
+	if unsalted := (*bucket.Keys)(nil).Key("github", bucket.ScopeUser, "", "header:alice"); slices.Contains(st.keys, unsalted) {
+		t.Errorf("got the key without an identity key %q, want the HMAC one", unsalted)
 	}
 }
 

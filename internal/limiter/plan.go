@@ -63,7 +63,8 @@ type compiled struct {
 	byPath, byAuthority bool
 }
 
-func compile(p *config.Policy) *compiled {
+// compile readies p for planning; keys builds the bucket keys.
+func compile(keys *bucket.Keys, p *config.Policy) *compiled {
 	c := &compiled{policy: p, servers: make([]compiledServer, len(p.Servers))}
 	for i := range p.Servers {
 		srv := &p.Servers[i]
@@ -82,7 +83,7 @@ func compile(p *config.Policy) *compiled {
 				info: chargeInfo{limit: limit, scope: scopeLabel, policy: policyName(scope, name)},
 			}
 			if scopeLabel == "shared" {
-				r.key = bucket.Key(srv.Name, scope, name, "")
+				r.key = keys.Key(srv.Name, scope, name, "")
 			}
 			return r
 		}
@@ -264,11 +265,11 @@ type plan struct {
 	toolCallWithID bool
 }
 
-// planCharges lists the charges for every limited call (body.Reading.Calls).
-// Charges to the same bucket from several calls are summed into one, so a batch,
-// or a body that servers read as different calls, is charged all-or-nothing in
-// a single Take.
-func planCharges(cs *compiledServer, calls []mcp.Message, r *Request) plan {
+// planCharges lists the charges for every limited call (body.Reading.Calls),
+// their keys built by keys. Charges to the same bucket from several calls are
+// summed into one, so a batch, or a body that servers read as different calls,
+// is charged all-or-nothing in a single Take.
+func planCharges(keys *bucket.Keys, cs *compiledServer, calls []mcp.Message, r *Request) plan {
 	pl := plan{neverFits: -1}
 	id := identity{sources: cs.srv.Identity, r: r}
 	var firstLabel string // the first message's label, when nothing is limited
@@ -317,7 +318,7 @@ func planCharges(cs *compiledServer, calls []mcp.Message, r *Request) plan {
 			continue
 		}
 		for _, b := range ru.perUser {
-			pl.add(bucket.Key(cs.srv.Name, b.scope, b.name, u), b, ru.cost)
+			pl.add(keys.Key(cs.srv.Name, b.scope, b.name, u), b, ru.cost)
 		}
 	}
 	if pl.method == "" {

@@ -12,7 +12,7 @@ import (
 // still read (MaxReadPath) against one just past it, which is refused without
 // reading, and a host to read several ways.
 func BenchmarkRoute(b *testing.B) {
-	c := compile(&config.Policy{Servers: []config.Server{
+	c := compile(nil, &config.Policy{Servers: []config.Server{
 		{Name: "example", Match: config.Match{Authority: "mcp.example.com", PathPrefix: "/example"}},
 		{Name: "github", Match: config.Match{PathPrefix: "/github"}},
 		{Name: "jira", Match: config.Match{PathPrefix: "/jira"}},

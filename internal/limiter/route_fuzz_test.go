@@ -12,7 +12,7 @@ import (
 // selects it (or the request cannot be read and it is the one server that
 // could take it).
 func FuzzRoute(f *testing.F) {
-	c := compile(&config.Policy{Servers: []config.Server{
+	c := compile(nil, &config.Policy{Servers: []config.Server{
 		{Name: "a", Match: config.Match{Authority: "mcp.example.com", PathPrefix: "/github"}},
 		{Name: "b", Match: config.Match{Authority: "mcp.example.com:8443"}},
 		{Name: "c", Match: config.Match{PathPrefix: "/jira"}},
