@@ -112,10 +112,8 @@ func Read(body []byte, contentEncoding, contentType string, o Options) (Reading,
 		rd.Calls = calls(b, rd.Calls)
 	}
 	readText(stripBOM(text))
-	if wide(text) {
-		for _, decode := range wideDecoders {
-			readText(stripBOM(decode(text)))
-		}
+	for _, decode := range wideDecoders(text) {
+		readText(stripBOM(decode(text)))
 	}
 	if !parsed {
 		return Reading{}, firstErr

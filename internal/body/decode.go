@@ -189,35 +189,60 @@ func decompressor(coding string, body []byte) (io.Reader, func(), error) {
 	}
 }
 
-// wide reports whether the bytes could be JSON in UTF-16 or UTF-32: a JSON-RPC
-// text starts with white space, '{' or '[', all ASCII, so in those encodings
-// a zero byte comes within the first four bytes, unless a UTF-16 or UTF-32
-// byte order mark comes first. Python's json.detect_encoding looks at the
-// same bytes. Every other body has one reading, the UTF-8 one.
-func wide(b []byte) bool {
-	if len(b) >= 2 && ((b[0] == 0xff && b[1] == 0xfe) || (b[0] == 0xfe && b[1] == 0xff)) {
-		return true
+// wideDecoders returns the UTF-16 and UTF-32 decodings under which b could be
+// a JSON-RPC text: one that starts with white space, '{' or '[', all ASCII,
+// perhaps after a byte order mark. The first code unit then says the byte
+// order and width (Python's json.detect_encoding reads the same bytes), so
+// at most two decodings are plausible, and for a body without a zero byte in
+// its first four, the UTF-8 one, none.
+func wideDecoders(b []byte) []func([]byte) []byte {
+	if len(b) < 4 {
+		return nil
 	}
-	return bytes.IndexByte(b[:min(len(b), 4)], 0) >= 0
+	var out []func([]byte) []byte
+	asciiLE16 := b[0] != 0 && b[0] < 0x80 && b[1] == 0
+	switch {
+	case b[0] == 0 && b[1] == 0 && ((b[2] == 0xfe && b[3] == 0xff) || (b[2] == 0 && b[3] != 0 && b[3] < 0x80)):
+		out = append(out, utf32BE)
+	case b[0] == 0 && (b[1] != 0 && b[1] < 0x80):
+		out = append(out, utf16BE)
+	case b[0] == 0xfe && b[1] == 0xff:
+		out = append(out, utf16BE)
+	}
+	if (b[0] == 0xff && b[1] == 0xfe && b[2] == 0 && b[3] == 0) || (asciiLE16 && b[2] == 0 && b[3] == 0) {
+		out = append(out, utf32LE)
+	}
+	if (b[0] == 0xff && b[1] == 0xfe) || asciiLE16 {
+		out = append(out, utf16LE)
+	}
+	return out
 }
 
-// wideDecoders turn UTF-16 and UTF-32, in each byte order, into UTF-8.
-var wideDecoders = []func([]byte) []byte{
-	func(b []byte) []byte { return utf16To8(b, binary.LittleEndian) },
-	func(b []byte) []byte { return utf16To8(b, binary.BigEndian) },
-	func(b []byte) []byte { return utf32To8(b, binary.LittleEndian) },
-	func(b []byte) []byte { return utf32To8(b, binary.BigEndian) },
-}
+func utf16LE(b []byte) []byte { return utf16To8(b, binary.LittleEndian) }
+func utf16BE(b []byte) []byte { return utf16To8(b, binary.BigEndian) }
+func utf32LE(b []byte) []byte { return utf32To8(b, binary.LittleEndian) }
+func utf32BE(b []byte) []byte { return utf32To8(b, binary.BigEndian) }
 
-// utf16To8 decodes UTF-16 (unpaired surrogates become U+FFFD, a trailing odd
-// byte is dropped) into UTF-8.
+// utf16To8 decodes UTF-16 into UTF-8 in one pass: unpaired surrogates become
+// U+FFFD, a trailing odd byte is dropped.
 func utf16To8(b []byte, order binary.ByteOrder) []byte {
-	units := make([]uint16, len(b)/2)
-	for i := range units {
-		units[i] = order.Uint16(b[2*i:])
-	}
-	out := make([]byte, 0, len(units))
-	for _, r := range utf16.Decode(units) {
+	out := make([]byte, 0, len(b)/2+16)
+	for i := 0; i+1 < len(b); i += 2 {
+		r := rune(order.Uint16(b[i:]))
+		switch {
+		case r < utf8.RuneSelf:
+			out = append(out, byte(r))
+			continue
+		case utf16.IsSurrogate(r):
+			if i+3 < len(b) {
+				if d := utf16.DecodeRune(r, rune(order.Uint16(b[i+2:]))); d != utf8.RuneError {
+					r = d
+					i += 2
+					break
+				}
+			}
+			r = utf8.RuneError
+		}
 		out = utf8.AppendRune(out, r)
 	}
 	return out
@@ -225,7 +250,7 @@ func utf16To8(b []byte, order binary.ByteOrder) []byte {
 
 // utf32To8 decodes UTF-32 (invalid code points become U+FFFD) into UTF-8.
 func utf32To8(b []byte, order binary.ByteOrder) []byte {
-	out := make([]byte, 0, len(b)/4)
+	out := make([]byte, 0, len(b)/4+16)
 	for i := 0; i+4 <= len(b); i += 4 {
 		out = utf8.AppendRune(out, rune(order.Uint32(b[i:])))
 	}

@@ -19,7 +19,7 @@ func worstBodies() []struct {
 	escapes := head + `"` + strings.Repeat(`\u00e9`, (size-len(head)-10)/6) + `"}}}`
 	depth := (size - len(head) - 10) / 2
 	nested := head + strings.Repeat("[", depth) + strings.Repeat("]", depth) + `}}}`
-	wide := utf16LE(head + `"` + strings.Repeat("a", size/2-len(head)-10) + `"}}}`)
+	wide := encodeUTF16LE(head + `"` + strings.Repeat("a", size/2-len(head)-10) + `"}}}`)
 	var gz bytes.Buffer
 	w, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
 	w.Write([]byte(plain))
