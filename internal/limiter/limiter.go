@@ -90,6 +90,10 @@ const (
 	// servers, so that a server that forgets the check cannot be told one call
 	// in the headers and run another.
 	OutcomeHeaderMismatch Outcome = "header_mismatch"
+	// OutcomeOverloaded: a large body that found no room to be read in time
+	// (Options.ReadBudget), answered 503 rather than left to Envoy's
+	// message_timeout, which failure_mode_allow would turn into a pass.
+	OutcomeOverloaded Outcome = "overloaded"
 	// OutcomeAmbiguousRoute: a request whose host or path reads as more than one
 	// policy server's (config.Match), or that the limiter will not read while
 	// two servers could take it, answered 400: charging any one server could
@@ -141,6 +145,13 @@ type Options struct {
 	Fallback bucket.Store
 	// Logger; nil: slog.Default().
 	Logger *slog.Logger
+	// ReadBudget is how many bytes of large bodies (64 KiB and more) are read
+	// at once; a body that finds no room within ReadWait is refused with 503
+	// (outcome overloaded). Zero: room for one 4 MiB body per CPU but one (at
+	// least one); negative: no bound.
+	ReadBudget int64
+	// ReadWait: zero means DefaultReadWait.
+	ReadWait time.Duration
 	// Keys builds the bucket keys; every replica sharing Store needs the same
 	// identity key. Nil: identities are hashed without a secret, so whoever can
 	// list the store's keys can recover a low-entropy identity such as an IP.
@@ -162,6 +173,7 @@ type Limiter struct {
 	// send as many as it likes.
 	refusedLog logThrottle
 	keys       *bucket.Keys
+	reads      readBudget
 }
 
 // DefaultTimeout is the decision deadline when the policy sets none.
@@ -169,7 +181,8 @@ const DefaultTimeout = 50 * time.Millisecond
 
 // New returns a Limiter enforcing p. A nil p limits nothing.
 func New(p *config.Policy, opts Options) *Limiter {
-	l := &Limiter{store: opts.Store, fallback: opts.Fallback, log: opts.Logger, keys: opts.Keys}
+	l := &Limiter{store: opts.Store, fallback: opts.Fallback, log: opts.Logger, keys: opts.Keys,
+		reads: newReadBudget(opts.ReadBudget, opts.ReadWait)}
 	if l.store == nil {
 		l.store = bucket.NewMemory(bucket.MemoryOptions{})
 	}
@@ -214,7 +227,12 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 	}
 	srv := cs.srv
 	d := Decision{Allow: true, Outcome: OutcomeUnlimited, Server: srv.Name}
+	release, ok := l.reads.acquire(ctx, len(r.Body))
+	if !ok {
+		return l.overloaded(srv, d)
+	}
 	rd, err := body.Read(r.Body, r.headerAll("content-encoding"), r.headerAll("content-type"), cs.read)
+	release()
 	if err != nil {
 		d.ParseError = true
 		return l.unreadable(srv, d, err)

@@ -121,6 +121,24 @@ func (l *Limiter) unreadable(srv *config.Server, d Decision, err error) Decision
 // request whose id could not be read.
 var nullID = mcp.Body{Messages: []mcp.Message{{Kind: mcp.KindRequest, ID: json.RawMessage("null")}}}
 
+// overloaded answers a large body that waited too long to be read: 503 with
+// retry-after 1, as when the store is down and failureMode is closed. Dry run
+// lets it through unread.
+func (l *Limiter) overloaded(srv *config.Server, d Decision) Decision {
+	l.refusedLog.log(l.log, "large request body refused: too many being read at once",
+		"server", srv.Name, "refused", !srv.DryRun)
+	if srv.DryRun {
+		return d
+	}
+	d.Allow = false
+	d.Outcome = OutcomeOverloaded
+	d.Status = 503
+	d.Details = "mcp_rate_limit_overloaded"
+	d.Body = mcp.ErrorBody(nullID, -32603, "Rate limiter overloaded by large request bodies; retry")
+	d.Headers = []Header{{"content-type", "application/json"}, {"retry-after", "1"}}
+	return d
+}
+
 // headerMismatch answers a request whose Mcp-Method or Mcp-Name header
 // disagrees with its body (why says how): 400 with -32020, the answer MCP
 // 2026-07-28 requires of servers. Dry run lets it through, logged.
