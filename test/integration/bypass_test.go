@@ -162,8 +162,8 @@ func TestBypassTricksNeverRunMoreCallsThanThePolicyAdmits(t *testing.T) {
 			runs:   []string{goSDK, tsSDK},
 		},
 		{
-			// JSON.parse has no depth limit, so the TypeScript SDK runs it; Go's
-			// decoders stop at depth 10,000 and the Go SDK refuses it.
+			// JSON.parse has no depth limit, so the TypeScript SDK runs it; the
+			// Go SDK's decoder stops at depth 1,000 and refuses it (400).
 			name: "an argument nested 10,001 deep",
 			body: func(_ *testing.T, id string) string {
 				return searchBody(id, `,"pad":`+strings.Repeat("[", 10_001)+strings.Repeat("]", 10_001))
