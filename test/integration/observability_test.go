@@ -74,7 +74,9 @@ func TestMetricsCountRealTraffic(t *testing.T) {
 	checkPassed(t, "echo 1", raw.call("1", demo.ToolEcho))
 	checkRejected(t, raw.call("2", demo.ToolEcho), "2", "tool:echo", "shared")
 	checkPassed(t, "tools/list", raw.post(`{"jsonrpc":"2.0","id":3,"method":"tools/list"}`, nil))
-	checkNotLimited(t, "a body that is not JSON", raw.post("not json", nil))
+	if r := raw.post("not json", nil); r.Status != http.StatusBadRequest {
+		t.Errorf("a body that is not JSON: got %d %q, want 400 from the limiter", r.Status, r.Body)
+	}
 
 	if err := env.Redis.Stop(); err != nil {
 		t.Fatal(err)
@@ -116,8 +118,8 @@ func TestMetricsCountRealTraffic(t *testing.T) {
 		{`mcp_ratelimit_decisions_total{decision="failed_open",limit="",method="tools/call",server="it"}`, 2},
 		// initialize, notifications/initialized, tools/list.
 		{`mcp_ratelimit_decisions_total{decision="unlimited",limit="",method="other",server="it"}`, 3},
-		// The body that is not JSON-RPC has no method.
-		{`mcp_ratelimit_decisions_total{decision="unlimited",limit="",method="",server="it"}`, 1},
+		// The body that is not JSON has no method, and is refused.
+		{`mcp_ratelimit_decisions_total{decision="unreadable",limit="",method="",server="it"}`, 1},
 		{`mcp_ratelimit_parse_errors_total`, 1},
 		{`mcp_ratelimit_decision_duration_seconds_count`, 8},
 		{`mcp_ratelimit_active_streams`, 0},
