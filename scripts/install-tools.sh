@@ -26,7 +26,10 @@ mkdir -p "$bin_dir"
 
 envoy_reports_version() {
 	# `envoy --version` prints e.g. "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL".
-	[ -x "$1" ] && "$1" --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"
+	# The output is read whole before grep looks at it: with pipefail, `grep -q`
+	# closing the pipe early can fail the check with SIGPIPE while envoy writes.
+	local out
+	[ -x "$1" ] && out="$("$1" --version 2>/dev/null)" && grep -q "/${ENVOY_VERSION}/" <<<"$out"
 }
 
 install_envoy() {
