@@ -15,7 +15,7 @@ import (
 // This file holds every call into the bucket package's constructors and the Redis
 // client, so that the wiring of the store lives in one place.
 
-// pingTimeout bounds the start-up check of Redis (SPEC §2): a misconfigured
+// pingTimeout bounds the start-up check of Redis: a misconfigured
 // address fails fast, while outages later fail open per decision.
 const pingTimeout = 5 * time.Second
 

@@ -18,7 +18,7 @@ import (
 )
 
 // These tests run the store through NewRedisClient against real servers of every
-// topology SPEC §2 supports: TLS, an ACL user, Cluster, Sentinel, and a server
+// topology the command line supports: TLS, an ACL user, Cluster, Sentinel, and a server
 // that restarts.
 
 // minimalACL is the least an ACL user needs for the Redis store, as operators

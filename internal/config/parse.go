@@ -32,7 +32,7 @@ const (
 	// MaxTokensLimit bounds maxTokens and cost: far above any sane burst, and small
 	// enough that maxTokens × 1µs (the finest rate) cannot overflow.
 	MaxTokensLimit = 1_000_000_000
-	// MinRefillPeriod and MaxRefillPeriod are the periods SPEC §3 promises to
+	// MinRefillPeriod and MaxRefillPeriod are the periods the policy promises to
 	// honour exactly: 1 ms to 31 days.
 	MinRefillPeriod = time.Millisecond
 	MaxRefillPeriod = 31 * 24 * time.Hour

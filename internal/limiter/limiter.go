@@ -68,7 +68,7 @@ func (r *Request) headerAll(name string) string {
 // Header is one response header.
 type Header struct{ Name, Value string }
 
-// Outcome is the decision label of SPEC §7.
+// Outcome is the decision label of metrics and Envoy metadata.
 type Outcome string
 
 const (

@@ -314,7 +314,7 @@ func planCharges(keys *bucket.Keys, cs *compiledServer, calls []mcp.Message, r *
 		}
 		u := id.get()
 		if u == "" {
-			// No identity: per-user buckets are skipped (SPEC §3).
+			// No identity: per-user buckets are skipped, and shared ones still apply.
 			continue
 		}
 		for _, b := range ru.perUser {

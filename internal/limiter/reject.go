@@ -15,7 +15,7 @@ import (
 	"github.com/mcp-ratelimit/extproc/internal/mcp"
 )
 
-// Details is Envoy's response code details for a rejection (SPEC §5).
+// Details is Envoy's response code details for a rejection.
 const Details = "mcp_rate_limited"
 
 // version2026 is the first MCP protocol revision that reserves -32020..-32099 for
@@ -52,7 +52,7 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 	if resp.Format == config.FormatToolResult {
 		rej.Format = mcp.FormatToolResult
 		if pl.toolCallWithID {
-			// The point of toolResult: SDK clients drop non-2xx bodies (SPEC §5).
+			// The point of toolResult: the Go SDK client and mcp-go drop or flatten non-2xx bodies.
 			d.Status = 200
 		}
 	}
@@ -73,7 +73,7 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 	return d
 }
 
-// failClosed answers 503 with a JSON-RPC internal error (SPEC §6).
+// failClosed answers 503 with a JSON-RPC internal error (failureMode closed).
 func (l *Limiter) failClosed(body mcp.Body, d Decision) Decision {
 	d.Allow = false
 	d.Outcome = OutcomeFailedClosed
@@ -183,7 +183,7 @@ func (l *Limiter) ambiguous(r Request, candidates []*compiledServer) Decision {
 	return d
 }
 
-// retryAfterSeconds rounds a wait up to whole seconds, at least 1 (SPEC §5).
+// retryAfterSeconds rounds a wait up to whole seconds, at least 1: Retry-After 0 would invite an immediate retry.
 func retryAfterSeconds(wait time.Duration) int64 {
 	s := int64((wait + time.Second - 1) / time.Second)
 	if s < 1 {

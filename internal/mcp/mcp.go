@@ -85,7 +85,7 @@ const (
 	// FormatError answers with a JSON-RPC error object.
 	FormatError Format = iota
 	// FormatToolResult answers tools/call elements with a JSON-RPC result holding an
-	// isError tool result (SPEC §5); other methods still get FormatError.
+	// isError tool result, which every SDK client hands to the model; other methods still get FormatError.
 	FormatToolResult
 )
 

@@ -6,7 +6,7 @@ import (
 	"unicode/utf8"
 )
 
-// RejectionBody renders the one-line JSON body answering b (SPEC §5).
+// RejectionBody renders the one-line JSON body answering b.
 //
 // A single message gets a single object; a batch gets an array with one element
 // per message whose Kind is KindRequest, in order, and `[]` when it has none

@@ -45,7 +45,7 @@ func TestRejectionBody(t *testing.T) {
 		r    Rejection
 		want string
 	}{
-		{"SPEC error body", call, perUser, `{"jsonrpc":"2.0","id":7,` + errorSearch},
+		{"the documented error body", call, perUser, `{"jsonrpc":"2.0","id":7,` + errorSearch},
 		{"string id echoed", `{"jsonrpc":"2.0","id":"a\"b\u0041","method":"tools/call"}`, perUser, `{"jsonrpc":"2.0","id":"a\"b\u0041",` + errorSearch},
 		{"big number id echoed", `{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"tools/call"}`, perUser,
 			`{"jsonrpc":"2.0","id":123456789012345678901234567890,` + errorSearch},
@@ -56,7 +56,7 @@ func TestRejectionBody(t *testing.T) {
 			`{"jsonrpc":"2.0","id":null,` + errorSearch},
 		{"the id only a case-insensitive server reads is answered", `{"jsonrpc":"2.0","ID":5,"method":"tools/call"}`, perUser,
 			`{"jsonrpc":"2.0","id":5,` + errorSearch},
-		{"SPEC tool result body", call, asToolResult, `{"jsonrpc":"2.0","id":7,` + resultSearch},
+		{"the documented tool result body", call, asToolResult, `{"jsonrpc":"2.0","id":7,` + resultSearch},
 		{"tool result, one second", call, oneSecond,
 			`{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"Rate limit exceeded; retry after 1 second"}],"isError":true,"resultType":"complete","_meta":{"retryAfterSeconds":1,"limit":"tool:search","scope":"perUser"}}}`},
 		{"tool result format keeps the error for other methods", `{"jsonrpc":"2.0","id":7,"method":"resources/read"}`, asToolResult,

@@ -105,7 +105,7 @@ func (s *Server) handle(ctx context.Context, x *exchange, in *inbound) (*extproc
 	case kindRequestHeaders:
 		x.start(in)
 		if in.endOfStream {
-			// No body (GET for SSE, DELETE): decided here, never limited (SPEC §1).
+			// No body (GET for SSE, DELETE): decided here, never limited: no server runs a call without a body.
 			return s.decide(ctx, x, headersPhase), nil
 		}
 		return s.headersContinue, nil

@@ -14,7 +14,7 @@ import (
 	"github.com/mcp-ratelimit/extproc/internal/limiter"
 )
 
-// MetadataNamespace is the Envoy dynamic metadata namespace of SPEC §7.
+// MetadataNamespace is the Envoy dynamic metadata namespace that access logs and later filters read.
 const MetadataNamespace = "mcp_ratelimit"
 
 // phase is the ext_proc message a decision answers.

@@ -158,7 +158,7 @@ identity:
 	if got, want := env.Upstream.Calls(demo.ToolEcho), 11; got != want {
 		t.Errorf("upstream echo calls: got %d, want %d", got, want)
 	}
-	// Identities are hashed into keys (SPEC §4): no claim value is stored in Redis.
+	// Identities are hashed into keys: no claim value is stored in Redis.
 	for _, k := range redisKeys(t, env) {
 		for _, who := range []string{"alice", "bob", "acme", "carol"} {
 			if strings.Contains(k, who) {

@@ -136,7 +136,7 @@ func TestWhatTheGoSDKClientSeesWhenLimited(t *testing.T) {
 	}
 }
 
-// checkRateLimitHeaders asserts the headers every rejection carries (SPEC §5).
+// checkRateLimitHeaders asserts the headers every rejection carries (README, "The rejection").
 func checkRateLimitHeaders(t *testing.T, r reply) {
 	t.Helper()
 	secs, err := strconv.Atoi(r.Header.Get("Retry-After"))
