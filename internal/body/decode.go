@@ -126,17 +126,7 @@ func inflate(body []byte, contentEncoding string, o Options) ([]byte, error) {
 	if !slices.Contains(o.Codings, coding) {
 		return nil, fmt.Errorf("%w: content-coding %q is not accepted by the policy", ErrEncoding, coding)
 	}
-	limit := o.MaxInflated
-	if limit <= 0 {
-		limit = DefaultMaxInflated
-	}
-	ratio := o.MaxRatio
-	if ratio <= 0 {
-		ratio = DefaultMaxRatio
-	}
-	if byRatio := max(ratio*len(body), minInflateAllowance); byRatio < limit {
-		limit = byRatio
-	}
+	limit := inflateLimit(len(body), o)
 	r, done, err := decompressor(coding, body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrEncoding, coding, err)
@@ -150,6 +140,29 @@ func inflate(body []byte, contentEncoding string, o Options) ([]byte, error) {
 		return nil, ErrTooLarge
 	}
 	return out, nil
+}
+
+// inflateLimit is the most a body of n compressed bytes may inflate to.
+func inflateLimit(n int, o Options) int {
+	limit := o.MaxInflated
+	if limit <= 0 {
+		limit = DefaultMaxInflated
+	}
+	ratio := o.MaxRatio
+	if ratio <= 0 {
+		ratio = DefaultMaxRatio
+	}
+	return min(limit, max(ratio*n, minInflateAllowance))
+}
+
+// Size is the most bytes Read may parse for a body of n bytes with this
+// Content-Encoding: n itself, or what it may inflate to where the options
+// let it be inflated. It is the cost to budget for before reading.
+func Size(n int, contentEncoding string, o Options) int {
+	if len(o.Codings) == 0 || strings.TrimSpace(contentEncoding) == "" {
+		return n
+	}
+	return max(n, inflateLimit(n, o))
 }
 
 // gzipReaders reuses gzip readers: each holds a 32 KiB window that a flood of

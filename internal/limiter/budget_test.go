@@ -45,6 +45,24 @@ func TestLargeBodyThatFindsNoRoomIsRefusedSmallOnesPass(t *testing.T) {
 	}
 }
 
+// TestCompressedBodyIsBudgetedAtItsInflatedSize: a small gzip body may inflate
+// to maxRatio times its size, so it waits for room as a body of that size does.
+func TestCompressedBodyIsBudgetedAtItsInflatedSize(t *testing.T) {
+	l := New(server(func(s *config.Server) {
+		s.Shared = perMinute(100)
+		s.Compression = &config.Compression{Codings: []string{"gzip"}, MaxInflatedBytes: 4 << 20, MaxRatio: 100}
+	}), Options{ReadBudget: 4 << 20, ReadWait: 20 * time.Millisecond})
+	release, _ := l.reads.acquire(context.Background(), 4<<20-100<<10)
+	defer release()
+	gz := compress(t, "gzip", largeCall(100<<10))
+	if len(gz) >= smallBody || 100*len(gz) <= 100<<10 {
+		t.Fatalf("the compressed body is %d bytes; the test needs one under %d that may inflate past 100 KiB", len(gz), smallBody)
+	}
+	if d := l.Decide(context.Background(), post(gz, "content-encoding", "gzip")); d.Outcome != OutcomeOverloaded {
+		t.Errorf("got %q, want overloaded: %d compressed bytes may inflate past the room left", d.Outcome, len(gz))
+	}
+}
+
 // BenchmarkProbeUnderFlood: 64 clients send the most expensive body the
 // limiter reads (4 MiB of nesting) without pause, while a probe sends an
 // ordinary tools/call; probe-p99-ms is its 99th percentile decision time,

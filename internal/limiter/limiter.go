@@ -227,11 +227,12 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 	}
 	srv := cs.srv
 	d := Decision{Allow: true, Outcome: OutcomeUnlimited, Server: srv.Name}
-	release, ok := l.reads.acquire(ctx, len(r.Body))
+	coding := r.headerAll("content-encoding")
+	release, ok := l.reads.acquire(ctx, body.Size(len(r.Body), coding, cs.read))
 	if !ok {
 		return l.overloaded(srv, d)
 	}
-	rd, err := body.Read(r.Body, r.headerAll("content-encoding"), r.headerAll("content-type"), cs.read)
+	rd, err := body.Read(r.Body, coding, r.headerAll("content-type"), cs.read)
 	release()
 	if err != nil {
 		d.ParseError = true
