@@ -153,23 +153,36 @@ func compare(e entry, ct, reader string, server reading, charged []mcp.Message) 
 		body: e.body, server: server.Calls, charged: charged}, true
 }
 
-// report fails the test with the disagreements, at most a few per body and a
-// few dozen in all, so that one systematic difference stays readable.
+// report fails the test with the disagreements: grouped by reader, header
+// and what was missed (the method, or only the tool name), the shortest
+// bodies of each group first, so that a new kind of disagreement shows even
+// in a long run full of a known one, and with its smallest example.
 func report(t *testing.T, ds []disagreement, extra string) {
 	t.Helper()
-	const maxPerBody, maxAll = 3, 40
-	perBody := map[string]int{}
-	shown := 0
+	const perGroup = 2
+	groups := map[string][]disagreement{}
 	for _, d := range ds {
-		perBody[d.label]++
-		if perBody[d.label] > maxPerBody || shown == maxAll {
-			continue
+		missed := "tool name"
+		if !slices.ContainsFunc(d.charged, func(m mcp.Message) bool { return strings.HasPrefix(d.missing, m.Method+" ") }) {
+			missed = "method"
 		}
-		shown++
-		t.Errorf("%s%s", d, extra)
+		// Only iconv reads the charset: the other readers' disagreements
+		// are the same whatever the header says.
+		k := fmt.Sprintf("reader %s, %s", d.reader, missed)
+		if d.reader == "iconv" {
+			k = fmt.Sprintf("reader %s, Content-Type %q, %s", d.reader, d.contentType, missed)
+		}
+		groups[k] = append(groups[k], d)
 	}
-	if len(ds) > shown {
-		t.Errorf("%d disagreements in all (%d bodies), %d shown", len(ds), len(perBody), shown)
+	for _, k := range slices.Sorted(maps.Keys(groups)) {
+		g := groups[k]
+		slices.SortStableFunc(g, func(a, b disagreement) int { return len(a.body) - len(b.body) })
+		for _, d := range g[:min(perGroup, len(g))] {
+			t.Errorf("%s%s", d, extra)
+		}
+		if len(g) > perGroup {
+			t.Errorf("%s: %d disagreements in all, the %d shortest shown", k, len(g), perGroup)
+		}
 	}
 }
 
@@ -179,4 +192,58 @@ func TestDifferentialCorpusEveryServerCallIsChargedOrRefused(t *testing.T) {
 	ds := check(t, r, entries)
 	t.Logf("%d corpus bodies × %d charsets", len(entries), len(charsets))
 	report(t, ds, "")
+}
+
+// A reader that refused everything would make every other test here pass
+// without checking anything: each must read the plain call, in every charset
+// that can carry it.
+func TestDifferentialEveryReaderReadsThePlainCall(t *testing.T) {
+	r := needReaders(t)
+	readings, err := r.readAll([][]byte{[]byte(searchCall)}, []string{"", "utf-8", "us-ascii"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readings[0]
+	want := []call{{Method: "tools/call", Name: "search"}}
+	all := maps.Clone(got.plain)
+	for cs, rd := range got.iconv {
+		all["iconv "+cs] = rd
+	}
+	if len(all) != 8 {
+		t.Errorf("got %d readings, want 8 (5 that ignore the charset, iconv in 3 charsets)", len(all))
+	}
+	for name, rd := range all {
+		if !rd.OK || !slices.Equal(rd.Calls, want) {
+			t.Errorf("%s: got ok=%v calls %v (%s), want ok=true calls %v", name, rd.OK, rd.Calls, rd.Err, want)
+		}
+	}
+}
+
+func TestUnchargedNamesEveryCallTheLimiterDidNotCover(t *testing.T) {
+	msg := func(method, name string) mcp.Message {
+		return mcp.Message{Kind: mcp.KindRequest, Method: method, Name: name}
+	}
+	search := call{Method: "tools/call", Name: "search"}
+	for _, tc := range []struct {
+		name    string
+		charged []mcp.Message
+		server  []call
+		covered bool
+	}{
+		{"the same call", []mcp.Message{msg("tools/call", "search")}, []call{search}, true},
+		{"another tool", []mcp.Message{msg("tools/call", "free")}, []call{search}, false},
+		{"another method", []mcp.Message{msg("tools/list", "search")}, []call{search}, false},
+		{"charged once, run twice", []mcp.Message{msg("tools/call", "search")}, []call{search, search}, false},
+		{"charged more than run", []mcp.Message{msg("tools/call", "search"), msg("tools/call", "free")}, []call{search}, true},
+		{"a name matters for tools/call only", []mcp.Message{msg("prompts/get", "a")}, []call{{Method: "prompts/get", Name: "b"}}, true},
+		{"an unnamed tools/call needs some tools/call", []mcp.Message{msg("tools/call", "free")}, []call{{Method: "tools/call"}}, true},
+		{"an unnamed tools/call needs its own charge", []mcp.Message{msg("tools/call", "search")}, []call{search, {Method: "tools/call"}}, false},
+		{"a name that is not text needs the method", []mcp.Message{msg("tools/call", "\ufffd")}, []call{{Method: "tools/call", Name: "\ufffd", IllFormed: true}}, true},
+		{"an empty method runs nothing", nil, []call{{Method: "", Name: "search"}}, true},
+		{"nothing charged", nil, []call{{Method: "ping"}}, false},
+	} {
+		if got := uncharged(tc.charged, tc.server) == ""; got != tc.covered {
+			t.Errorf("%s: covered = %v, want %v (%s)", tc.name, got, tc.covered, uncharged(tc.charged, tc.server))
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -81,11 +82,13 @@ func start(tb testing.TB, dir, name string, args ...string) *process {
 		tb.Fatalf("start %s: %v", p.name, err)
 	}
 	p.in, p.out = in, bufio.NewReaderSize(out, 1<<20)
-	tb.Cleanup(func() {
-		p.in.Close()
-		_ = p.cmd.Wait()
-	})
 	return p
+}
+
+// stop closes the process's input, which ends it, and waits for it.
+func (p *process) stop() {
+	p.in.Close()
+	_ = p.cmd.Wait()
 }
 
 // roundTrip sends every request (each one JSON line) and decodes the answers,
@@ -125,7 +128,17 @@ var (
 	readersOnce sync.Once
 	shared      *readers
 	sharedErr   string
+	// started lists the processes to stop when the tests are done.
+	started []*process
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, p := range started {
+		p.stop()
+	}
+	os.Exit(code)
+}
 
 // needReaders returns the reader processes, started once per test binary.
 // Without node, npm, python3 or pydantic-core the test is skipped, or fails
@@ -137,12 +150,12 @@ func needReaders(t *testing.T) *readers {
 		missing(t, "python3 not found on PATH; install Python 3.10 or later")
 	}
 	readersOnce.Do(func() {
-		// The processes outlive the test that starts them; the binary's exit
-		// closes their stdin, and they end.
+		// The processes serve every test of the binary; TestMain stops them.
 		r := &readers{
 			node:   start(t, dir, "node", "reader.mjs"),
 			python: start(t, dir, "python3", "reader.py"),
 		}
+		started = append(started, r.node, r.python)
 		line, err := r.python.out.ReadBytes('\n')
 		var ready struct {
 			Ready        bool   `json:"ready"`
