@@ -261,11 +261,21 @@ func utf16To8(b []byte, order binary.ByteOrder) []byte {
 	return out
 }
 
-// utf32To8 decodes UTF-32 (invalid code points become U+FFFD) into UTF-8.
+// utf32To8 decodes UTF-32 into UTF-8: invalid code points become U+FFFD,
+// except that a high surrogate followed by a low one is the character they
+// pair to, as iconv-lite (Express, the TypeScript SDK's older transport)
+// decodes them.
 func utf32To8(b []byte, order binary.ByteOrder) []byte {
 	out := make([]byte, 0, len(b)/4+16)
 	for i := 0; i+4 <= len(b); i += 4 {
-		out = utf8.AppendRune(out, rune(order.Uint32(b[i:])))
+		r := rune(order.Uint32(b[i:]))
+		if utf16.IsSurrogate(r) && i+8 <= len(b) {
+			if d := utf16.DecodeRune(r, rune(order.Uint32(b[i+4:]))); d != utf8.RuneError {
+				r = d
+				i += 4
+			}
+		}
+		out = utf8.AppendRune(out, r)
 	}
 	return out
 }

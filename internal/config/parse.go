@@ -549,6 +549,11 @@ func (w *walker) name(n *yaml.Node, path string) (string, bool) {
 		w.addf(n, path, "must not start or end with spaces, got %q", s)
 	case strings.IndexFunc(s, unicode.IsControl) >= 0:
 		w.addf(n, path, "must not contain control characters, got %q", s)
+	case strings.ContainsRune(s, utf8.RuneError):
+		// Servers turn invalid text into U+FFFD each their own way (one per
+		// byte, or one per broken sequence): a client could name this tool
+		// to one server and another to the limiter.
+		w.addf(n, path, "must not contain U+FFFD, the replacement character: servers decode invalid text to it in different ways, got %+q", s)
 	default:
 		return s, true
 	}

@@ -31,9 +31,10 @@ func contentType(charset string) string {
 // uncharged returns what a server reading runs that the limiter's charged
 // calls do not cover, or "" when they cover it. Each (method, name) must be
 // charged as often as the reading runs it; names count for tools/call only. A
-// tools/call without a name (or with one that is not text, which names no
-// tool a policy can configure) runs no tool, so it needs only some tools/call
-// charged: in all, a method must be charged as often as the reading runs it.
+// tools/call without a name (or with one that is not text, or that holds
+// U+FFFD, neither of which a policy may name: each then costs what any tool
+// the policy does not name costs) needs only some tools/call charged: in all,
+// a method must be charged as often as the reading runs it.
 // A call with an empty method, or one that is not text, runs nothing.
 func uncharged(charged []mcp.Message, server []call) string {
 	type key struct{ method, name string }
@@ -50,7 +51,7 @@ func uncharged(charged []mcp.Message, server []call) string {
 			continue
 		}
 		needAll[c.Method]++
-		if c.Method == "tools/call" && (c.Name == "" || c.IllFormed) {
+		if c.Method == "tools/call" && (c.Name == "" || c.IllFormed || strings.ContainsRune(c.Name, '\uFFFD')) {
 			unnamed = true
 			continue
 		}
@@ -239,6 +240,7 @@ func TestUnchargedNamesEveryCallTheLimiterDidNotCover(t *testing.T) {
 		{"an unnamed tools/call needs some tools/call", []mcp.Message{msg("tools/call", "free")}, []call{{Method: "tools/call"}}, true},
 		{"an unnamed tools/call needs its own charge", []mcp.Message{msg("tools/call", "search")}, []call{search, {Method: "tools/call"}}, false},
 		{"a name that is not text needs the method", []mcp.Message{msg("tools/call", "\ufffd")}, []call{{Method: "tools/call", Name: "\ufffd", IllFormed: true}}, true},
+		{"a name holding U+FFFD needs the method (no policy names one)", []mcp.Message{msg("tools/call", "\ufffd\ufffd\ufffd")}, []call{{Method: "tools/call", Name: "\ufffd"}}, true},
 		{"an empty method runs nothing", nil, []call{{Method: "", Name: "search"}}, true},
 		{"nothing charged", nil, []call{{Method: "ping"}}, false},
 	} {
