@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -51,6 +53,13 @@ func StartExtproc(tb testing.TB, o ExtprocOptions) *Extproc {
 	if o.RedisURL != "" {
 		args = append(args, "--redis-url", o.RedisURL)
 	}
+	// An identity key, as every shipped deployment sets one: without it
+	// extproc warns at start, and tests that count warnings would see it.
+	keyFile := filepath.Join(tb.TempDir(), "identity.key")
+	if err := os.WriteFile(keyFile, []byte("integration-test-identity-key-of-32-bytes-or-more\n"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	args = append(args, "--identity-key-file", keyFile)
 	e.Process = startProcess(tb, o.Name, o.Binary, args...)
 	if err := e.WaitReady(context.Background()); err != nil {
 		tb.Fatal(err)
