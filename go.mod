@@ -3,7 +3,6 @@ module github.com/mcp-ratelimit/extproc
 go 1.26.0
 
 require (
-	github.com/andybalholm/brotli v1.2.1
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
 	github.com/google/go-cmp v0.7.0
 	github.com/mark3labs/mcp-go v1.2.1

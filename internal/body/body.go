@@ -49,9 +49,11 @@ const (
 // content-coding.
 type Options struct {
 	// Codings lists the content-codings the servers behind inflate: "gzip"
-	// (which also admits "x-gzip"), "deflate" and "br" (Express's JSON parser,
-	// which the TypeScript SDK's createMcpExpressApp installs, inflates all
-	// three; no SDK transport inflates any on its own). Empty: a body with any
+	// (which also admits "x-gzip") and "deflate" (Express's JSON parser, which
+	// the TypeScript SDK's createMcpExpressApp installs, inflates both; no SDK
+	// transport inflates either on its own). Any other is refused: "br" too,
+	// which Express inflates, because a brotli stream declares its decoding
+	// tables before any data (2.7 MB for a 15-byte body). Empty: a body with any
 	// Content-Encoding but identity is refused with ErrEncoding.
 	Codings []string
 	// MaxInflated bounds a body once inflated; zero: DefaultMaxInflated.

@@ -13,8 +13,6 @@ import (
 	"sync"
 	"unicode/utf16"
 	"unicode/utf8"
-
-	"github.com/andybalholm/brotli"
 )
 
 // readableCharsets are the charsets, normalized as iconv-lite normalizes them
@@ -190,8 +188,6 @@ func decompressor(coding string, body []byte) (io.Reader, func(), error) {
 		// tell what to charge for.
 		zr.Multistream(false)
 		return zr, func() { gzipReaders.Put(zr) }, nil
-	case "br":
-		return brotli.NewReader(src), func() {}, nil
 	default: // "deflate"
 		// HTTP's deflate is zlib-wrapped; some clients send raw deflate.
 		if zr, err := zlib.NewReader(src); err == nil {

@@ -39,6 +39,11 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
+		if bytes.Count(body, []byte(",")) >= MaxBatch {
+			// A batch past MaxBatch is refused unread, valid JSON or not
+			// (TestParseRefusesBatchesPastMaxBatch); the reference reads on.
+			return
+		}
 		got, err := Parse(body)
 		// Parse also reads NaN, Infinity and -Infinity as values; encoding/json
 		// reads the body with each of them as 0.

@@ -256,6 +256,18 @@ func TestParseReadsNestingNodeReads(t *testing.T) {
 	}
 }
 
+// TestParseRefusesBatchesPastMaxBatch: a batch is read up to MaxBatch
+// messages; one more, and the body is no JSON-RPC message the limiter reads.
+func TestParseRefusesBatchesPastMaxBatch(t *testing.T) {
+	note := `{"jsonrpc":"2.0","method":"x"}`
+	for n, want := range map[int]error{MaxBatch: nil, MaxBatch + 1: ErrNotJSONRPC} {
+		b, err := Parse([]byte("[" + strings.TrimSuffix(strings.Repeat(note+",", n), ",") + "]"))
+		if !errors.Is(err, want) || (want == nil && (err != nil || len(b.Messages) != n)) {
+			t.Errorf("batch of %d: got %d messages, error %v; want error %v", n, len(b.Messages), err, want)
+		}
+	}
+}
+
 func TestParseTrailingDataIsNotJSON(t *testing.T) {
 	_, err := Parse([]byte(`{"jsonrpc":"2.0","id":1,"method":"ping"} x`))
 	if !errors.Is(err, ErrNotJSON) || !errors.Is(err, ErrTrailingData) {
