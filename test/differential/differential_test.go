@@ -35,7 +35,9 @@ func contentType(charset string) string {
 // U+FFFD, neither of which a policy may name: each then costs what any tool
 // the policy does not name costs) needs only some tools/call charged: in all,
 // a method must be charged as often as the reading runs it.
-// A call with an empty method, or one that is not text, runs nothing.
+// A call with an empty method, or one that is not text or holds U+FFFD (no
+// policy may name such a method, and none is tools/call), runs nothing a
+// policy limits.
 func uncharged(charged []mcp.Message, server []call) string {
 	type key struct{ method, name string }
 	named := func(method, name string) key {
@@ -47,7 +49,7 @@ func uncharged(charged []mcp.Message, server []call) string {
 	need, needAll := map[key]int{}, map[string]int{}
 	unnamed := false
 	for _, c := range server {
-		if c.Method == "" || (c.IllFormed && c.Method != "tools/call") {
+		if c.Method == "" || (c.IllFormed && c.Method != "tools/call") || strings.ContainsRune(c.Method, '\uFFFD') {
 			continue
 		}
 		needAll[c.Method]++
@@ -241,6 +243,7 @@ func TestUnchargedNamesEveryCallTheLimiterDidNotCover(t *testing.T) {
 		{"an unnamed tools/call needs its own charge", []mcp.Message{msg("tools/call", "search")}, []call{search, {Method: "tools/call"}}, false},
 		{"a name that is not text needs the method", []mcp.Message{msg("tools/call", "\ufffd")}, []call{{Method: "tools/call", Name: "\ufffd", IllFormed: true}}, true},
 		{"a name holding U+FFFD needs the method (no policy names one)", []mcp.Message{msg("tools/call", "\ufffd\ufffd\ufffd")}, []call{{Method: "tools/call", Name: "\ufffd"}}, true},
+		{"a method holding U+FFFD runs nothing a policy limits", nil, []call{{Method: "tools/call\ufffd", Name: "search"}}, true},
 		{"an empty method runs nothing", nil, []call{{Method: "", Name: "search"}}, true},
 		{"nothing charged", nil, []call{{Method: "ping"}}, false},
 	} {
