@@ -75,16 +75,8 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 
 // failClosed answers 503 with a JSON-RPC internal error (failureMode closed).
 func (l *Limiter) failClosed(body mcp.Body, d Decision) Decision {
-	d.Allow = false
-	d.Outcome = OutcomeFailedClosed
-	d.Status = 503
-	d.Details = "mcp_rate_limit_unavailable"
-	d.Body = mcp.ErrorBody(body, -32603, "Rate limiter unavailable")
-	d.Headers = []Header{
-		{"content-type", "application/json"},
-		{"retry-after", "1"},
-	}
-	return d
+	return refused(d, OutcomeFailedClosed, 503, "mcp_rate_limit_unavailable",
+		mcp.ErrorBody(body, -32603, "Rate limiter unavailable"), retryInASecond)
 }
 
 // unreadable answers a body the limiter cannot read: 400 with -32700 (not
@@ -98,24 +90,30 @@ func (l *Limiter) unreadable(srv *config.Server, d Decision, err error) Decision
 	if srv.DryRun || srv.UnreadableBody == config.UnreadableContinue {
 		return d
 	}
-	d.Allow = false
-	d.Outcome = OutcomeUnreadable
-	d.Details = "mcp_rate_limit_unreadable_body"
-	code, msg := -32600, "Invalid Request: the body is not a JSON-RPC message the rate limiter can read"
+	status, code, msg := 400, -32600, "Invalid Request: the body is not a JSON-RPC message the rate limiter can read"
 	switch {
 	case errors.Is(err, body.ErrTooLarge):
-		d.Status, msg = 413, "Request body too large to rate-limit once decompressed"
+		status, msg = 413, "Request body too large to rate-limit once decompressed"
 	case errors.Is(err, body.ErrEncoding):
-		d.Status, msg = 415, "Request body charset or Content-Encoding not read by the rate limiter; send UTF-8"
+		status, msg = 415, "Request body charset or Content-Encoding not read by the rate limiter; send UTF-8"
 	case errors.Is(err, mcp.ErrNotJSON):
-		d.Status, code, msg = 400, -32700, "Parse error: the request body is not JSON"
-	default:
-		d.Status = 400
+		code, msg = -32700, "Parse error: the request body is not JSON"
 	}
-	d.Body = mcp.ErrorBody(nullID, code, msg)
-	d.Headers = []Header{{"content-type", "application/json"}}
+	return refused(d, OutcomeUnreadable, status, "mcp_rate_limit_unreadable_body", mcp.ErrorBody(nullID, code, msg))
+}
+
+// refused turns d into the limiter's own answer: a JSON body with status,
+// Envoy's details, and extra headers after the content type.
+func refused(d Decision, outcome Outcome, status int, details string, body []byte, extra ...Header) Decision {
+	d.Allow = false
+	d.Outcome, d.Status, d.Details, d.Body = outcome, status, details, body
+	d.Headers = append([]Header{{"content-type", "application/json"}}, extra...)
 	return d
 }
+
+// retryInASecond is the retry-after of answers that do not depend on a
+// bucket: a store that is down, a flood of large bodies.
+var retryInASecond = Header{"retry-after", "1"}
 
 // nullID is a body whose answer carries "id": null, as JSON-RPC answers a
 // request whose id could not be read.
@@ -130,13 +128,8 @@ func (l *Limiter) overloaded(srv *config.Server, d Decision) Decision {
 	if srv.DryRun {
 		return d
 	}
-	d.Allow = false
-	d.Outcome = OutcomeOverloaded
-	d.Status = 503
-	d.Details = "mcp_rate_limit_overloaded"
-	d.Body = mcp.ErrorBody(nullID, -32603, "Rate limiter overloaded by large request bodies; retry")
-	d.Headers = []Header{{"content-type", "application/json"}, {"retry-after", "1"}}
-	return d
+	return refused(d, OutcomeOverloaded, 503, "mcp_rate_limit_overloaded",
+		mcp.ErrorBody(nullID, -32603, "Rate limiter overloaded by large request bodies; retry"), retryInASecond)
 }
 
 // headerMismatch answers a request whose Mcp-Method or Mcp-Name header
@@ -148,13 +141,8 @@ func (l *Limiter) headerMismatch(srv *config.Server, b mcp.Body, d Decision, why
 	if srv.DryRun {
 		return d
 	}
-	d.Allow = false
-	d.Outcome = OutcomeHeaderMismatch
-	d.Status = 400
-	d.Details = "mcp_rate_limit_header_mismatch"
-	d.Body = mcp.ErrorBody(b, headerMismatchCode, "Header mismatch: "+why)
-	d.Headers = []Header{{"content-type", "application/json"}}
-	return d
+	return refused(d, OutcomeHeaderMismatch, 400, "mcp_rate_limit_header_mismatch",
+		mcp.ErrorBody(b, headerMismatchCode, "Header mismatch: "+why))
 }
 
 // ambiguous answers a request with a body whose host or path selects more
@@ -174,13 +162,8 @@ func (l *Limiter) ambiguous(r Request, candidates []*compiledServer) Decision {
 	// Echo the ids of the body as read under no server's options: the answer
 	// is the same whichever server the request was for.
 	rd, _ := body.Read(r.Body, r.headerAll("content-encoding"), r.headerAll("content-type"), body.Options{})
-	d.Allow = false
-	d.Outcome = OutcomeAmbiguousRoute
-	d.Status = 400
-	d.Details = "mcp_rate_limit_ambiguous_route"
-	d.Body = mcp.ErrorBody(rd.Body, -32600, "Request host or path is ambiguous to the rate limiter: escapes, \";\" parameters, dot segments, \"//\", letter case, a trailing dot, a malformed host or port, or control characters could route it to another server; send the URL as given")
-	d.Headers = []Header{{"content-type", "application/json"}}
-	return d
+	return refused(d, OutcomeAmbiguousRoute, 400, "mcp_rate_limit_ambiguous_route",
+		mcp.ErrorBody(rd.Body, -32600, "Request host or path is ambiguous to the rate limiter: escapes, \";\" parameters, dot segments, \"//\", letter case, a trailing dot, a malformed host or port, or control characters could route it to another server; send the URL as given"))
 }
 
 // retryAfterSeconds rounds a wait up to whole seconds, at least 1: Retry-After 0 would invite an immediate retry.
