@@ -4,9 +4,9 @@
 # every test with the race detector (unit, store conformance against a real
 # redis-server, real Envoy integration, the body reader against the readers of
 # the Go, TypeScript and Python SDKs on a corpus and 3000 mutated bodies), then
-# a short fuzz of the MCP parser, of the readings of a request body, of
-# grpclite's connection handling, of the ext_proc request decoder, of the
-# reading of request paths and of choosing a server.
+# a short fuzz of the MCP parser, of the readings of a request body, of the
+# ext_proc request decoder, of the reading of request paths and of choosing a
+# server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +40,6 @@ fuzz() {
 }
 fuzz FuzzParse "the MCP parser" 500000x ./internal/mcp/
 fuzz FuzzRead "every reading of a request body" 200000x ./internal/body/
-fuzz FuzzConn "grpclite's connection handling" 150000x ./internal/grpclite/
 fuzz FuzzDecodeRequest "the ext_proc request decoder against proto.Unmarshal" 150000x ./internal/processor/
 fuzz FuzzPathReadings "the readings of a request path" 100000x ./internal/config/
 fuzz FuzzRoute "choosing a server by authority and path" 50000x ./internal/limiter/

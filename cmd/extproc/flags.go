@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/mcp-ratelimit/extproc/internal/bucket"
+	"github.com/mcp-ratelimit/extproc/internal/processor"
 )
 
 // options is the resolved command line of the server: the flags, their
@@ -32,8 +34,8 @@ type options struct {
 	logLevel              slog.Level
 	logFormat             string // "json" or "text"
 	shutdownTimeout       time.Duration
-	// grpcTransport serves ext_proc connections: transportLite or transportGRPCGo.
-	grpcTransport string
+	// maxMessageBytes bounds one ext_proc message (processor.Limits).
+	maxMessageBytes int
 	// identityKey is the secret per-user bucket keys hash identities under, from
 	// --identity-key-file or EXTPROC_IDENTITY_KEY (never a flag, so that ps
 	// cannot show it); empty: none, identities hashed without a secret.
@@ -42,12 +44,6 @@ type options struct {
 	// means defaultPollInterval. Not a flag: tests shorten it.
 	pollInterval time.Duration
 }
-
-// --grpc-transport values.
-const (
-	transportLite   = "lite"
-	transportGRPCGo = "grpc-go"
-)
 
 // usageError is a mistake on the command line; main exits 2 for it.
 type usageError struct{ err error }
@@ -176,13 +172,14 @@ func flagSpecs() []flagSpec {
 			},
 		},
 		{
-			name: "grpc-transport", env: "EXTPROC_GRPC_TRANSPORT", def: transportLite,
-			help: "what serves ext_proc connections: lite (less CPU per stream; other gRPC still goes to grpc-go) or grpc-go (everything on grpc-go)",
+			name: "grpc-max-message-bytes", env: "EXTPROC_GRPC_MAX_MESSAGE_BYTES", def: strconv.Itoa(processor.DefaultMaxMessageBytes),
+			help: "largest ext_proc message accepted: keep it above Envoy's buffer limit (4 MiB shipped) plus the request's headers, or a body near that limit ends its stream and Envoy's failure_mode_allow lets it through undecided",
 			set: func(o *options, v string) error {
-				if v != transportLite && v != transportGRPCGo {
-					return fmt.Errorf("want %s or %s", transportLite, transportGRPCGo)
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 64<<10 || n > 256<<20 {
+					return errors.New("want a number of bytes from 65536 to 268435456")
 				}
-				o.grpcTransport = v
+				o.maxMessageBytes = n
 				return nil
 			},
 		},

@@ -17,7 +17,7 @@ func TestParseFlagsResolvesFlagEnvAndDefault(t *testing.T) {
 		logLevel:        slog.LevelInfo,
 		logFormat:       "json",
 		shutdownTimeout: 15 * time.Second,
-		grpcTransport:   "lite",
+		maxMessageBytes: 5 << 20,
 	}
 	with := func(f func(*options)) options {
 		o := defaults
@@ -38,13 +38,13 @@ func TestParseFlagsResolvesFlagEnvAndDefault(t *testing.T) {
 				"EXTPROC_ADMIN_ADDR": "127.0.0.1:9000", "REDIS_URL": "redis://r:6379/1",
 				"EXTPROC_LOG_LEVEL": "debug", "EXTPROC_LOG_FORMAT": "text",
 				"EXTPROC_SHUTDOWN_TIMEOUT": "3s", "REDIS_PASSWORD": "s3cret",
-				"REDIS_SENTINEL_PASSWORD": "s3ntinel", "EXTPROC_GRPC_TRANSPORT": "grpc-go",
+				"REDIS_SENTINEL_PASSWORD": "s3ntinel", "EXTPROC_GRPC_MAX_MESSAGE_BYTES": "8388608",
 			},
 			want: options{
 				configPath: "/etc/p.yaml", grpcAddr: "unix:///run/x.sock", adminAddr: "127.0.0.1:9000",
 				redisURL: "redis://r:6379/1", redisPassword: "s3cret", redisSentinelPassword: "s3ntinel",
 				logLevel:  slog.LevelDebug,
-				logFormat: "text", shutdownTimeout: 3 * time.Second, grpcTransport: "grpc-go",
+				logFormat: "text", shutdownTimeout: 3 * time.Second, maxMessageBytes: 8 << 20,
 			},
 		},
 		{
@@ -52,18 +52,18 @@ func TestParseFlagsResolvesFlagEnvAndDefault(t *testing.T) {
 			args: []string{
 				"--config", "flag.yaml", "--grpc-addr", "127.0.0.1:0", "--admin-addr=:0",
 				"--redis-url", "rediss://flag:6380", "--log-level", "WARN", "--log-format", "text",
-				"--shutdown-timeout", "1m", "--grpc-transport", "lite",
+				"--shutdown-timeout", "1m", "--grpc-max-message-bytes", "6291456",
 			},
 			env: map[string]string{
 				"EXTPROC_CONFIG": "env.yaml", "EXTPROC_GRPC_ADDR": ":1", "EXTPROC_ADMIN_ADDR": ":2",
 				"REDIS_URL": "redis://env:6379", "EXTPROC_LOG_LEVEL": "debug",
 				"EXTPROC_LOG_FORMAT": "json", "EXTPROC_SHUTDOWN_TIMEOUT": "2s",
-				"EXTPROC_GRPC_TRANSPORT": "grpc-go",
+				"EXTPROC_GRPC_MAX_MESSAGE_BYTES": "8388608",
 			},
 			want: options{
 				configPath: "flag.yaml", grpcAddr: "127.0.0.1:0", adminAddr: ":0",
 				redisURL: "rediss://flag:6380", logLevel: slog.LevelWarn, logFormat: "text",
-				shutdownTimeout: time.Minute, grpcTransport: "lite",
+				shutdownTimeout: time.Minute, maxMessageBytes: 6 << 20,
 			},
 		},
 		{
@@ -113,7 +113,6 @@ func TestParseFlagsRejectsInvalidValues(t *testing.T) {
 		{name: "unknown log level flag", args: []string{"--log-level", "verbose"}, wantErr: []string{`--log-level "verbose"`, "debug, info, warn or error"}},
 		{name: "unknown log level env", env: map[string]string{"EXTPROC_LOG_LEVEL": "verbose"}, wantErr: []string{`EXTPROC_LOG_LEVEL "verbose"`}},
 		{name: "unknown log format", args: []string{"--log-format", "xml"}, wantErr: []string{`--log-format "xml"`, "json or text"}},
-		{name: "unknown grpc transport", args: []string{"--grpc-transport", "h2"}, wantErr: []string{`--grpc-transport "h2"`, "lite or grpc-go"}},
 		{name: "shutdown timeout not a duration", args: []string{"--shutdown-timeout", "15"}, wantErr: []string{"--shutdown-timeout", "Go duration"}},
 		{name: "shutdown timeout zero", env: map[string]string{"EXTPROC_SHUTDOWN_TIMEOUT": "0s"}, wantErr: []string{"EXTPROC_SHUTDOWN_TIMEOUT", "> 0"}},
 		{name: "grpc addr without port", args: []string{"--grpc-addr", "50051"}, wantErr: []string{"--grpc-addr", "host:port"}},
@@ -121,6 +120,7 @@ func TestParseFlagsRejectsInvalidValues(t *testing.T) {
 		{name: "admin addr without port", env: map[string]string{"EXTPROC_ADMIN_ADDR": "localhost"}, wantErr: []string{"EXTPROC_ADMIN_ADDR", "host:port"}},
 		{name: "redis url with another scheme", args: []string{"--redis-url", "http://r:6379"}, wantErr: []string{"--redis-url", "redis, rediss or unix"}},
 		{name: "redis url without host", env: map[string]string{"REDIS_URL": "redis:///0"}, wantErr: []string{"REDIS_URL"}},
+		{name: "message limit too small", args: []string{"--grpc-max-message-bytes", "1024"}, wantErr: []string{"--grpc-max-message-bytes", "65536 to 268435456"}},
 		{name: "unknown flag", args: []string{"--colour"}, wantErr: []string{"colour"}},
 		{name: "stray argument", args: []string{"serve"}, wantErr: []string{`unexpected argument "serve"`}},
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,11 +23,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/mcp-ratelimit/extproc/internal/bucket"
 	"github.com/mcp-ratelimit/extproc/internal/config"
-	"github.com/mcp-ratelimit/extproc/internal/grpclite"
 	"github.com/mcp-ratelimit/extproc/internal/limiter"
 	"github.com/mcp-ratelimit/extproc/internal/metrics"
 	"github.com/mcp-ratelimit/extproc/internal/processor"
@@ -36,13 +33,6 @@ import (
 
 // extProcService is the gRPC service name whose health Envoy and Kubernetes ask for.
 var extProcService = extprocv3.ExternalProcessor_ServiceDesc.ServiceName
-
-// processMethod is the ext_proc method Envoy calls, one stream per HTTP request.
-var processMethod = "/" + extProcService + "/Process"
-
-// maxMessageBytes bounds one ext_proc message: the buffered request body plus
-// headers. Keep it above Envoy's per_connection_buffer_limit_bytes (4 MiB shipped).
-const maxMessageBytes = 64 << 20
 
 // adminShutdownTimeout bounds the admin server's shutdown, after the gRPC drain:
 // its requests (probes, scrapes) are short.
@@ -126,73 +116,26 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 
-	gs := grpc.NewServer(append(processor.TransportOptions(),
-		// Envoy sends the whole buffered body in one message. grpc-go's default
-		// 4 MiB receive limit is at Envoy's shipped buffer limit: a body near it
-		// would end the stream, and failure_mode_allow would let it through
-		// unlimited. The limit stays above any buffer limit a deployment should use.
-		grpc.MaxRecvMsgSize(maxMessageBytes),
-		// Shared answers go out as bytes marshalled once (see Server.Codec).
+	gs := grpc.NewServer(append(processor.TransportOptions(processor.Limits{MaxMessageBytes: o.maxMessageBytes}),
+		// Shared answers go out as bytes marshalled once, and requests are read
+		// straight from the wire (see Server.Codec).
 		grpc.ForceServerCodecV2(proc.Codec()),
 		// Stop (after the grace period) then waits for handlers to return, so the
 		// store is never closed under a decision still running.
-		grpc.WaitForHandlers(true),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			// Envoy's HTTP/2 connection keepalive may ping every few seconds, also
-			// between streams; grpc-go's default policy (5 min, not without a stream)
-			// answers that with GOAWAY "too_many_pings" and drops the connection.
-			MinTime:             5 * time.Second,
-			PermitWithoutStream: true,
-		}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			// Ping a quiet client after 30 s and close the connection if it does not
-			// answer within 10 s, so connections of vanished Envoys (lost node, NAT
-			// timeout) do not linger.
-			Time:    30 * time.Second,
-			Timeout: 10 * time.Second,
-		}))...,
+		grpc.WaitForHandlers(true))...,
 	)
 	hs := health.NewServer()
 	// health.NewServer reports "" SERVING from the start; nothing is served yet.
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	extprocv3.RegisterExternalProcessorServer(gs, proc)
+	proc.Register(gs)
 	healthpb.RegisterHealthServer(gs, hs)
-
-	// ext_proc connections are served by grpclite, which costs a fraction of
-	// grpc-go's CPU per stream (internal/grpclite); every other connection
-	// (health checks, from Envoy or the kubelet) goes on to grpc-go, which also
-	// serves ext_proc should such a connection carry it. --grpc-transport
-	// grpc-go puts everything on grpc-go. The keepalive settings above are
-	// grpc-go's; grpclite answers Envoy's pings and leaves finding a vanished
-	// Envoy to TCP keepalive, which Go turns on for accepted connections.
-	var lite *grpclite.Server
-	grpcServed := grpcLis
-	if o.grpcTransport != transportGRPCGo {
-		lite = grpclite.New(grpclite.Options{
-			Method: processMethod,
-			Handler: func(ctx context.Context) grpclite.StreamHandler {
-				return proc.OpenStream(ctx)
-			},
-			MaxMessageBytes: maxMessageBytes,
-			StreamWindow:    processor.StreamWindowBytes,
-			ConnWindow:      processor.ConnWindowBytes,
-			Logger:          log,
-		})
-		grpcServed = lite.Fallback()
-		go func() {
-			if err := lite.Serve(grpcLis); err != nil && !errors.Is(err, grpclite.ErrServerClosed) {
-				errc <- fmt.Errorf("grpc server: %w", err)
-			}
-		}()
-	}
 	go func() {
 		// Serve returns nil only after Stop or GracefulStop.
-		if err := gs.Serve(grpcServed); err != nil {
+		if err := gs.Serve(grpcLis); err != nil {
 			errc <- fmt.Errorf("grpc server: %w", err)
 		}
 	}()
-	log.Info("grpc listening", "network", grpcLis.Addr().Network(), "addr", grpcLis.Addr().String(),
-		"transport", cmp.Or(o.grpcTransport, transportLite))
+	log.Info("grpc listening", "network", grpcLis.Addr().Network(), "addr", grpcLis.Addr().String())
 
 	// Started before "ready" is logged, so SIGHUP is handled by then.
 	if o.configPath != "" {
@@ -235,7 +178,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	// (Shutdown also ignores later updates) while the listeners still answer.
 	ready.Store(false)
 	hs.Shutdown()
-	stopGRPC(lite, gs, o.shutdownTimeout, log)
+	stopGRPC(gs, o.shutdownTimeout, log)
 
 	// The admin server outlives the gRPC drain so that probes see /readyz fail
 	// and the last metrics can be scraped.
@@ -278,28 +221,19 @@ func bucketKeys(identityKey string, log *slog.Logger) (*bucket.Keys, error) {
 // noIdentityKeyWarning is logged at start without an identity key.
 const noIdentityKeyWarning = "no identity key: per-user bucket keys hash identities without a secret, so identities such as client IPs can be recovered from Redis key names"
 
-// stopGRPC lets in-flight ext_proc streams finish, then cuts those still open;
-// lite is nil with --grpc-transport grpc-go.
+// stopGRPC lets in-flight ext_proc streams finish, then cuts those still open.
 //
 // Budget: grace (--shutdown-timeout, 15 s by default) for the drain, then up to
 // adminShutdownTimeout (2 s) for the admin server: 17 s, within Kubernetes'
 // default terminationGracePeriodSeconds of 30 s. An ext_proc stream lives as long
 // as one HTTP request's headers and body, so a few seconds normally suffice;
 // the grace only matters for slow uploads and long-lived health Watch streams.
-func stopGRPC(lite *grpclite.Server, gs *grpc.Server, grace time.Duration, log *slog.Logger) {
+func stopGRPC(gs *grpc.Server, grace time.Duration, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	var wg sync.WaitGroup
-	if lite != nil {
-		wg.Go(func() {
-			// Cuts its own streams when ctx ends, then waits for their handlers.
-			_ = lite.Shutdown(ctx)
-		})
-	}
-	wg.Go(gs.GracefulStop)
 	done := make(chan struct{})
 	go func() {
-		wg.Wait()
+		gs.GracefulStop()
 		close(done)
 	}()
 	select {

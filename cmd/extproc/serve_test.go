@@ -245,31 +245,23 @@ func replaceFile(t *testing.T, file, content string) {
 	}
 }
 
-func TestRunServesExtProcAndHealthOnEitherTransport(t *testing.T) {
-	for _, transport := range []string{"lite", "grpc-go"} {
-		t.Run(transport, func(t *testing.T) {
-			ctx, cancelTest := context.WithTimeout(t.Context(), testTimeout)
-			defer cancelTest()
-			_, logs, _ := startRun(t, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-				"--grpc-transport", transport)
-			target, _ := logs.addrs(ctx, t)
-			if got := logs.wait(ctx, t, "grpc listening")["transport"]; got != transport {
-				t.Errorf("transport logged: got %v, want %s", got, transport)
-			}
-			logs.wait(ctx, t, "ready")
+func TestRunServesExtProcAndHealthOnOnePort(t *testing.T) {
+	ctx, cancelTest := context.WithTimeout(t.Context(), testTimeout)
+	defer cancelTest()
+	_, logs, _ := startRun(t, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
+	target, _ := logs.addrs(ctx, t)
+	logs.wait(ctx, t, "ready")
 
-			// A connection of ext_proc streams, as Envoy's, then one of health
-			// checks, as the kubelet's.
-			s := dialExtProc(t, target).open(ctx, t)
-			resp, err := finish(t, s, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}`)
-			if err != nil || resp.GetRequestBody() == nil {
-				t.Errorf("answer to the body: got %v, %v; want a body response", resp, err)
-			}
-			hc, _ := healthClient(t, target)
-			if got := checkHealth(ctx, t, hc, extProcService); got != healthpb.HealthCheckResponse_SERVING {
-				t.Errorf("health of %q: got %v, want SERVING", extProcService, got)
-			}
-		})
+	// A connection of ext_proc streams, as Envoy's, then one of health
+	// checks, as the kubelet's.
+	s := dialExtProc(t, target).open(ctx, t)
+	resp, err := finish(t, s, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}`)
+	if err != nil || resp.GetRequestBody() == nil {
+		t.Errorf("answer to the body: got %v, %v; want a body response", resp, err)
+	}
+	hc, _ := healthClient(t, target)
+	if got := checkHealth(ctx, t, hc, extProcService); got != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health of %q: got %v, want SERVING", extProcService, got)
 	}
 }
 

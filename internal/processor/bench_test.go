@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/mcp-ratelimit/extproc/internal/config"
-	"github.com/mcp-ratelimit/extproc/internal/grpclite"
 	"github.com/mcp-ratelimit/extproc/internal/limiter"
 )
 
@@ -56,73 +55,57 @@ func BenchmarkDecisionRejected(b *testing.B) {
 
 // BenchmarkStream is one whole ext_proc stream as Envoy drives it (headers,
 // buffered body, half-close), from a grpc-go client over loopback TCP, with 8
-// streams at a time on one connection, served by each of extproc's transports.
-// The client's work is in both; the difference between the two is the
-// server's transport.
+// streams at a time on one connection, served as cmd/extproc serves them. The
+// client's work is in the figure too.
 func BenchmarkStream(b *testing.B) {
-	for _, tr := range transports {
-		b.Run(tr, func(b *testing.B) {
-			p := policy(func(s *config.Server) {
-				s.Shared = &config.Bucket{MaxTokens: 1 << 30, RefillPeriod: time.Hour}
-				s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, Shared: &config.Bucket{MaxTokens: 1 << 30, RefillPeriod: time.Hour}}}
-			})
-			s := New(limiter.New(p, limiter.Options{}), Options{})
-			lis, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			gs := grpc.NewServer(append(TransportOptions(), grpc.ForceServerCodecV2(s.Codec()))...)
-			extprocv3.RegisterExternalProcessorServer(gs, s)
-			served := net.Listener(lis)
-			if tr == "grpclite" {
-				ls := grpclite.New(grpclite.Options{
-					Method:       "/" + extprocv3.ExternalProcessor_ServiceDesc.ServiceName + "/Process",
-					Handler:      func(ctx context.Context) grpclite.StreamHandler { return s.OpenStream(ctx) },
-					StreamWindow: StreamWindowBytes, ConnWindow: ConnWindowBytes,
-				})
-				go func() { _ = ls.Serve(lis) }()
-				defer ls.Close()
-				served = ls.Fallback()
-			}
-			go func() { _ = gs.Serve(served) }()
-			defer gs.Stop()
-			conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer conn.Close()
-			c := extprocv3.NewExternalProcessorClient(conn)
-			hdr, bdy := postHeaders(), body(searchCall)
-			b.ReportAllocs()
-			b.SetParallelism(4) // 8 streams at a time with GOMAXPROCS 2
-			b.RunParallel(func(pb *testing.PB) {
-				ctx := context.Background()
-				for pb.Next() {
-					stream, err := c.Process(ctx)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					for _, m := range []*extprocv3.ProcessingRequest{hdr, bdy} {
-						if err := stream.Send(m); err != nil {
-							b.Error(err)
-							return
-						}
-						if _, err := stream.Recv(); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-					if err := stream.CloseSend(); err != nil {
-						b.Error(err)
-						return
-					}
-					if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
-						b.Errorf("after the body: got %v, want io.EOF", err)
-						return
-					}
-				}
-			})
-		})
+	p := policy(func(s *config.Server) {
+		s.Shared = &config.Bucket{MaxTokens: 1 << 30, RefillPeriod: time.Hour}
+		s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, Shared: &config.Bucket{MaxTokens: 1 << 30, RefillPeriod: time.Hour}}}
+	})
+	s := New(limiter.New(p, limiter.Options{}), Options{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
 	}
+	gs := grpc.NewServer(append(TransportOptions(Limits{}), grpc.ForceServerCodecV2(s.Codec()))...)
+	s.Register(gs)
+	go func() { _ = gs.Serve(lis) }()
+	defer gs.Stop()
+	conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	c := extprocv3.NewExternalProcessorClient(conn)
+	hdr, bdy := postHeaders(), body(searchCall)
+	b.ReportAllocs()
+	b.SetParallelism(4) // 8 streams at a time with GOMAXPROCS 2
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			stream, err := c.Process(ctx)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			for _, m := range []*extprocv3.ProcessingRequest{hdr, bdy} {
+				if err := stream.Send(m); err != nil {
+					b.Error(err)
+					return
+				}
+				if _, err := stream.Recv(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+			if err := stream.CloseSend(); err != nil {
+				b.Error(err)
+				return
+			}
+			if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+				b.Errorf("after the body: got %v, want io.EOF", err)
+				return
+			}
+		}
+	})
 }

@@ -45,10 +45,11 @@ func (k kind) String() string {
 	return fmt.Sprintf("kind %d", uint8(k))
 }
 
-// inbound is what the processor reads of one ProcessingRequest. It comes from a
-// decoded proto (fromProto, grpc-go's transport) or straight from the wire
-// (decodeRequest, grpclite's), where the header list and the attributes stay
-// bytes until a decision asks for one of them.
+// inbound is what the processor reads of one ProcessingRequest: straight from
+// the wire (decodeRequest, through the server's codec), where the header list
+// and the attributes stay bytes until a decision asks for one of them, or from
+// a decoded proto (fromProto) for the shapes decodeRequest leaves to
+// proto.Unmarshal.
 type inbound struct {
 	kind kind
 	// endOfStream is the phase's end_of_stream (request headers and bodies).

@@ -4,8 +4,6 @@ package processor
 
 import (
 	"context"
-	"errors"
-	"io"
 	"log/slog"
 	"time"
 
@@ -41,9 +39,8 @@ type Options struct {
 	MaxBodyBytes int
 }
 
-// Server implements extprocv3.ExternalProcessorServer.
+// Server serves Envoy's ext_proc service on grpc-go (Register).
 type Server struct {
-	extprocv3.UnimplementedExternalProcessorServer
 	decider Decider
 	log     *slog.Logger
 	obs     Observer
@@ -69,33 +66,6 @@ func New(d Decider, opts Options) *Server {
 	s.answers.encode(s.headersContinue)
 	s.answers.encode(s.bodyContinue)
 	return s
-}
-
-// Process serves one ext_proc stream (Envoy opens one per HTTP request): receive,
-// handle, send, until Envoy closes it. Every message gets exactly one answer.
-func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
-	growStack()
-	s.obs.StreamStarted()
-	defer s.obs.StreamEnded()
-	ctx := stream.Context()
-	var x exchange
-	for {
-		req, err := stream.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
-				return nil
-			}
-			return err
-		}
-		in := fromProto(req)
-		resp, err := s.handle(ctx, &x, &in)
-		if err != nil {
-			return err
-		}
-		if err := stream.Send(resp); err != nil {
-			return err
-		}
-	}
 }
 
 // handle answers one message.

@@ -22,45 +22,19 @@ import (
 
 	"github.com/mcp-ratelimit/extproc/internal/bucket"
 	"github.com/mcp-ratelimit/extproc/internal/config"
-	"github.com/mcp-ratelimit/extproc/internal/grpclite"
 	"github.com/mcp-ratelimit/extproc/internal/limiter"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// transports are the two ways cmd/extproc serves ext_proc streams: grpclite,
-// for connections whose first stream is Process (Envoy's), and grpc-go, for any
-// other connection, which may carry Process streams too. Every stream test
-// runs over both.
-var transports = []string{"grpclite", "grpc-go"}
-
-// eachTransport runs f once per transport, with a dial for it.
-func eachTransport(t *testing.T, f func(t *testing.T, dial func(*Server) extprocv3.ExternalProcessorClient)) {
-	t.Helper()
-	for _, tr := range transports {
-		t.Run(tr, func(t *testing.T) {
-			f(t, func(s *Server) extprocv3.ExternalProcessorClient { return dial(t, s, tr == "grpclite") })
-		})
-	}
-}
-
-// dial serves s over an in-memory connection, as cmd/extproc serves it:
-// through grpclite if lite, else through grpc-go with s's Codec.
-func dial(t *testing.T, s *Server, lite bool) extprocv3.ExternalProcessorClient {
+// serve serves s over an in-memory connection, as cmd/extproc serves it: on
+// grpc-go with s's codec and service.
+func serve(t *testing.T, s *Server) extprocv3.ExternalProcessorClient {
 	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer(grpc.ForceServerCodecV2(s.Codec()))
-	extprocv3.RegisterExternalProcessorServer(gs, s)
-	if lite {
-		ls := grpclite.New(grpclite.Options{
-			Method:  "/" + extprocv3.ExternalProcessor_ServiceDesc.ServiceName + "/Process",
-			Handler: func(ctx context.Context) grpclite.StreamHandler { return s.OpenStream(ctx) },
-		})
-		go func() { _ = ls.Serve(lis) }()
-		t.Cleanup(ls.Close)
-	} else {
-		go func() { _ = gs.Serve(lis) }()
-	}
+	s.Register(gs)
+	go func() { _ = gs.Serve(lis) }()
 	conn, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -277,90 +251,84 @@ func TestProcess(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			eachTransport(t, func(t *testing.T, dial func(*Server) extprocv3.ExternalProcessorClient) {
-				c := dial(New(limiter.New(tt.policy, limiter.Options{Store: tt.store}), Options{}))
-				for _, script := range tt.scripts {
-					replay(t, c, script)
-				}
-			})
+			c := serve(t, New(limiter.New(tt.policy, limiter.Options{Store: tt.store}), Options{}))
+			for _, script := range tt.scripts {
+				replay(t, c, script)
+			}
 		})
 	}
 }
 
 func TestStreamedBodyIsGatheredBeforeDeciding(t *testing.T) {
-	eachTransport(t, func(t *testing.T, dial func(*Server) extprocv3.ExternalProcessorClient) {
-		c := dial(New(limiter.New(policy(nil), limiter.Options{}), Options{}))
-		streamed := postHeaders()
-		streamed.ProtocolConfig = &extprocv3.ProtocolConfiguration{RequestBodyMode: extprocfilterv3.ProcessingMode_STREAMED}
-		chunk := func(b string, eos bool) *extprocv3.ProcessingRequest {
-			return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(b), EndOfStream: eos}}}
-		}
-		replay(t, c, []exchangeStep{
-			{streamed, continueHeaders()},
-			{chunk(searchCall[:20], false), continueBody()},
-			{chunk(searchCall[20:], true), withMetadata(continueBody(), "decision", "allowed", "method", "tools/call", "tool", "search")},
-		})
+	c := serve(t, New(limiter.New(policy(nil), limiter.Options{}), Options{}))
+	streamed := postHeaders()
+	streamed.ProtocolConfig = &extprocv3.ProtocolConfiguration{RequestBodyMode: extprocfilterv3.ProcessingMode_STREAMED}
+	chunk := func(b string, eos bool) *extprocv3.ProcessingRequest {
+		return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(b), EndOfStream: eos}}}
+	}
+	replay(t, c, []exchangeStep{
+		{streamed, continueHeaders()},
+		{chunk(searchCall[:20], false), continueBody()},
+		{chunk(searchCall[20:], true), withMetadata(continueBody(), "decision", "allowed", "method", "tools/call", "tool", "search")},
 	})
+
 }
 
 func TestPerUserBucketUsesSourceAddressAttribute(t *testing.T) {
-	eachTransport(t, func(t *testing.T, dial func(*Server) extprocv3.ExternalProcessorClient) {
-		p := policy(func(s *config.Server) {
-			s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, PerUser: &config.Bucket{MaxTokens: 1, RefillPeriod: 20 * time.Second}}}
-		})
-		c := dial(New(limiter.New(p, limiter.Options{}), Options{}))
-		replay(t, c, []exchangeStep{{postHeaders(), continueHeaders()}, {body(searchCall), withMetadata(continueBody(), "decision", "allowed", "method", "tools/call", "tool", "search")}})
-		second := rejection(429,
-			`{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"limit":"tool:search","scope":"perUser"}}}`,
-			"content-type", "application/json", "retry-after", "20",
-			"ratelimit-policy", `"user-tool:search";q=1;w=20`, "ratelimit", `"user-tool:search";r=0;t=20`)
-		replay(t, c, []exchangeStep{{postHeaders(), continueHeaders()}, {body(searchCall), withMetadata(second, "decision", "limited", "method", "tools/call", "tool", "search", "limit", "tool:search")}})
+	p := policy(func(s *config.Server) {
+		s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, PerUser: &config.Bucket{MaxTokens: 1, RefillPeriod: 20 * time.Second}}}
 	})
+	c := serve(t, New(limiter.New(p, limiter.Options{}), Options{}))
+	replay(t, c, []exchangeStep{{postHeaders(), continueHeaders()}, {body(searchCall), withMetadata(continueBody(), "decision", "allowed", "method", "tools/call", "tool", "search")}})
+	second := rejection(429,
+		`{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"limit":"tool:search","scope":"perUser"}}}`,
+		"content-type", "application/json", "retry-after", "20",
+		"ratelimit-policy", `"user-tool:search";q=1;w=20`, "ratelimit", `"user-tool:search";r=0;t=20`)
+	replay(t, c, []exchangeStep{{postHeaders(), continueHeaders()}, {body(searchCall), withMetadata(second, "decision", "limited", "method", "tools/call", "tool", "search", "limit", "tool:search")}})
+
 }
 
 func TestHeadersFromAttributesWhenTheHeadersPhaseIsSkipped(t *testing.T) {
-	eachTransport(t, func(t *testing.T, dial func(*Server) extprocv3.ExternalProcessorClient) {
-		p := policy(func(s *config.Server) {
-			s.Match = config.Match{Authority: "mcp.example.com", PathPrefix: "/mcp"}
-			s.Identity = []config.IdentitySource{{Header: "x-user-id"}}
-			s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, PerUser: &config.Bucket{MaxTokens: 1, RefillPeriod: 20 * time.Second}}}
-		})
-		c := dial(New(limiter.New(p, limiter.Options{}), Options{}))
-		bodyOnly := func(user string) *extprocv3.ProcessingRequest {
-			r := body(searchCall)
-			r.ProtocolConfig = &extprocv3.ProtocolConfiguration{RequestBodyMode: extprocfilterv3.ProcessingMode_BUFFERED}
-			r.Attributes = map[string]*structpb.Struct{extProcAttributes: {Fields: map[string]*structpb.Value{
-				"request.host":                 structpb.NewStringValue("mcp.example.com"),
-				"request.path":                 structpb.NewStringValue("/mcp"),
-				"request.headers['x-user-id']": structpb.NewStringValue(user),
-			}}}
-			return r
-		}
-		allowed := withMetadata(continueBody(), "decision", "allowed", "method", "tools/call", "tool", "search")
-		replay(t, c, []exchangeStep{{bodyOnly("alice"), allowed}})
-		replay(t, c, []exchangeStep{{bodyOnly("bob"), allowed}})
-		limited := rejection(429,
-			`{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"limit":"tool:search","scope":"perUser"}}}`,
-			"content-type", "application/json", "retry-after", "20",
-			"ratelimit-policy", `"user-tool:search";q=1;w=20`, "ratelimit", `"user-tool:search";r=0;t=20`)
-		replay(t, c, []exchangeStep{{bodyOnly("alice"), withMetadata(limited, "decision", "limited", "method", "tools/call", "tool", "search", "limit", "tool:search")}})
+	p := policy(func(s *config.Server) {
+		s.Match = config.Match{Authority: "mcp.example.com", PathPrefix: "/mcp"}
+		s.Identity = []config.IdentitySource{{Header: "x-user-id"}}
+		s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, PerUser: &config.Bucket{MaxTokens: 1, RefillPeriod: 20 * time.Second}}}
 	})
+	c := serve(t, New(limiter.New(p, limiter.Options{}), Options{}))
+	bodyOnly := func(user string) *extprocv3.ProcessingRequest {
+		r := body(searchCall)
+		r.ProtocolConfig = &extprocv3.ProtocolConfiguration{RequestBodyMode: extprocfilterv3.ProcessingMode_BUFFERED}
+		r.Attributes = map[string]*structpb.Struct{extProcAttributes: {Fields: map[string]*structpb.Value{
+			"request.host":                 structpb.NewStringValue("mcp.example.com"),
+			"request.path":                 structpb.NewStringValue("/mcp"),
+			"request.headers['x-user-id']": structpb.NewStringValue(user),
+		}}}
+		return r
+	}
+	allowed := withMetadata(continueBody(), "decision", "allowed", "method", "tools/call", "tool", "search")
+	replay(t, c, []exchangeStep{{bodyOnly("alice"), allowed}})
+	replay(t, c, []exchangeStep{{bodyOnly("bob"), allowed}})
+	limited := rejection(429,
+		`{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"limit":"tool:search","scope":"perUser"}}}`,
+		"content-type", "application/json", "retry-after", "20",
+		"ratelimit-policy", `"user-tool:search";q=1;w=20`, "ratelimit", `"user-tool:search";r=0;t=20`)
+	replay(t, c, []exchangeStep{{bodyOnly("alice"), withMetadata(limited, "decision", "limited", "method", "tools/call", "tool", "search", "limit", "tool:search")}})
+
 }
 
 func TestUnknownMessageEndsTheStream(t *testing.T) {
-	eachTransport(t, func(t *testing.T, dial func(*Server) extprocv3.ExternalProcessorClient) {
-		c := dial(New(limiter.New(policy(nil), limiter.Options{}), Options{}))
-		stream, err := c.Process(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := stream.Send(&extprocv3.ProcessingRequest{}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := stream.Recv(); err == nil {
-			t.Fatal("got an answer, want the stream ended with an error")
-		}
-	})
+	c := serve(t, New(limiter.New(policy(nil), limiter.Options{}), Options{}))
+	stream, err := c.Process(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&extprocv3.ProcessingRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err == nil {
+		t.Fatal("got an answer, want the stream ended with an error")
+	}
+
 }
 
 type hangingStore struct{}

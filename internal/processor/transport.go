@@ -1,25 +1,99 @@
 package processor
 
-import "google.golang.org/grpc"
+import (
+	"time"
 
-// The gRPC flow-control windows, for grpc-go and grpclite alike: per stream,
-// enough for a shipped-size body in a few updates; per connection (one Envoy
-// worker's streams together), a few such bodies. They bound what an Envoy can
-// send ahead of the handlers.
-const (
-	StreamWindowBytes = 1 << 20
-	ConnWindowBytes   = 4 << 20
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 )
 
-// TransportOptions are the gRPC server options for serving ext_proc streams:
-// fixed flow-control windows, which turn off grpc-go's bandwidth-delay probing.
-// With its defaults (64 KiB, then BDP estimation) a stream of a few hundred
-// bytes costs extra PING and WINDOW_UPDATE frames, each a write on both sides;
-// paired bench/ runs measured ~6% less extproc CPU and ~2% less Envoy CPU per
-// request without them. A body of several MiB takes a few window updates.
-func TransportOptions() []grpc.ServerOption {
+// Limits are what one extproc accepts from the gRPC connections it serves.
+// Every field's zero value is the default named beside it, chosen for what
+// Envoy does: one stream per HTTP request, two small messages and one body of
+// at most its buffer limit, connections that live for days.
+type Limits struct {
+	// MaxMessageBytes bounds one ext_proc message (DefaultMaxMessageBytes):
+	// the buffered body plus its headers. It must stay above Envoy's buffer
+	// limit, or a body near that limit ends its stream and Envoy's
+	// failure_mode_allow lets the request through undecided.
+	MaxMessageBytes int
+	// MaxConcurrentStreams per connection (DefaultMaxConcurrentStreams).
+	// Envoy opens another connection when one is full.
+	MaxConcurrentStreams uint32
+}
+
+// Defaults of Limits and the fixed transport settings; the README lists them
+// with their reasons.
+const (
+	// DefaultMaxMessageBytes is Envoy's shipped 4 MiB buffer limit plus 1 MiB
+	// for the headers and attributes beside the body.
+	DefaultMaxMessageBytes = 5 << 20
+	// DefaultMaxConcurrentStreams is far above one Envoy worker's requests in
+	// flight, and bounds what one connection holds: with the stream window,
+	// at most 256 × 256 KiB of unread bytes, and at most 256 messages being
+	// read at once.
+	DefaultMaxConcurrentStreams = 256
+
+	// StreamWindowBytes is each stream's flow-control window: the bytes Envoy
+	// may send ahead of the handler reading them. A 4 MiB body then takes 16
+	// window updates; a request's headers, none.
+	StreamWindowBytes = 256 << 10
+	// ConnWindowBytes is the connection's window: a few bodies at once.
+	ConnWindowBytes = 4 << 20
+
+	// handshakeTimeout closes a connection that has not sent the HTTP/2
+	// preface and SETTINGS by then (grpc-go's default is 120 s).
+	handshakeTimeout = 5 * time.Second
+	// maxConnectionIdle closes a connection without streams for that long; an
+	// Envoy worker idle for 5 minutes reconnects when it needs to.
+	maxConnectionIdle = 5 * time.Minute
+	// maxConnectionAge and its grace make every connection end in about 30
+	// minutes, its streams finishing first, so that Envoy's connections spread
+	// over replicas added since (they are long-lived otherwise, and a scale-up
+	// would take no load).
+	maxConnectionAge      = 30 * time.Minute
+	maxConnectionAgeGrace = 1 * time.Minute
+	// keepaliveTime and keepaliveTimeout ping a quiet client after 30 s and
+	// close its connection if the ping is not answered within 10 s, so that
+	// the connections of vanished Envoys do not linger.
+	keepaliveTime    = 30 * time.Second
+	keepaliveTimeout = 10 * time.Second
+	// minPingInterval is the most often a client may ping: Envoy's HTTP/2
+	// keepalive may ping every few seconds, also between streams (grpc-go's
+	// default, 5 minutes and never without a stream, would answer it with
+	// GOAWAY too_many_pings). A client pinging more often is cut off.
+	minPingInterval = 5 * time.Second
+)
+
+// TransportOptions are the grpc-go server options for serving ext_proc: the
+// limits, fixed flow-control windows, keepalive enforcement, idle and age
+// limits, and a handshake timeout. Fixed windows also turn off grpc-go's
+// bandwidth-delay probing: with its defaults (64 KiB, then BDP estimation) a
+// stream of a few hundred bytes costs extra PING and WINDOW_UPDATE frames,
+// each a write on both sides.
+func TransportOptions(l Limits) []grpc.ServerOption {
+	if l.MaxMessageBytes <= 0 {
+		l.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if l.MaxConcurrentStreams == 0 {
+		l.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
 	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(l.MaxMessageBytes),
+		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
 		grpc.InitialWindowSize(StreamWindowBytes),
 		grpc.InitialConnWindowSize(ConnWindowBytes),
+		grpc.ConnectionTimeout(handshakeTimeout),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             minPingInterval,
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle:     maxConnectionIdle,
+			MaxConnectionAge:      maxConnectionAge,
+			MaxConnectionAgeGrace: maxConnectionAgeGrace,
+			Time:                  keepaliveTime,
+			Timeout:               keepaliveTimeout,
+		}),
 	}
 }

@@ -68,16 +68,18 @@ type flags struct {
 	// extprocProcs is GOMAXPROCS for the processor (extproc or nullproc); 0
 	// leaves it to the Go runtime (the CPUs it may use).
 	extprocProcs int
-	upstream     string
-	out          string
-	keep         bool
+	// oldExtproc is an extproc binary built from an older commit, for c-old.
+	oldExtproc string
+	upstream   string
+	out        string
+	keep       bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	fs := flag.NewFlagSet("loadbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var f flags
-	configs := fs.String("configs", strings.Join(scenarioNames(), ","), "configurations to run, in order")
+	configs := fs.String("configs", strings.Join(scenarioNames(false), ","), "configurations to run, in order (c-old also needs -old-extproc)")
 	fs.IntVar(&f.rounds, "rounds", 1, "run the whole -configs list this many times in a row (1..50); "+
 		"ratios are then against the (a) of the same round, and medians over the rounds follow the tables")
 	fs.IntVar(&f.load.Concurrency, "concurrency", 32, "concurrent requests (one keep-alive connection each)")
@@ -88,14 +90,19 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	fs.IntVar(&f.envoyConcurrency, "envoy-concurrency", 2, "Envoy worker threads (--concurrency)")
 	fs.IntVar(&f.extprocProcs, "extproc-gomaxprocs", 0, "GOMAXPROCS for extproc and nullproc, as a CPU limit would set it; 0: the Go default")
 	fs.StringVar(&f.upstream, "upstream", upstreamSDK, "upstream: sdk (Go SDK, stateless, JSON answers), sdk-sse (the same, SSE answers) or fixed (net/http, constant result)")
+	fs.StringVar(&f.oldExtproc, "old-extproc", "", "an extproc binary built from an older commit, run by configuration c-old (e.g. git worktree add /tmp/old REV && go build -o /tmp/extproc-old ./cmd/extproc there)")
 	fs.StringVar(&f.out, "out", "", "also write the report to DIR/<timestamp>.md (bench/results is git-ignored)")
 	fs.BoolVar(&f.keep, "keep", false, "keep the run directory (configs, policies, process logs)")
 	if err := fs.Parse(args); err != nil {
 		return flags{}, err
 	}
 	for _, c := range strings.Split(*configs, ",") {
-		if _, ok := scenarioByName(c); !ok {
-			return flags{}, fmt.Errorf("-configs: unknown configuration %q; want some of %s", c, strings.Join(scenarioNames(), ","))
+		sc, ok := scenarioByName(c)
+		if !ok {
+			return flags{}, fmt.Errorf("-configs: unknown configuration %q; want some of %s", c, strings.Join(scenarioNames(true), ","))
+		}
+		if sc.Old && f.oldExtproc == "" {
+			return flags{}, fmt.Errorf("-configs: %s needs -old-extproc PATH", c)
 		}
 		f.configs = append(f.configs, c)
 	}

@@ -12,30 +12,23 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/mcp-ratelimit/extproc/internal/grpclite"
 	"github.com/mcp-ratelimit/extproc/internal/processor"
 )
 
 // runNullProcessor is the "nullproc" subcommand: an ext_proc server that answers
 // every message with a bare continue, doing nothing else but unmarshal it. It is
-// what an ext_proc server on a given transport costs at the least (stream set-up,
-// two messages in, two answers out), so configurations (n) and (n-grpc) separate
-// the price of the ext_proc protocol from the price of extproc's own work.
-// -transport picks extproc's default (lite: internal/grpclite, handing other
-// connections to grpc-go) or grpc-go alone. /readyz on -admin-addr answers 200
-// once the gRPC listener is open, as extproc's does.
+// what an ext_proc server on extproc's transport (grpc-go with its options)
+// costs at the least (stream set-up, two messages in, two answers out), so
+// configuration (n) separates the price of the ext_proc protocol from the price
+// of extproc's own work. /readyz on -admin-addr answers 200 once the gRPC
+// listener is open, as extproc's does.
 func runNullProcessor(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("nullproc", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:0", "gRPC listen address")
 	admin := fs.String("admin-addr", "127.0.0.1:0", "HTTP /readyz listen address")
-	transport := fs.String("transport", "lite", "lite or grpc-go, as extproc's --grpc-transport")
 	if err := fs.Parse(args); err != nil {
 		return err
-	}
-	if *transport != "lite" && *transport != "grpc-go" {
-		return fmt.Errorf("-transport %q: want lite or grpc-go", *transport)
 	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -48,30 +41,14 @@ func runNullProcessor(ctx context.Context, args []string) error {
 	}
 	// extproc's transport options, so that (n) is the floor of the same
 	// transport, not of grpc-go's defaults.
-	gs := grpc.NewServer(processor.TransportOptions()...)
-	np := newNullProcessor()
-	extprocv3.RegisterExternalProcessorServer(gs, np)
-	served := ln
-	var lite *grpclite.Server
-	if *transport == "lite" {
-		lite = grpclite.New(grpclite.Options{
-			Method:       "/" + extprocv3.ExternalProcessor_ServiceDesc.ServiceName + "/Process",
-			Handler:      func(context.Context) grpclite.StreamHandler { return np },
-			StreamWindow: processor.StreamWindowBytes,
-			ConnWindow:   processor.ConnWindowBytes,
-		})
-		served = lite.Fallback()
-	}
+	gs := grpc.NewServer(processor.TransportOptions(processor.Limits{})...)
+	extprocv3.RegisterExternalProcessorServer(gs, newNullProcessor())
 	hs := &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	errc := make(chan error, 3)
-	go func() { errc <- gs.Serve(served) }()
-	if lite != nil {
-		go func() { errc <- lite.Serve(ln) }()
-		defer lite.Close()
-	}
+	errc := make(chan error, 2)
+	go func() { errc <- gs.Serve(ln) }()
 	go func() { errc <- hs.Serve(aln) }()
 	select {
 	case err := <-errc:
@@ -88,32 +65,21 @@ func runNullProcessor(ctx context.Context, args []string) error {
 }
 
 // nullProcessor answers each ext_proc message with a continue of its kind,
-// built once and shared: through grpc-go's stream API (Process), and as a
-// grpclite.StreamHandler (Message, Done), whose answers are kept marshalled.
+// built once and shared.
 type nullProcessor struct {
 	extprocv3.UnimplementedExternalProcessorServer
 	headers, body, trailers *extprocv3.ProcessingResponse
-	wire                    map[*extprocv3.ProcessingResponse][]byte
 }
 
 func newNullProcessor() *nullProcessor {
-	p := &nullProcessor{
+	return &nullProcessor{
 		headers: &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
 			RequestHeaders: &extprocv3.HeadersResponse{}}},
 		body: &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
 			RequestBody: &extprocv3.BodyResponse{}}},
 		trailers: &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
 			RequestTrailers: &extprocv3.TrailersResponse{}}},
-		wire: map[*extprocv3.ProcessingResponse][]byte{},
 	}
-	for _, r := range []*extprocv3.ProcessingResponse{p.headers, p.body, p.trailers} {
-		b, err := proto.Marshal(r)
-		if err != nil {
-			panic(err) // a fixed, valid message
-		}
-		p.wire[r] = b
-	}
-	return p
 }
 
 // answer picks the continue for req.
@@ -126,18 +92,6 @@ func (p *nullProcessor) answer(req *extprocv3.ProcessingRequest) *extprocv3.Proc
 	}
 	return p.body
 }
-
-// Message answers on the calling goroutine: there is nothing to wait for.
-func (p *nullProcessor) Message(msg []byte, reply func([]byte, error)) {
-	req := new(extprocv3.ProcessingRequest)
-	if err := proto.Unmarshal(msg, req); err != nil {
-		reply(nil, err)
-		return
-	}
-	reply(p.wire[p.answer(req)], nil)
-}
-
-func (p *nullProcessor) Done() {}
 
 func (p *nullProcessor) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 	for {

@@ -14,7 +14,7 @@ import (
 )
 
 func TestNullProcessorAnswersEachMessageWithAContinueOfItsKind(t *testing.T) {
-	for _, transport := range []string{"lite", "grpc-go"} {
+	for _, transport := range []string{"grpc-go"} {
 		t.Run(transport, func(t *testing.T) { testNullProcessor(t, transport) })
 	}
 }
@@ -26,7 +26,7 @@ func testNullProcessor(t *testing.T, transport string) {
 	srvCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- runNullProcessor(srvCtx, []string{"-addr", grpcAddr, "-admin-addr", adminAddr, "-transport", transport})
+		done <- runNullProcessor(srvCtx, []string{"-addr", grpcAddr, "-admin-addr", adminAddr})
 	}()
 	t.Cleanup(func() {
 		stop()

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -45,9 +46,9 @@ type scenario struct {
 	// the same pod or host would, instead of TCP on loopback.
 	UnixSocket bool
 	Policy     string
-	// GRPCGo: the processor serves on grpc-go alone (extproc's
-	// --grpc-transport grpc-go) instead of its default, grpclite.
-	GRPCGo bool
+	// Old: the processor is the extproc binary given by -old-extproc (built
+	// from an older commit), to compare two builds in one run.
+	Old bool
 	// SearchPerTen: calls in ten that go to the tool the flood policy limits.
 	SearchPerTen int
 }
@@ -59,15 +60,19 @@ var scenarios = []scenario{
 	{Name: "d", Desc: "Envoy local_ratelimit (never rejects)", Filter: filterLocalRL},
 	{Name: "c-flood", Desc: "Envoy + extproc, Redis, 90% of calls over the limit", Filter: filterExtproc, Store: storeRedis, Policy: policyFlood, SearchPerTen: 9},
 	{Name: "e", Desc: "(c) with request headers SKIP, attributes instead", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, SkipHeaders: true},
-	{Name: "c-grpc", Desc: "(c) with extproc serving on grpc-go alone (--grpc-transport grpc-go)", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, GRPCGo: true},
+	{Name: "c-old", Desc: "(c) with the extproc binary of -old-extproc", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, Old: true},
 	{Name: "n", Desc: "Envoy + a null ext_proc server (extproc's transport, answers continue, unmarshals only)", Filter: filterNullProc},
-	{Name: "n-grpc", Desc: "(n) on grpc-go alone", Filter: filterNullProc, GRPCGo: true},
 	{Name: "u", Desc: "(c) with Envoy reaching extproc over a Unix socket", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, UnixSocket: true},
 }
 
-func scenarioNames() []string {
+// scenarioNames lists the configurations; withOld includes those that need
+// -old-extproc, which the default list leaves out.
+func scenarioNames(withOld bool) []string {
 	var n []string
 	for _, s := range scenarios {
+		if s.Old && !withOld {
+			continue
+		}
 		n = append(n, s.Name)
 	}
 	return n
@@ -552,22 +557,22 @@ func (r *runner) startProcessor(ctx context.Context, sc scenario, tag string) (*
 			return nil, none, err
 		}
 		name, args = "nullproc-"+tag, []string{"nullproc", "-addr", grpcAddr, "-admin-addr", loopback(adminPort)}
-		if sc.GRPCGo {
-			args = append(args, "-transport", "grpc-go")
-		}
 	default:
 		policy := filepath.Join(r.dir, "policy-"+tag+".yaml")
 		if err := os.WriteFile(policy, []byte(policies[sc.Policy]), 0o600); err != nil {
 			return nil, none, err
 		}
 		name, bin = "extproc-"+tag, r.extproc
+		if sc.Old {
+			if r.f.oldExtproc == "" {
+				return nil, none, errors.New("configuration c-old needs -old-extproc PATH")
+			}
+			bin = r.f.oldExtproc
+		}
 		args = []string{"--grpc-addr", grpcAddr, "--admin-addr", loopback(adminPort),
 			"--config", policy, "--log-format", "text"}
 		if sc.Store == storeRedis {
 			args = append(args, "--redis-url", "redis://"+r.redisAddr+"/0")
-		}
-		if sc.GRPCGo {
-			args = append(args, "--grpc-transport", "grpc-go")
 		}
 	}
 	var env []string
