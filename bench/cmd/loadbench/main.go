@@ -12,7 +12,8 @@
 // and are followed by per-configuration medians of those ratios and, when (a), (c)
 // and (d) ran, a check of (c) against the targets: ≥ 0.6 × (a), and closer to (d)
 // than to half of (a); when (n) ran too, where that floor stands against the same
-// midpoint.
+// midpoint; when (a), (c) and (r) ran, (c) against (r), Envoy's global rate-limit
+// filter calling a rate-limit service that answers OK at no cost.
 //
 //	go run ./bench/cmd/loadbench                 # every configuration, 32 workers, 2 s + 10 s each
 //	go run ./bench/cmd/loadbench -configs a,c,e -duration 5s -out bench/results
@@ -46,6 +47,8 @@ func main() {
 		err = runUpstream(ctx, os.Args[2:])
 	case len(os.Args) > 1 && os.Args[1] == "nullproc":
 		err = runNullProcessor(ctx, os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "nullrls":
+		err = runNullRLS(ctx, os.Args[2:])
 	default:
 		err = run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	}

@@ -233,7 +233,7 @@ func TestParseFlagsDefaultsRunEveryConfiguration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := strings.Join(f.configs, ","), "a,b,c,d,c-flood,e,n,u"; got != want {
+	if got, want := strings.Join(f.configs, ","), "a,b,c,d,c-flood,e,n,u,r"; got != want {
 		t.Errorf("got configs %s, want %s", got, want)
 	}
 	if f.rounds != 1 {
@@ -462,6 +462,41 @@ func TestTargetCheckNeedsRatiosOfACAndD(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, ok := targetCheck(summarize(tt.results, ratios(tt.results)))
+			if ok != (tt.want != "") || got != tt.want {
+				t.Errorf("got %q (ok %v), want %q", got, ok, tt.want)
+			}
+		})
+	}
+}
+
+func TestBaselineCheckPutsCAgainstR(t *testing.T) {
+	r := fakeResult
+	tests := []struct {
+		name    string
+		results []roundResult
+		want    string // "" for no line
+	}{
+		{
+			name: "a, c and r",
+			results: []roundResult{
+				r("a", 1, 1000, time.Second), r("c", 1, 700, time.Second), r("r", 1, 800, time.Second),
+				r("a", 2, 1000, time.Second), r("c", 2, 600, time.Second), r("r", 2, 900, time.Second),
+			},
+			want: "(r), Envoy's global rate-limit filter calling a null rate-limit service (the floor of that path): ×(a) = 0.85; " +
+				"(c) ×(a) = 0.65, 0.76 × (r)",
+		},
+		{
+			name:    "no r",
+			results: []roundResult{r("a", 1, 1000, time.Second), r("c", 1, 700, time.Second)},
+		},
+		{
+			name:    "no a",
+			results: []roundResult{r("c", 1, 700, time.Second), r("r", 1, 800, time.Second)},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := baselineCheck(summarize(tt.results, ratios(tt.results)))
 			if ok != (tt.want != "") || got != tt.want {
 				t.Errorf("got %q (ok %v), want %q", got, ok, tt.want)
 			}

@@ -68,7 +68,7 @@ func (rep report) roundCell(cell string) string {
 
 // writeMainTable writes one row per result; rs are the results' ratios.
 func (rep report) writeMainTable(b *strings.Builder, rs []ratio) {
-	b.WriteString(rep.roundCell("round") + "| config | req/s | ×(a) | p50 ms | p99 ms | p99.9 ms | CPU s/1k req | ×(a) | loadgen CPU s/1k | 429 | ext_proc msgs/req | Redis calls/req | errors |\n")
+	b.WriteString(rep.roundCell("round") + "| config | req/s | ×(a) | p50 ms | p99 ms | p99.9 ms | CPU s/1k req | ×(a) | loadgen CPU s/1k | 429 | ext_proc msgs (r: RLS calls)/req | Redis calls/req | errors |\n")
 	b.WriteString(rep.roundCell("--:") + "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for i, r := range rep.results {
 		n := r.load.Requests()
@@ -78,7 +78,7 @@ func (rep report) writeMainTable(b *strings.Builder, rs []ratio) {
 			cpuRatio = fmt.Sprintf("%.2f", rs[i].cpu)
 		}
 		msgs, evals := "–", "–"
-		if (r.sc.Filter == filterExtproc || r.sc.Filter == filterNullProc) && n > 0 {
+		if usesProcessor(r.sc) && n > 0 {
 			msgs = fmt.Sprintf("%.2f", float64(r.extprocMsgs)/float64(n))
 		}
 		if r.sc.Store == storeRedis && n > 0 {
@@ -86,7 +86,11 @@ func (rep report) writeMainTable(b *strings.Builder, rs []ratio) {
 		}
 		errs := fmt.Sprint(r.load.Errors + otherStatuses(r.load.Status))
 		if r.extprocFailures > 0 {
-			errs += fmt.Sprintf(" (ext_proc failures %d)", r.extprocFailures)
+			what := "ext_proc"
+			if r.sc.Filter == filterRateLimit {
+				what = "ratelimit"
+			}
+			errs += fmt.Sprintf(" (%s failures %d)", what, r.extprocFailures)
 		}
 		fmt.Fprintf(b, "%s| %s %s | %.0f | %s | %s | %s | %s | %.3f | %s | %.3f | %s | %s | %s | %s |\n",
 			rep.roundCell(fmt.Sprint(r.round)), r.sc.Name, r.sc.Desc, r.rps(), rpsRatio,
@@ -98,7 +102,8 @@ func (rep report) writeMainTable(b *strings.Builder, rs []ratio) {
 
 // writeCPUTable writes each result's CPU per request split by process.
 func (rep report) writeCPUTable(b *strings.Builder) {
-	b.WriteString("\nCPU seconds per 1k requests by process (the CPU column above is their sum):\n\n")
+	b.WriteString("\nCPU seconds per 1k requests by process (the CPU column above is their sum; " +
+		"the extproc column is whatever Envoy calls: extproc, nullproc, or the null rate-limit service of (r)):\n\n")
 	b.WriteString(rep.roundCell("round") + "| config | envoy | extproc | redis-server | upstream | loadgen |\n")
 	b.WriteString(rep.roundCell("--:") + "|---|--:|--:|--:|--:|--:|\n")
 	for _, r := range rep.results {
@@ -132,6 +137,9 @@ func writeMedians(b *strings.Builder, rounds int, sums []configSummary) {
 			s.name, len(s.rps), median(s.rps), rpsRatio, spread, median(s.cpu), cpuRatio)
 	}
 	if line, ok := targetCheck(sums); ok {
+		b.WriteString("\n" + line + "\n")
+	}
+	if line, ok := baselineCheck(sums); ok {
 		b.WriteString("\n" + line + "\n")
 	}
 }

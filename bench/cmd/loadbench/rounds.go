@@ -120,15 +120,22 @@ func summarize(results []roundResult, rs []ratio) []configSummary {
 	return out
 }
 
-// targetCheck returns the line that checks (c) against the targets from
-// the median ×(a) of (c) and (d); not ok unless (a), (c) and (d) all have ratios.
-func targetCheck(sums []configSummary) (string, bool) {
+// ratioMedians returns each configuration's median ×(a) req/s, for those that
+// have ratios.
+func ratioMedians(sums []configSummary) map[string]float64 {
 	medians := map[string]float64{}
 	for _, s := range sums {
 		if len(s.rpsRatios) > 0 {
 			medians[s.name] = median(s.rpsRatios)
 		}
 	}
+	return medians
+}
+
+// targetCheck returns the line that checks (c) against the targets from
+// the median ×(a) of (c) and (d); not ok unless (a), (c) and (d) all have ratios.
+func targetCheck(sums []configSummary) (string, bool) {
+	medians := ratioMedians(sums)
 	_, okA := medians[baseConfig]
 	c, okC := medians["c"]
 	d, okD := medians["d"]
@@ -140,6 +147,23 @@ func targetCheck(sums []configSummary) (string, bool) {
 		line += "\n\n" + floorLine(n, d)
 	}
 	return line, true
+}
+
+// baselineCheck puts (c) against (r), Envoy's global rate-limit path with a
+// rate-limit service that answers OK at no cost: a limiter built on that path
+// pays at least (r)'s price before it counts anything, so (c) at or above (r)
+// costs no more than the cheapest such limiter could. Not ok unless (a), (c) and
+// (r) all have ratios.
+func baselineCheck(sums []configSummary) (string, bool) {
+	medians := ratioMedians(sums)
+	_, okA := medians[baseConfig]
+	c, okC := medians["c"]
+	r, okR := medians["r"]
+	if !okA || !okC || !okR {
+		return "", false
+	}
+	return fmt.Sprintf("(r), Envoy's global rate-limit filter calling a null rate-limit service (the floor of that path): ×(a) = %.2f; "+
+		"(c) ×(a) = %.2f, %.2f × (r)", r, c, c/r), true
 }
 
 // floorLine puts (n) against the same midpoint: (n) answers continue without

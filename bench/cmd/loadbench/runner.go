@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -29,10 +30,13 @@ const (
 	// filterNullProc is the ext_proc filter of (c) in front of nullproc instead
 	// of extproc.
 	filterNullProc = "nullproc"
-	storeMemory    = "memory"
-	storeRedis     = "redis"
-	policyHigh     = "high"
-	policyFlood    = "flood"
+	// filterRateLimit is Envoy's global rate-limit filter (envoy.filters.http.ratelimit)
+	// calling loadbench's null rate-limit service ("nullrls").
+	filterRateLimit = "ratelimit"
+	storeMemory     = "memory"
+	storeRedis      = "redis"
+	policyHigh      = "high"
+	policyFlood     = "flood"
 )
 
 // scenario is one configuration of the run.
@@ -63,6 +67,7 @@ var scenarios = []scenario{
 	{Name: "c-old", Desc: "(c) with the extproc binary of -old-extproc", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, Old: true},
 	{Name: "n", Desc: "Envoy + a null ext_proc server (extproc's transport, answers continue, unmarshals only)", Filter: filterNullProc},
 	{Name: "u", Desc: "(c) with Envoy reaching extproc over a Unix socket", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, UnixSocket: true},
+	{Name: "r", Desc: "Envoy global ratelimit filter + a null rate-limit service (answers OK)", Filter: filterRateLimit},
 }
 
 // scenarioNames lists the configurations; withOld includes those that need
@@ -152,8 +157,9 @@ type envoyParams struct {
 	ListenPort   int
 	AdminPort    int
 	UpstreamPort int
-	// The processor's address: ExtprocSocket (a Unix socket path) when set,
-	// else 127.0.0.1:ExtprocPort.
+	// The processor's address (extproc, nullproc, or for (r) the null rate-limit
+	// service): ExtprocSocket (a Unix socket path) when set, else
+	// 127.0.0.1:ExtprocPort.
 	ExtprocPort   int
 	ExtprocSocket string
 }
@@ -308,7 +314,7 @@ func (r *runner) startEnvoy(ctx context.Context, name string, p envoyParams) (*e
 
 // counters returns Envoy's counters whose names contain filter.
 func (e *envoy) counters(ctx context.Context, filter string) (map[string]int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.admin+"/stats?usedonly&filter="+filter, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.admin+"/stats?usedonly&filter="+url.QueryEscape(filter), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -377,9 +383,10 @@ type result struct {
 	cpu        map[string]time.Duration
 	loadgenCPU time.Duration
 	evalCalls  int64
-	// extprocMsgs: ext_proc messages Envoy sent in the window; extprocFailures:
-	// streams failed, message timeouts and failure_mode_allowed, which would mean
-	// requests went through undecided.
+	// extprocMsgs: ext_proc messages Envoy sent in the window, or for (r) the
+	// rate-limit service's answers (ok, over_limit, error); extprocFailures:
+	// streams failed, message timeouts and failure_mode_allowed (ext_proc's or
+	// the ratelimit filter's), which would mean requests went through undecided.
 	extprocMsgs     int64
 	extprocFailures int64
 }
@@ -406,6 +413,17 @@ func (r result) per1k(d time.Duration) float64 {
 		return 0
 	}
 	return d.Seconds() * 1000 / float64(r.load.Requests())
+}
+
+// statsFilter is the /stats filter (a regular expression) that selects the
+// counters of Envoy filter f: ext_proc's, or the ratelimit filter's, which Envoy
+// keeps under the route's cluster (cluster.mcp_upstream.ratelimit.*). For
+// configurations without either it selects nothing.
+func statsFilter(f string) string {
+	if f == filterRateLimit {
+		return `\.ratelimit\.`
+	}
+	return "ext_proc"
 }
 
 // snapshots implements window: it reads CPU times and counters at the start and the
@@ -441,7 +459,7 @@ func (s *snapshots) read(ctx context.Context) (map[string]time.Duration, time.Du
 			return nil, 0, 0, nil, err
 		}
 	}
-	counts, err := s.envoy.counters(ctx, "ext_proc")
+	counts, err := s.envoy.counters(ctx, statsFilter(s.res.sc.Filter))
 	if err != nil {
 		return nil, 0, 0, nil, err
 	}
@@ -468,7 +486,9 @@ func (s *snapshots) end(ctx context.Context) error {
 	for name, v := range counts {
 		d := v - s.counts0[name]
 		switch {
-		case strings.HasSuffix(name, ".stream_msgs_sent"):
+		case strings.HasSuffix(name, ".stream_msgs_sent"),
+			strings.HasSuffix(name, ".ratelimit.ok"), strings.HasSuffix(name, ".ratelimit.over_limit"),
+			strings.HasSuffix(name, ".ratelimit.error"):
 			s.res.extprocMsgs += d
 		case strings.HasSuffix(name, ".streams_failed"), strings.HasSuffix(name, ".message_timeouts"),
 			strings.HasSuffix(name, ".failure_mode_allowed"):
@@ -476,6 +496,12 @@ func (s *snapshots) end(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// usesProcessor tells whether sc's Envoy calls a process of its own:
+// extproc, nullproc or the null rate-limit service.
+func usesProcessor(sc scenario) bool {
+	return sc.Filter == filterExtproc || sc.Filter == filterNullProc || sc.Filter == filterRateLimit
 }
 
 // runScenario starts the configuration's extproc and Envoy, loads them and stops them.
@@ -491,7 +517,7 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 			return result{}, fmt.Errorf("redis FLUSHALL: %w", err)
 		}
 	}
-	if sc.Filter == filterExtproc || sc.Filter == filterNullProc {
+	if usesProcessor(sc) {
 		x, addr, err := r.startProcessor(ctx, sc, tag)
 		if err != nil {
 			return result{}, err
@@ -537,8 +563,9 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 
 // startProcessor starts sc's processor and waits for its /readyz: the built
 // extproc with sc's policy, at the default log level (info, which logs no line
-// per request), or for (n) loadbench's own null processor ("nullproc"), which
-// is measured under the name extproc.
+// per request), for (n) loadbench's own null processor ("nullproc"), or for (r)
+// its null rate-limit service ("nullrls"). The last two are measured under the
+// name extproc, so that the CPU table has one column for whatever Envoy calls.
 func (r *runner) startProcessor(ctx context.Context, sc scenario, tag string) (*proc, processorAddr, error) {
 	var none processorAddr
 	addr, grpcAddr, err := r.processorListenAddr(sc, tag)
@@ -557,6 +584,11 @@ func (r *runner) startProcessor(ctx context.Context, sc scenario, tag string) (*
 			return nil, none, err
 		}
 		name, args = "nullproc-"+tag, []string{"nullproc", "-addr", grpcAddr, "-admin-addr", loopback(adminPort)}
+	case sc.Filter == filterRateLimit:
+		if bin, err = os.Executable(); err != nil {
+			return nil, none, err
+		}
+		name, args = "nullrls-"+tag, []string{"nullrls", "-addr", grpcAddr, "-admin-addr", loopback(adminPort)}
 	default:
 		policy := filepath.Join(r.dir, "policy-"+tag+".yaml")
 		if err := os.WriteFile(policy, []byte(policies[sc.Policy]), 0o600); err != nil {
