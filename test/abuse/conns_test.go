@@ -1,7 +1,6 @@
 package abuse
 
 import (
-	"context"
 	"flag"
 	"io"
 	"net"
@@ -16,9 +15,9 @@ import (
 )
 
 // How long the connection tests watch the server. The defaults keep the
-// package short; a longer run (go test ./test/abuse -run Idle
-// -idle-observe=60s) watches past the server's keepalive or handshake
-// timeouts.
+// package short; a longer run watches past the server's handshake or
+// keepalive timeouts, e.g. go test ./test/abuse -run NoPreface
+// -preface-wait=130s, or -run IdleConnections -idle-observe=50s.
 var (
 	prefaceWait = flag.Duration("preface-wait", 15*time.Second,
 		"how long TestNoPreface waits for the server to close connections that never sent the client preface")
@@ -103,7 +102,7 @@ func TestNoPreface(t *testing.T) {
 	e := startExtproc(t)
 	var open []*rawConn
 	var waited time.Duration
-	underAttack(t, e, noPrefaceRSSBound, func(context.Context) {
+	underAttack(t, e, noPrefaceRSSBound, func() {
 		var failed int
 		var err error
 		open, failed, err = dialMany(conns, func(i int) (*rawConn, error) {
@@ -161,7 +160,7 @@ func TestIdleConnections(t *testing.T) {
 	raiseNoFile(t, conns+1000)
 	e := startExtproc(t)
 	var open []*h2conn
-	underAttack(t, e, idleConnsRSSBound, func(context.Context) {
+	underAttack(t, e, idleConnsRSSBound, func() {
 		var failed int
 		var err error
 		open, failed, err = dialMany(conns, func(int) (*h2conn, error) { return dialH2(e.GRPCAddr, true) })

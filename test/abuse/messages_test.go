@@ -1,7 +1,6 @@
 package abuse
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"sync/atomic"
@@ -22,7 +21,7 @@ func TestHugeMessage(t *testing.T) {
 	chunk := make([]byte, trickle)
 	var announced, trickled atomic.Int64
 	var fc *floodConns
-	underAttack(t, e, hugeMessageRSSBound, func(context.Context) {
+	underAttack(t, e, hugeMessageRSSBound, func() {
 		deadline := time.Now().Add(attackFor)
 		fc = flood(t, e.GRPCAddr, conns, true, deadline, func(h *h2conn) bool {
 			next := uint32(1)
@@ -95,7 +94,7 @@ func TestPartialMessages(t *testing.T) {
 	binary.BigEndian.PutUint32(payload[1:], msgLen)
 	var held, sent atomic.Int64
 	var fc *floodConns
-	underAttack(t, e, partialMessagesRSSBound, func(context.Context) {
+	underAttack(t, e, partialMessagesRSSBound, func() {
 		deadline := time.Now().Add(partialFor)
 		fc = flood(t, e.GRPCAddr, conns, true, deadline, func(h *h2conn) bool {
 			for i := range streamsPerConn {

@@ -134,7 +134,7 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 // alive, that its RSS (sampled at every probe and at the end) stayed under
 // rssBound, that every probe completed, and that a new client still gets an
 // answer. It logs RSS before, peak and after, and the probe's latencies.
-func underAttack(t *testing.T, e *harness.Extproc, rssBound int64, attack func(ctx context.Context)) {
+func underAttack(t *testing.T, e *harness.Extproc, rssBound int64, attack func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -152,29 +152,36 @@ func underAttack(t *testing.T, e *harness.Extproc, rssBound int64, attack func(c
 
 	stats := &probeStats{peakRSS: before}
 	probeCtx, stopProbe := context.WithCancel(ctx)
-	probeDone := make(chan struct{})
-	go func() {
-		defer close(probeDone)
-		tick := time.NewTicker(probeEvery)
-		defer tick.Stop()
-		for {
-			start := time.Now()
-			err := exchange(context.WithoutCancel(probeCtx), probe)
-			stats.record(time.Since(start), err)
-			stats.sampleRSS(e)
-			select {
-			case <-probeCtx.Done():
-				return
-			case <-tick.C:
+	var probing sync.WaitGroup
+	every := func(f func()) {
+		probing.Go(func() {
+			tick := time.NewTicker(probeEvery)
+			defer tick.Stop()
+			for {
+				f()
+				select {
+				case <-probeCtx.Done():
+					return
+				case <-tick.C:
+				}
 			}
-		}
-	}()
+		})
+	}
+	every(func() {
+		start := time.Now()
+		// Not canceled when the probe stops: the last exchange runs to its end.
+		err := exchange(context.WithoutCancel(probeCtx), probe)
+		stats.record(time.Since(start), err)
+	})
+	// Sampled on its own, so that an exchange held up by the attack does not
+	// hide the memory peak.
+	every(func() { stats.sampleRSS(e) })
 
 	attackStart := time.Now()
-	attack(ctx)
+	attack()
 	attackTook := time.Since(attackStart)
 	stopProbe()
-	<-probeDone
+	probing.Wait()
 	stats.sampleRSS(e)
 
 	after, rssErr := e.RSS()

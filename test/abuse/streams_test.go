@@ -2,7 +2,6 @@ package abuse
 
 import (
 	"bytes"
-	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,16 +15,17 @@ import (
 const attackFor = 3 * time.Second
 
 // Memory bounds, one per attack, on the peak resident set of extproc. An idle
-// extproc holds about 15 MiB here; the bounds leave room for what an honest
+// extproc holds about 20 MiB here; the bounds leave room for what an honest
 // load of the same shape costs and fail when memory grows with what the
 // attacker sends rather than with what the server chose to accept.
 const (
 	// rapidResetRSSBound: canceled streams must be freed as fast as they come;
 	// the load is 20,000 tiny streams.
 	rapidResetRSSBound = 128 << 20
-	// continuationRSSBound: a header block that never ends must be refused at
-	// the header list limit, not kept whole; four connections flood at once.
-	continuationRSSBound = 128 << 20
+	// continuationRSSBound: a header block that never ends must be cut off at
+	// a header list limit near what Envoy sends (a few hundred bytes), so
+	// that the four connections flooding at once pin next to nothing.
+	continuationRSSBound = 96 << 20
 	// bigHeadersRSSBound: 100 requests of 1 MiB of headers each, kept open.
 	// Envoy sends ext_proc a handful of small headers, so a server that held
 	// them all (100 MiB of attacker bytes) has no limit worth the name.
@@ -50,7 +50,7 @@ func TestRapidReset(t *testing.T) {
 	block := requestBlock()
 	var opened atomic.Int64
 	var fc *floodConns
-	underAttack(t, e, rapidResetRSSBound, func(context.Context) {
+	underAttack(t, e, rapidResetRSSBound, func() {
 		deadline := time.Now().Add(attackFor)
 		fc = flood(t, e.GRPCAddr, conns, true, deadline, func(h *h2conn) bool {
 			for i := range streamsPerConn {
@@ -101,28 +101,29 @@ func TestContinuationFlood(t *testing.T) {
 	const conns = 4
 	const perConnMax = 64 << 20 // bytes of CONTINUATION per connection at most
 	e := startExtproc(t)
-	pad := requestBlockFields(padFields(1 << 20))
+	// Whole fields, so that every CONTINUATION carries the same fragment and
+	// the block stays valid HPACK however long it grows: the server must stop
+	// it for its size, not for a decoding error.
+	fragment := requestBlockFields(padFields(12 << 10))
 	var sent atomic.Int64
 	var fc *floodConns
-	underAttack(t, e, continuationRSSBound, func(context.Context) {
+	underAttack(t, e, continuationRSSBound, func() {
 		deadline := time.Now().Add(attackFor)
 		fc = flood(t, e.GRPCAddr, conns, true, deadline, func(h *h2conn) bool {
 			if h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: requestBlock()}) != nil {
 				return true
 			}
-			const frame = 16 << 10
-			for n := 0; n < perConnMax; n += frame {
+			for n := 0; n < perConnMax; n += len(fragment) {
 				if h.closed() {
 					return true
 				}
 				if time.Now().After(deadline) {
 					return false
 				}
-				off := n % (len(pad) - frame)
-				if h.fr.WriteContinuation(1, false, pad[off:off+frame]) != nil {
+				if h.fr.WriteContinuation(1, false, fragment) != nil {
 					return true
 				}
-				sent.Add(frame)
+				sent.Add(int64(len(fragment)))
 			}
 			return false
 		})
@@ -133,7 +134,7 @@ func TestContinuationFlood(t *testing.T) {
 }
 
 // requestBlockFields is the HPACK block of fields alone, as literals never
-// indexed, so that any slice of it may follow any other.
+// indexed, so that it may be repeated.
 func requestBlockFields(fields []hpack.HeaderField) []byte {
 	var buf bytes.Buffer
 	enc := hpack.NewEncoder(&buf)
@@ -155,7 +156,7 @@ func TestOversizedHeaders(t *testing.T) {
 	block := requestBlock(padFields(1 << 20)...)
 	var sent atomic.Int64
 	var fc *floodConns
-	underAttack(t, e, bigHeadersRSSBound, func(context.Context) {
+	underAttack(t, e, bigHeadersRSSBound, func() {
 		deadline := time.Now().Add(attackFor)
 		fc = flood(t, e.GRPCAddr, conns, true, deadline, func(h *h2conn) bool {
 			for i := range streamsPerConn {
@@ -189,7 +190,7 @@ func TestSettingsFlood(t *testing.T) {
 	e := startExtproc(t)
 	var fc *floodConns
 	var sent atomic.Int64
-	underAttack(t, e, controlFloodRSSBound, func(context.Context) {
+	underAttack(t, e, controlFloodRSSBound, func() {
 		fc = paced(t, e.GRPCAddr, &sent, func(h *h2conn, i int) error {
 			return h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(65535 + i%2)})
 		})
@@ -205,7 +206,7 @@ func TestPingFlood(t *testing.T) {
 	e := startExtproc(t)
 	var fc *floodConns
 	var sent atomic.Int64
-	underAttack(t, e, controlFloodRSSBound, func(context.Context) {
+	underAttack(t, e, controlFloodRSSBound, func() {
 		fc = paced(t, e.GRPCAddr, &sent, func(h *h2conn, i int) error {
 			return h.fr.WritePing(false, [8]byte{byte(i), byte(i >> 8), byte(i >> 16)})
 		})
