@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -50,6 +51,35 @@ func (p *Process) Signal(sig os.Signal) error {
 		return errors.New(p.Name + ": not running")
 	}
 	return p.cmd.Process.Signal(sig)
+}
+
+// RSS returns the running process's resident set size in bytes, read from
+// VmRSS in /proc/<pid>/status (Linux only): what the kernel holds in memory for
+// it, which abuse tests bound.
+func (p *Process) RSS() (int64, error) {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd == nil {
+		return 0, errors.New(p.Name + ": not running")
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		v, ok := strings.CutPrefix(line, "VmRSS:")
+		if !ok {
+			continue
+		}
+		// The kernel writes "VmRSS:\t   12345 kB".
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: VmRSS %q: %w", p.Name, strings.TrimSpace(v), err)
+		}
+		return kb << 10, nil
+	}
+	return 0, fmt.Errorf("%s: no VmRSS in /proc/%d/status (a zombie has none)", p.Name, cmd.Process.Pid)
 }
 
 // jsonLines decodes every line of s that is a JSON object.
