@@ -41,6 +41,11 @@ const (
 	// ConnWindowBytes is the connection's window: a few bodies at once.
 	ConnWindowBytes = 4 << 20
 
+	// maxHeaderListBytes bounds the HTTP/2 header list of one stream. Envoy's
+	// are a few hundred bytes (the request headers travel in the message,
+	// not here); grpc-go's default, 16 MiB, let a CONTINUATION flood or a
+	// 1 MiB header list pin about 1 MiB per stream.
+	maxHeaderListBytes = 16 << 10
 	// handshakeTimeout closes a connection that has not sent the HTTP/2
 	// preface and SETTINGS by then (grpc-go's default is 120 s).
 	handshakeTimeout = 5 * time.Second
@@ -81,6 +86,7 @@ func TransportOptions(l Limits) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(l.MaxMessageBytes),
 		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
+		grpc.MaxHeaderListSize(maxHeaderListBytes),
 		grpc.InitialWindowSize(StreamWindowBytes),
 		grpc.InitialConnWindowSize(ConnWindowBytes),
 		grpc.ConnectionTimeout(handshakeTimeout),

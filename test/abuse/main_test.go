@@ -15,15 +15,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 
 	"github.com/mcp-ratelimit/extproc/test/integration/harness"
 )
-
-// transportArgs select the gRPC transport under attack. grpc-go is to become
-// the only one and the flag to go away; then this is nil.
-var transportArgs = []string{"--grpc-transport", "grpc-go"}
 
 // extprocBin is the extproc binary built once for the whole run; buildErr says
 // why it could not be built. Set in TestMain only.
@@ -73,6 +68,6 @@ func startExtproc(t *testing.T) *harness.Extproc {
 		// The harness runs extproc at debug level, a line per stream; thousands
 		// of attack streams would make the log, printed on failure, unreadable,
 		// and its writing part of what the probe measures. The last flag wins.
-		ExtraArgs: slices.Concat(transportArgs, []string{"--log-level", "info"}),
+		ExtraArgs: []string{"--log-level", "info"},
 	})
 }
