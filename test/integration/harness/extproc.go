@@ -30,6 +30,9 @@ type ExtprocOptions struct {
 	// LogFormat is --log-format: "json" for tests that read records
 	// (Process.LogRecords); empty: "text".
 	LogFormat string
+	// Args are more command-line arguments, after the harness's own (the TLS
+	// flags, say).
+	Args []string
 }
 
 // StartExtproc starts the real CLI on free ports and waits until /readyz answers 200.
@@ -60,6 +63,7 @@ func StartExtproc(tb testing.TB, o ExtprocOptions) *Extproc {
 		tb.Fatal(err)
 	}
 	args = append(args, "--identity-key-file", keyFile)
+	args = append(args, o.Args...)
 	e.Process = startProcess(tb, o.Name, o.Binary, args...)
 	if err := e.WaitReady(context.Background()); err != nil {
 		tb.Fatal(err)
