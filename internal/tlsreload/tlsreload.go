@@ -35,9 +35,9 @@ type Files struct {
 type Part int
 
 const (
-	PartCert Part = iota
-	PartKey
-	PartClientCA
+	PartCert     Part = iota // Files.Cert
+	PartKey                  // Files.Key, or a key that is not Cert's
+	PartClientCA             // Files.ClientCA
 )
 
 func (p Part) String() string {
@@ -72,8 +72,8 @@ type Server struct {
 	last, pending [sha256.Size]byte
 }
 
-// Load reads and checks the files. Every error is a *FileError naming the file
-// at fault.
+// Load reads and checks the files. An error about one of them is a *FileError
+// naming it.
 func Load(f Files) (*Server, error) {
 	if f.Cert == "" || f.Key == "" {
 		return nil, errors.New("tlsreload: Files.Cert and Files.Key are both required")
