@@ -49,6 +49,23 @@ type Params struct {
 	// metadata (identity source jwtClaim), a missing token passes, an invalid one
 	// gets 401. Nil (the shipped envoy.yaml): no jwt_authn filter.
 	JWTAuthn *JWTAuthn
+	// ExtProcTLS, when set, makes Envoy reach the processor over TLS. Nil (the
+	// shipped envoy.yaml): plaintext, with the TLS block shown commented out.
+	ExtProcTLS *ExtProcTLS
+}
+
+// ExtProcTLS configures the extproc cluster's TLS transport socket. Paths are
+// files as Envoy sees them.
+type ExtProcTLS struct {
+	// SNI is the server name Envoy sends; the processor's certificate must carry
+	// it as a DNS subject alternative name. Required.
+	SNI string
+	// TrustedCA holds the CA certificates that sign the processor's certificate.
+	// Required.
+	TrustedCA string
+	// ClientCert and ClientKey, both or neither, are the certificate and key Envoy
+	// presents for mutual TLS (extproc --grpc-client-ca). Empty: none.
+	ClientCert, ClientKey string
 }
 
 // JWTAuthn configures the optional jwt_authn filter.
@@ -89,6 +106,8 @@ type templateData struct {
 	JWTIssuer            string
 	JWKS                 string
 	JWTPayloadInMetadata string
+	// TLS is ExtProcTLS with every string quoted for YAML; nil without it.
+	TLS *ExtProcTLS
 }
 
 // Render returns the Envoy bootstrap YAML for p.
@@ -104,6 +123,12 @@ func Render(p Params) ([]byte, error) {
 			name = "jwt_payload"
 		}
 		data.JWTIssuer, data.JWKS, data.JWTPayloadInMetadata = yamlString(j.Issuer), yamlString(j.JWKS), yamlString(name)
+	}
+	if t := p.ExtProcTLS; t != nil {
+		data.TLS = &ExtProcTLS{SNI: yamlString(t.SNI), TrustedCA: yamlString(t.TrustedCA)}
+		if t.ClientCert != "" {
+			data.TLS.ClientCert, data.TLS.ClientKey = yamlString(t.ClientCert), yamlString(t.ClientKey)
+		}
 	}
 	if err := tmpl.Execute(&buf, data); err != nil {
 		return nil, fmt.Errorf("render envoy.yaml: %w", err)
@@ -131,6 +156,17 @@ func (p Params) validate() error {
 		}
 		if !json.Valid([]byte(j.JWKS)) {
 			errs = append(errs, errors.New("envoyconfig: JWTAuthn.JWKS: want a JSON Web Key Set"))
+		}
+	}
+	if t := p.ExtProcTLS; t != nil {
+		if t.SNI == "" {
+			errs = append(errs, errors.New("envoyconfig: ExtProcTLS.SNI: empty"))
+		}
+		if t.TrustedCA == "" {
+			errs = append(errs, errors.New("envoyconfig: ExtProcTLS.TrustedCA: empty"))
+		}
+		if (t.ClientCert == "") != (t.ClientKey == "") {
+			errs = append(errs, errors.New("envoyconfig: ExtProcTLS.ClientCert and ClientKey: set both or neither"))
 		}
 	}
 	return errors.Join(errs...)

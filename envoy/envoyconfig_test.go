@@ -118,3 +118,58 @@ func TestEnvoyDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestRenderGivesTheExtProcClusterTLSOnlyWhenAsked(t *testing.T) {
+	plain, err := Render(Defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(plain), "\n") {
+		if strings.Contains(line, "transport_socket") && !strings.HasPrefix(strings.TrimSpace(line), "#") {
+			t.Errorf("Defaults(): got an uncommented %q, want plaintext", line)
+		}
+	}
+
+	p := Defaults()
+	p.ExtProcTLS = &ExtProcTLS{SNI: "extproc.test", TrustedCA: "/tls/ca.crt", ClientCert: "/tls/tls.crt", ClientKey: "/tls/tls.key"}
+	out, err := Render(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	cluster := s[strings.Index(s, "- name: extproc\n"):]
+	for _, want := range []string{
+		"    transport_socket:\n      name: envoy.transport_sockets.tls",
+		`sni: "extproc.test"`,
+		`trusted_ca: {filename: "/tls/ca.crt"}`,
+		`matcher: {exact: "extproc.test"}`,
+		`certificate_chain: {filename: "/tls/tls.crt"}`,
+		`private_key: {filename: "/tls/tls.key"}`,
+		"alpn_protocols: [h2]",
+	} {
+		if !strings.Contains(cluster, want) {
+			t.Errorf("extproc cluster lacks %s", want)
+		}
+	}
+
+	p.ExtProcTLS = &ExtProcTLS{SNI: "extproc.test", TrustedCA: "/tls/ca.crt"}
+	if out, err = Render(p); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.TrimSpace(line) == "tls_certificates:" {
+			t.Error("TLS without a client certificate: got tls_certificates, want none")
+		}
+	}
+}
+
+func TestRenderRefusesAnIncompleteExtProcTLS(t *testing.T) {
+	p := Defaults()
+	p.ExtProcTLS = &ExtProcTLS{ClientCert: "/tls/tls.crt"}
+	_, err := Render(p)
+	for _, want := range []string{"ExtProcTLS.SNI: empty", "ExtProcTLS.TrustedCA: empty", "ExtProcTLS.ClientCert and ClientKey: set both or neither"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got error %v, want it to contain %q", err, want)
+		}
+	}
+}

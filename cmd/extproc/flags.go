@@ -40,8 +40,12 @@ type options struct {
 	// --identity-key-file or EXTPROC_IDENTITY_KEY (never a flag, so that ps
 	// cannot show it); empty: none, identities hashed without a secret.
 	identityKey string
-	// pollInterval is how often the policy file is checked for changes; zero
-	// means defaultPollInterval. Not a flag: tests shorten it.
+	// grpcTLSCert and grpcTLSKey, both or neither, make the gRPC listener speak
+	// TLS; grpcClientCA, which needs them, also makes it require client
+	// certificates signed by one of its CAs. Empty: plaintext.
+	grpcTLSCert, grpcTLSKey, grpcClientCA string
+	// pollInterval is how often the policy file (and the TLS files) are checked
+	// for changes; zero means defaultPollInterval. Not a flag: tests shorten it.
 	pollInterval time.Duration
 }
 
@@ -172,6 +176,30 @@ func flagSpecs() []flagSpec {
 			},
 		},
 		{
+			name: "grpc-tls-cert", env: "EXTPROC_GRPC_TLS_CERT",
+			help: "PEM certificate chain the gRPC listener presents (with --grpc-tls-key): TLS 1.2 or later, re-read when the file changes; empty: plaintext",
+			set: func(o *options, v string) error {
+				o.grpcTLSCert = v
+				return nil
+			},
+		},
+		{
+			name: "grpc-tls-key", env: "EXTPROC_GRPC_TLS_KEY",
+			help: "PEM private key of --grpc-tls-cert, re-read with it",
+			set: func(o *options, v string) error {
+				o.grpcTLSKey = v
+				return nil
+			},
+		},
+		{
+			name: "grpc-client-ca", env: "EXTPROC_GRPC_CLIENT_CA",
+			help: "PEM CA certificates for mutual TLS: clients must present a certificate signed by one of them (needs --grpc-tls-cert); re-read when the file changes",
+			set: func(o *options, v string) error {
+				o.grpcClientCA = v
+				return nil
+			},
+		},
+		{
 			name: "grpc-max-message-bytes", env: "EXTPROC_GRPC_MAX_MESSAGE_BYTES", def: strconv.Itoa(processor.DefaultMaxMessageBytes),
 			help: "largest ext_proc message accepted: keep it above Envoy's buffer limit (4 MiB shipped) plus the request's headers, or a body near that limit ends its stream and Envoy's failure_mode_allow lets it through undecided",
 			set: func(o *options, v string) error {
@@ -222,6 +250,16 @@ func parseFlags(args []string, getenv func(string) string) (options, error) {
 		if err := s.set(&o, v); err != nil {
 			return options{}, usageErrorf("invalid %s %q: %w", source, redactURL(v), err)
 		}
+	}
+	// The files are read at start (serve), where a bad one is reported as such;
+	// here only their combination is checked.
+	if (o.grpcTLSCert == "") != (o.grpcTLSKey == "") {
+		return options{}, usageErrorf("--grpc-tls-cert and --grpc-tls-key (or EXTPROC_GRPC_TLS_CERT and EXTPROC_GRPC_TLS_KEY) go together: set both for TLS, or neither")
+	}
+	if o.grpcClientCA != "" && o.grpcTLSCert == "" {
+		// Client certificates are only ever asked for inside TLS: serving
+		// plaintext here would silently drop the authentication asked for.
+		return options{}, usageErrorf("--grpc-client-ca (or EXTPROC_GRPC_CLIENT_CA) needs --grpc-tls-cert and --grpc-tls-key: mutual TLS is TLS first")
 	}
 	o.redisPassword = getenv("REDIS_PASSWORD")
 	o.redisSentinelPassword = getenv("REDIS_SENTINEL_PASSWORD")

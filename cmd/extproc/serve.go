@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/mcp-ratelimit/extproc/internal/limiter"
 	"github.com/mcp-ratelimit/extproc/internal/metrics"
 	"github.com/mcp-ratelimit/extproc/internal/processor"
+	"github.com/mcp-ratelimit/extproc/internal/tlsreload"
 )
 
 // extProcService is the gRPC service name whose health Envoy and Kubernetes ask for.
@@ -54,6 +56,12 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	keys, err := bucketKeys(o.identityKey, log)
+	if err != nil {
+		return err
+	}
+	// Read before anything listens: a bad certificate fails the start, not the
+	// first handshake.
+	grpcTLS, err := loadGRPCTLS(o, log)
 	if err != nil {
 		return err
 	}
@@ -116,14 +124,20 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 
-	gs := grpc.NewServer(append(processor.TransportOptions(processor.Limits{MaxMessageBytes: o.maxMessageBytes}),
+	serverOpts := append(processor.TransportOptions(processor.Limits{MaxMessageBytes: o.maxMessageBytes}),
 		// Shared answers go out as bytes marshalled once, and requests are read
 		// straight from the wire (see Server.Codec).
 		grpc.ForceServerCodecV2(proc.Codec()),
 		// Stop (after the grace period) then waits for handlers to return, so the
 		// store is never closed under a decision still running.
-		grpc.WaitForHandlers(true))...,
-	)
+		grpc.WaitForHandlers(true))
+	if grpcTLS != nil {
+		// credentials.NewTLS adds ALPN h2 to every configuration the reloader
+		// hands out; the handshake runs within TransportOptions' handshake
+		// timeout.
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(grpcTLS.Config())))
+	}
+	gs := grpc.NewServer(serverOpts...)
 	hs := health.NewServer()
 	// health.NewServer reports "" SERVING from the start; nothing is served yet.
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -137,12 +151,24 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	}()
 	log.Info("grpc listening", "network", grpcLis.Addr().Network(), "addr", grpcLis.Addr().String())
 
+	interval := o.pollInterval
+	if interval <= 0 {
+		interval = defaultPollInterval
+	}
+	if grpcTLS != nil {
+		tctx, stopTLSWatch := context.WithCancel(ctx)
+		tlsWatched := make(chan struct{})
+		go func() {
+			defer close(tlsWatched)
+			grpcTLS.Watch(tctx, tlsreload.WatchOptions{Interval: interval, Logger: log})
+		}()
+		defer func() {
+			stopTLSWatch()
+			<-tlsWatched
+		}()
+	}
 	// Started before "ready" is logged, so SIGHUP is handled by then.
 	if o.configPath != "" {
-		interval := o.pollInterval
-		if interval <= 0 {
-			interval = defaultPollInterval
-		}
 		w := &policyWatcher{
 			path: o.configPath, interval: interval, trigger: hup, current: policy,
 			apply: lim.SetPolicy, reloaded: m.ConfigReloaded, log: log, last: seen,

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -130,7 +131,7 @@ func startRedisContainer(tb testing.TB, addr string) service {
 // startEnvoyContainer runs Envoy with the rendered config. The upstream and extproc
 // run on the host; Envoy reaches them through testcontainers' host port forwarding
 // (toHostInternal rewrote their addresses).
-func startEnvoyContainer(tb testing.TB, configPath string, p envoyconfig.Params) service {
+func startEnvoyContainer(tb testing.TB, configPath string, p envoyconfig.Params, files ...testcontainers.ContainerFile) service {
 	tb.Helper()
 	var hostPorts []int
 	for _, ep := range append(append([]envoyconfig.Endpoint{}, p.Upstream...), p.ExtProc...) {
@@ -140,7 +141,7 @@ func startEnvoyContainer(tb testing.TB, configPath string, p envoyconfig.Params)
 	return startContainer(tb, "envoy", testcontainers.ContainerRequest{
 		Image:           envoyImage,
 		Cmd:             []string{"envoy", "-c", "/etc/envoy/envoy.yaml", "--log-level", "warning"},
-		Files:           []testcontainers.ContainerFile{{HostFilePath: configPath, ContainerFilePath: "/etc/envoy/envoy.yaml", FileMode: 0o644}},
+		Files:           append([]testcontainers.ContainerFile{{HostFilePath: configPath, ContainerFilePath: "/etc/envoy/envoy.yaml", FileMode: 0o644}}, files...),
 		ExposedPorts:    []string{listen + "/tcp", admin + "/tcp"},
 		HostAccessPorts: hostPorts,
 		HostConfigModifier: func(hc *container.HostConfig) {
@@ -160,4 +161,23 @@ func toHostInternal(eps []envoyconfig.Endpoint) []envoyconfig.Endpoint {
 		out[i] = envoyconfig.Endpoint{Host: testcontainers.HostInternal, Port: ep.Port}
 	}
 	return out
+}
+
+// containerTLS points t's files at copies in the container, and returns them to
+// copy there.
+func containerTLS(t *envoyconfig.ExtProcTLS) (*envoyconfig.ExtProcTLS, []testcontainers.ContainerFile) {
+	if t == nil {
+		return nil, nil
+	}
+	in := *t
+	var files []testcontainers.ContainerFile
+	for i, path := range []*string{&in.TrustedCA, &in.ClientCert, &in.ClientKey} {
+		if *path == "" {
+			continue
+		}
+		dst := fmt.Sprintf("/etc/envoy/extproc-tls/%d-%s", i, filepath.Base(*path))
+		files = append(files, testcontainers.ContainerFile{HostFilePath: *path, ContainerFilePath: dst, FileMode: 0o644})
+		*path = dst
+	}
+	return &in, files
 }

@@ -43,6 +43,11 @@ type Options struct {
 	JWTAuthn *envoyconfig.JWTAuthn
 	// ExtprocLogFormat is extproc's --log-format; empty: "text".
 	ExtprocLogFormat string
+	// ExtprocArgs are more arguments for every extproc replica (ExtprocOptions.ExtraArgs).
+	ExtprocArgs []string
+	// ExtProcTLS makes Envoy reach the replicas over TLS (start them with the
+	// matching ExtprocArgs); nil: plaintext, as shipped.
+	ExtProcTLS *envoyconfig.ExtProcTLS
 	// RedisAddrForExtproc, when set, maps Redis's address to the one extproc dials,
 	// e.g. a DelayProxy in front of it; nil: Redis itself.
 	RedisAddrForExtproc func(redisAddr string) string
@@ -123,7 +128,7 @@ func Start(tb testing.TB, o Options) *Env {
 		}
 		e := StartExtproc(tb, ExtprocOptions{
 			Binary: o.ExtprocBinary, ConfigPath: env.PolicyPath, RedisURL: redisURL, Name: name,
-			LogFormat: o.ExtprocLogFormat,
+			LogFormat: o.ExtprocLogFormat, ExtraArgs: o.ExtprocArgs,
 		})
 		env.Extprocs = append(env.Extprocs, e)
 		p.ExtProc = append(p.ExtProc, endpoint(tb, e.GRPCAddr))
@@ -135,6 +140,7 @@ func Start(tb testing.TB, o Options) *Env {
 		p.MessageTimeout = o.MessageTimeout
 	}
 	p.JWTAuthn = o.JWTAuthn
+	p.ExtProcTLS = o.ExtProcTLS
 	env.Envoy = StartEnvoy(tb, p)
 	env.BaseURL = "http://" + env.Envoy.ListenAddr
 	env.URL = env.BaseURL + "/mcp"

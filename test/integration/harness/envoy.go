@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/testcontainers/testcontainers-go"
+
 	envoyconfig "github.com/mcp-ratelimit/extproc/envoy"
 )
 
@@ -25,12 +27,14 @@ func StartEnvoy(tb testing.TB, p envoyconfig.Params) *Envoy {
 	listenPort, adminPort := FreePort(tb), FreePort(tb)
 	e := &Envoy{ListenAddr: Addr(listenPort), AdminAddr: Addr(adminPort)}
 	docker, _ := useDocker()
+	var mounts []testcontainers.ContainerFile // the TLS files, in the container
 	if docker {
 		// Inside the container Envoy listens on every interface; Docker maps the
 		// ports to the same numbers on the host's loopback.
 		p.ListenAddress, p.AdminAddress = "0.0.0.0", "0.0.0.0"
 		p.Upstream = toHostInternal(p.Upstream)
 		p.ExtProc = toHostInternal(p.ExtProc)
+		p.ExtProcTLS, mounts = containerTLS(p.ExtProcTLS)
 	} else {
 		p.ListenAddress, p.AdminAddress = "127.0.0.1", "127.0.0.1"
 	}
@@ -44,7 +48,7 @@ func StartEnvoy(tb testing.TB, p envoyconfig.Params) *Envoy {
 		tb.Fatal(err)
 	}
 	if docker {
-		e.svc = startEnvoyContainer(tb, e.ConfigPath, p)
+		e.svc = startEnvoyContainer(tb, e.ConfigPath, p, mounts...)
 	} else {
 		bin := EnvoyTool.Require(tb)
 		// --disable-hot-restart: several Envoys run at once in one test binary, and hot
