@@ -41,5 +41,5 @@ fuzz() {
 fuzz FuzzParse "the MCP parser" 500000x ./internal/mcp/
 fuzz FuzzRead "every reading of a request body" 200000x ./internal/body/
 fuzz FuzzDecodeRequest "the ext_proc request decoder against proto.Unmarshal" 150000x ./internal/processor/
-fuzz FuzzPathReadings "the readings of a request path" 100000x ./internal/config/
-fuzz FuzzRoute "choosing a server by authority and path" 50000x ./internal/limiter/
+fuzz FuzzPathReadings "the readings of a request path" 100000x ./internal/route/
+fuzz FuzzRoute "choosing a server by authority and path" 50000x ./internal/route/

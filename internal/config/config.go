@@ -66,6 +66,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/mcp-ratelimit/extproc/internal/route"
 )
 
 // Policy is a validated policy file. Every field is filled: defaults are applied.
@@ -105,6 +107,10 @@ type Server struct {
 func (s *Server) LimitsToolCalls() bool {
 	return s.Shared != nil || s.PerUser != nil || len(s.Tools) > 0
 }
+
+// Match selects a server's requests by :authority and path (route.Match, which
+// also holds how requests are read against it).
+type Match = route.Match
 
 // Bucket is one token bucket's shape.
 type Bucket struct {

@@ -15,6 +15,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/mcp-ratelimit/extproc/internal/route"
 )
 
 // Limits and defaults of the policy file.
@@ -308,7 +310,7 @@ func (w *walker) checkServers(servers []serverInfo) {
 			firstByName[s.srv.Name] = s
 		}
 		for _, earlier := range servers[:i] {
-			if !covers(earlier.srv.Match, s.srv.Match) {
+			if !route.Covers(earlier.srv.Match, s.srv.Match) {
 				continue
 			}
 			n, path := s.matchNode, join(s.path, "match")
@@ -318,7 +320,7 @@ func (w *walker) checkServers(servers []serverInfo) {
 			switch {
 			case earlier.srv.Match == (Match{}):
 				w.addf(n, path, "unreachable: %s catches every request (no match, or only pathPrefix \"/\"); only the last server may", earlier.path)
-			case covers(s.srv.Match, earlier.srv.Match):
+			case route.Covers(s.srv.Match, earlier.srv.Match):
 				w.addf(n, path, "same match as %s; this server would never be used", earlier.path)
 			default:
 				w.addf(n, path, "unreachable: %s.match catches every request this one would; put the more specific server first", earlier.path)
@@ -340,7 +342,7 @@ func (w *walker) match(n *yaml.Node, path string) Match {
 			if msg := checkAuthority(s); msg != "" {
 				w.addf(x.val, p, "%s", msg)
 			} else {
-				m.Authority = canonicalAuthority(s)
+				m.Authority = route.CanonicalAuthority(s)
 			}
 		}
 	}
@@ -357,7 +359,7 @@ func (w *walker) match(n *yaml.Node, path string) Match {
 				// "/caf%C3%A9"), and requests are matched by every reading of their
 				// path: such a prefix would make its own requests ambiguous.
 				w.addf(x.val, p, "must hold only ASCII letters, digits, \"-\", \".\", \"_\", \"~\" and \"/\" (what clients send unescaped), got %q", s)
-			case !readsOneWay(s):
+			case !route.ReadsOneWay(s):
 				w.addf(x.val, p, "must not hold empty, \".\" or \"..\" segments (routers read them several ways), got %q", s)
 			case s == "/":
 				// Every path starts with "/": the same as no prefix, and
@@ -381,7 +383,7 @@ func checkAuthority(s string) string {
 	}
 	host := s
 	if h, port, err := net.SplitHostPort(s); err == nil {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || !isPort(port) {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || !route.IsPort(port) {
 			return want + "; got " + strconv.Quote(s)
 		}
 		host = h

@@ -1,16 +1,12 @@
 package limiter
 
 import (
-	"cmp"
-	"net"
-	"slices"
-	"strconv"
-	"strings"
-
 	"github.com/mcp-ratelimit/extproc/internal/body"
 	"github.com/mcp-ratelimit/extproc/internal/bucket"
 	"github.com/mcp-ratelimit/extproc/internal/config"
+	"github.com/mcp-ratelimit/extproc/internal/identity"
 	"github.com/mcp-ratelimit/extproc/internal/mcp"
+	"github.com/mcp-ratelimit/extproc/internal/route"
 )
 
 const toolsCall = "tools/call"
@@ -58,19 +54,18 @@ type compiledServer struct {
 type compiled struct {
 	policy  *config.Policy
 	servers []compiledServer
-	// byPath, byAuthority: some server has a pathPrefix (an authority), so a
-	// request's path (authority) readings matter.
-	byPath, byAuthority bool
+	// router chooses a request's server among servers, by their matches.
+	router *route.Router
 }
 
 // compile readies p for planning; keys builds the bucket keys.
 func compile(keys *bucket.Keys, p *config.Policy) *compiled {
 	c := &compiled{policy: p, servers: make([]compiledServer, len(p.Servers))}
+	matches := make([]route.Match, len(p.Servers))
 	for i := range p.Servers {
+		matches[i] = p.Servers[i].Match
 		srv := &p.Servers[i]
 		cs := &c.servers[i]
-		c.byPath = c.byPath || srv.Match.PathPrefix != ""
-		c.byAuthority = c.byAuthority || srv.Match.Authority != ""
 		*cs = compiledServer{srv: srv, limitsToolCalls: srv.LimitsToolCalls(),
 			tools: make(map[string]*rule, len(srv.Tools)), methods: make(map[string]*rule, len(srv.Methods))}
 		if c := srv.Compression; c != nil {
@@ -130,126 +125,32 @@ func compile(keys *bucket.Keys, p *config.Policy) *compiled {
 			cs.methods[name] = r
 		}
 	}
+	c.router = route.New(matches)
 	return c
 }
 
-// route returns the server a request is charged to, or nil when no server
-// matches it. Each reading of the request (config.AuthorityReadings times
-// config.PathReadings, each path compared exactly and case-folded) selects the
-// first server that matches it; readings that select none do not count. When
-// readings select different servers the request is ambiguous, and route
-// returns them all instead (ok false): whichever were charged, the server that
-// really runs it might be another. An authority or path the limiter will not
-// read (not host[:port], config.UnreadablePath) is ambiguous among every
-// server it could go to, when there are two or more.
+// route returns the server a request is charged to (route.Router.Route): nil
+// when none matches, or, with ok false, every server an ambiguous request
+// could go to.
 func (c *compiled) route(authority, path string) (cs *compiledServer, candidates []*compiledServer, ok bool) {
-	if !c.byAuthority {
-		authority = ""
+	i, in, ok := c.router.Route(authority, path)
+	for _, k := range in {
+		candidates = append(candidates, &c.servers[k])
 	}
-	// The authority's readings, once: at most four (case by trailing dot).
-	var as [4]string
-	na := 0
-	for a := range config.AuthorityReadings(authority) {
-		as[na] = a
-		na++
-	}
-	authorityOK := na > 0
-	pathOK := !c.byPath || !config.UnreadablePath(path)
-	if !authorityOK || !pathOK {
-		candidates = c.possible(as[:na], authorityOK, path, pathOK)
-		if len(candidates) > 1 {
-			return nil, candidates, false
-		}
-		if len(candidates) == 1 {
-			return candidates[0], nil, true
-		}
-		return nil, nil, true
-	}
-	pick := func(s *compiledServer) {
-		switch {
-		case s == nil || s == cs || slices.Contains(candidates, s):
-		case cs == nil:
-			cs = s
-		default:
-			if candidates == nil {
-				candidates = []*compiledServer{cs}
-			}
-			candidates = append(candidates, s)
-		}
-	}
-	if !c.byPath {
-		for _, a := range as[:na] {
-			pick(c.first(a, "", false))
-		}
-	} else {
-		// Path readings outside: each is worked out once.
-		for r := range config.PathReadings(path) {
-			for _, a := range as[:na] {
-				pick(c.first(a, r, false))
-				pick(c.first(a, r, true))
-			}
-		}
-	}
-	if candidates != nil {
-		return nil, candidates, false
-	}
-	return cs, nil, true
+	return c.server(i), candidates, ok
 }
 
-// possible lists, in order, the servers a request could go to when its
-// authority or path cannot be read. A server counts when it is the first
-// match for some reading of what can be read together with a stand-in for
-// what cannot: its own authority (or "", a host no server names) and its own
-// pathPrefix (or "/"). If an earlier server takes the stand-in, it takes every
-// request the later one could.
-func (c *compiled) possible(authorities []string, authorityOK bool, path string, pathOK bool) []*compiledServer {
-	paths := []string{""}
-	if pathOK && c.byPath {
-		paths = slices.Collect(config.PathReadings(path))
-	}
-	var out []*compiledServer
-	for i := range c.servers {
-		cs := &c.servers[i]
-		m := cs.srv.Match
-		as, ps := authorities, paths
-		if !authorityOK {
-			as = []string{m.Authority}
-		}
-		if !pathOK {
-			ps = []string{cmp.Or(m.PathPrefix, "/")}
-		}
-	reach:
-		for _, a := range as {
-			for _, p := range ps {
-				if c.first(a, p, false) == cs || c.first(a, p, true) == cs {
-					out = append(out, cs)
-					break reach
-				}
-			}
-		}
-	}
-	return out
-}
-
-// routeLabel returns the server a request without a body is counted under:
-// such a request is never limited, so the request as sent decides.
+// routeLabel returns the server a request without a body is counted under.
 func (c *compiled) routeLabel(authority, path string) *compiledServer {
-	if !config.ReadableAuthority(authority) {
-		authority = ""
-	}
-	return c.first(strings.ToLower(authority), config.PathOf(path), false)
+	return c.server(c.router.Label(authority, path))
 }
 
-// first returns the first server that matches one reading of the authority
-// and one of the path, or nil.
-func (c *compiled) first(authority, path string, fold bool) *compiledServer {
-	for i := range c.servers {
-		m := c.servers[i].srv.Match
-		if m.MatchesAuthority(authority) && m.MatchesPath(path, fold) {
-			return &c.servers[i]
-		}
+// server returns server i, or nil for -1.
+func (c *compiled) server(i int) *compiledServer {
+	if i < 0 {
+		return nil
 	}
-	return nil
+	return &c.servers[i]
 }
 
 // plan is the set of buckets one request body charges.
@@ -271,7 +172,7 @@ type plan struct {
 // is charged all-or-nothing in a single Take.
 func planCharges(keys *bucket.Keys, cs *compiledServer, calls []mcp.Message, r *Request) plan {
 	pl := plan{neverFits: -1}
-	id := identity{sources: cs.srv.Identity, r: r}
+	id := user{sources: cs.srv.Identity, r: r}
 	var firstLabel string // the first message's label, when nothing is limited
 	for _, m := range calls {
 		var ru *rule
@@ -370,15 +271,15 @@ func policyName(scope bucket.Scope, name string) string {
 	}
 }
 
-// identity resolves the user once per request, on first need.
-type identity struct {
+// user resolves the user once per request, on first need.
+type user struct {
 	sources []config.IdentitySource
 	r       *Request
 	done    bool
 	value   string
 }
 
-func (id *identity) get() string {
+func (id *user) get() string {
 	if !id.done {
 		id.done = true
 		id.value = resolveIdentity(id.sources, id.r)
@@ -386,58 +287,7 @@ func (id *identity) get() string {
 	return id.value
 }
 
-// resolveIdentity returns the first value a source yields, prefixed by the source
-// kind so that equal strings from different sources are different users.
+// resolveIdentity is identity.Of for a limiter Request.
 func resolveIdentity(sources []config.IdentitySource, r *Request) string {
-	for _, s := range sources {
-		switch {
-		case s.JWTClaim != "":
-			for _, payload := range r.JWTPayloads {
-				if v, ok := claim(payload, s.JWTClaim); ok {
-					return "jwt:" + v
-				}
-			}
-		case s.Header != "":
-			if v := strings.TrimSpace(r.header(s.Header)); v != "" {
-				return "header:" + v
-			}
-		case s.SourceAddress:
-			if ip := hostOnly(r.SourceAddress); ip != "" {
-				return "ip:" + ip
-			}
-		}
-	}
-	return ""
-}
-
-// claim walks a dotted path ("org.id") into a JWT payload. Only non-empty strings
-// and numbers identify a user; objects, arrays and booleans do not.
-func claim(payload map[string]any, path string) (string, bool) {
-	var cur any = payload
-	for part := range strings.SplitSeq(path, ".") {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return "", false
-		}
-		if cur, ok = m[part]; !ok {
-			return "", false
-		}
-	}
-	switch v := cur.(type) {
-	case string:
-		return v, v != ""
-	case float64:
-		return strconv.FormatFloat(v, 'f', -1, 64), true
-	default:
-		return "", false
-	}
-}
-
-// hostOnly drops the port of "ip:port" (the port changes per connection and is
-// not part of who the client is).
-func hostOnly(addr string) string {
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		return host
-	}
-	return strings.Trim(addr, "[]")
+	return identity.Of(sources, identity.Request{Header: r.header, SourceAddress: r.SourceAddress, JWTPayloads: r.JWTPayloads})
 }

@@ -1,4 +1,4 @@
-package config
+package route
 
 import (
 	"iter"
@@ -141,20 +141,20 @@ func splitAuthority(a string) (host, port string, ok bool) {
 		if rest == "" {
 			return host, "", true
 		}
-		if rest[0] != ':' || !isPort(rest[1:]) {
+		if rest[0] != ':' || !IsPort(rest[1:]) {
 			return "", "", false
 		}
 		return host, rest[1:], true
 	}
 	host, port, hasPort := strings.Cut(a, ":")
-	if strings.ContainsAny(host, "[]") || hasPort && !isPort(port) {
+	if strings.ContainsAny(host, "[]") || hasPort && !IsPort(port) {
 		return "", "", false
 	}
 	return host, port, true
 }
 
-// isPort reports whether p is a port number: digits only, up to 65535.
-func isPort(p string) bool {
+// IsPort reports whether p is a port number: digits only, up to 65535.
+func IsPort(p string) bool {
 	if p == "" || p[0] == '+' {
 		return false
 	}
@@ -455,10 +455,10 @@ func equalFold(a, b rune) bool {
 	return unicode.ToLower(a) == unicode.ToLower(b) || unicode.ToUpper(a) == unicode.ToUpper(b)
 }
 
-// canonicalAuthority returns a policy's authority as it is compared with
+// CanonicalAuthority returns a policy's authority as it is compared with
 // readings: lower-case, without a trailing dot on the host, the port a plain
 // number. checkAuthority has accepted it.
-func canonicalAuthority(a string) string {
+func CanonicalAuthority(a string) string {
 	host, port, ok := splitAuthority(strings.ToLower(a))
 	if !ok {
 		return strings.ToLower(a)
@@ -472,18 +472,18 @@ func canonicalAuthority(a string) string {
 	return host + ":" + canonicalPort(port)
 }
 
-// covers reports whether every request b matches is also matched by a: a
+// Covers reports whether every request b matches is also matched by a: a
 // match without a port covers the same host with any port.
-func covers(a, b Match) bool {
+func Covers(a, b Match) bool {
 	if a.Authority != "" && !a.MatchesAuthority(b.Authority) {
 		return false
 	}
 	return a.PathPrefix == "" || b.PathPrefix != "" && a.MatchesPath(b.PathPrefix, true)
 }
 
-// readsOneWay reports whether every router reads path p as p itself, as a
+// ReadsOneWay reports whether every router reads path p as p itself, as a
 // pathPrefix must be written.
-func readsOneWay(p string) bool {
+func ReadsOneWay(p string) bool {
 	for r := range PathReadings(p) {
 		if r != p {
 			return false
