@@ -3,6 +3,7 @@ module github.com/mcp-ratelimit/extproc
 go 1.26.0
 
 require (
+	connectrpc.com/connect v1.21.1
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
 	github.com/google/go-cmp v0.7.0
 	github.com/mark3labs/mcp-go v1.2.1

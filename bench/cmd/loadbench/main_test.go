@@ -233,7 +233,7 @@ func TestParseFlagsDefaultsRunEveryConfiguration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := strings.Join(f.configs, ","), "a,b,c,d,c-flood,e,n,u,r"; got != want {
+	if got, want := strings.Join(f.configs, ","), "a,b,c,d,c-flood,e,n,n-connect,u,r"; got != want {
 		t.Errorf("got configs %s, want %s", got, want)
 	}
 	if f.rounds != 1 {

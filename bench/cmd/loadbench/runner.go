@@ -55,6 +55,9 @@ type scenario struct {
 	Old bool
 	// SearchPerTen: calls in ten that go to the tool the flood policy limits.
 	SearchPerTen int
+	// Transport is nullproc's -transport for Filter filterNullProc; empty is
+	// grpc-go, extproc's.
+	Transport string
 }
 
 var scenarios = []scenario{
@@ -66,6 +69,7 @@ var scenarios = []scenario{
 	{Name: "e", Desc: "(c) with request headers SKIP, attributes instead", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, SkipHeaders: true},
 	{Name: "c-old", Desc: "(c) with the extproc binary of -old-extproc", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, Old: true},
 	{Name: "n", Desc: "Envoy + a null ext_proc server (extproc's transport, answers continue, unmarshals only)", Filter: filterNullProc},
+	{Name: "n-connect", Desc: "(n) served by connect-go on net/http's HTTP/2 server (h2c, extproc's windows)", Filter: filterNullProc, Transport: transportConnect},
 	{Name: "u", Desc: "(c) with Envoy reaching extproc over a Unix socket", Filter: filterExtproc, Store: storeRedis, Policy: policyHigh, UnixSocket: true},
 	{Name: "r", Desc: "Envoy global ratelimit filter + a null rate-limit service (answers OK)", Filter: filterRateLimit},
 }
@@ -563,9 +567,10 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 
 // startProcessor starts sc's processor and waits for its /readyz: the built
 // extproc with sc's policy, at the default log level (info, which logs no line
-// per request), for (n) loadbench's own null processor ("nullproc"), or for (r)
-// its null rate-limit service ("nullrls"). The last two are measured under the
-// name extproc, so that the CPU table has one column for whatever Envoy calls.
+// per request), for (n) and (n-connect) loadbench's own null processor
+// ("nullproc", with sc's -transport), or for (r) its null rate-limit service
+// ("nullrls"). The last two are measured under the name extproc, so that the
+// CPU table has one column for whatever Envoy calls.
 func (r *runner) startProcessor(ctx context.Context, sc scenario, tag string) (*proc, processorAddr, error) {
 	var none processorAddr
 	addr, grpcAddr, err := r.processorListenAddr(sc, tag)
@@ -584,6 +589,9 @@ func (r *runner) startProcessor(ctx context.Context, sc scenario, tag string) (*
 			return nil, none, err
 		}
 		name, args = "nullproc-"+tag, []string{"nullproc", "-addr", grpcAddr, "-admin-addr", loopback(adminPort)}
+		if sc.Transport != "" {
+			args = append(args, "-transport", sc.Transport)
+		}
 	case sc.Filter == filterRateLimit:
 		if bin, err = os.Executable(); err != nil {
 			return nil, none, err
