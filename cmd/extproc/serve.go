@@ -41,7 +41,14 @@ var extProcService = extprocv3.ExternalProcessor_ServiceDesc.ServiceName
 const adminShutdownTimeout = 2 * time.Second
 
 // serve runs the processor until ctx is done, then shuts down gracefully. It
-// returns nil after a shutdown asked for through ctx.
+// returns nil after a shutdown asked for through ctx, or the error of a server
+// that failed.
+//
+// It starts, in order: the policy, identity key and TLS files (so a bad one
+// fails the start before anything listens), the admin server (so probes see
+// "alive, not ready" while the store is checked), the store, the gRPC server,
+// the watchers of the policy and TLS files; then it reports ready. Shutdown
+// (shutdown) undoes it in the opposite order.
 func serve(ctx context.Context, o options, log *slog.Logger) error {
 	// Caught from the start: Go's default for SIGHUP ends the process, which a
 	// reload signal must never do (it waits in the channel until the watcher
@@ -49,63 +56,19 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	// Hashed before loading: a change in between is then seen by the first poll.
-	seen := contentHash(o.configPath)
-	policy, err := loadPolicy(o, log)
-	if err != nil {
-		return err
-	}
-	keys, err := bucketKeys(o.identityKey, log)
-	if err != nil {
-		return err
-	}
-	// Read before anything listens: a bad certificate fails the start, not the
-	// first handshake.
-	grpcTLS, err := loadGRPCTLS(o, log)
-	if err != nil {
-		return err
-	}
-	reg := prometheus.NewRegistry()
-	for _, c := range []prometheus.Collector{
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	} {
-		if err := reg.Register(c); err != nil {
-			return fmt.Errorf("register metrics: %w", err)
-		}
-	}
 
-	// The admin server starts before the store is checked: while the start-up
-	// PING runs (up to pingTimeout), /healthz answers and /readyz says 503, so
-	// probes see "alive, not ready yet" rather than a refused connection.
-	var ready atomic.Bool
-	adminLis, err := net.Listen("tcp", o.adminAddr)
+	in, err := readInputs(o, log)
 	if err != nil {
-		return fmt.Errorf("admin listener: %w", err)
-	}
-	admin := &http.Server{
-		Handler:           adminHandler(reg, &ready),
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		return err
 	}
 	errc := make(chan error, 3)
-	go func() {
-		if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("admin server: %w", err)
-		}
-	}()
-	log.Info("admin listening", "addr", adminLis.Addr().String())
-	stopAdmin := sync.OnceFunc(func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), adminShutdownTimeout)
-		defer cancel()
-		if err := admin.Shutdown(sctx); err != nil {
-			log.Warn("admin server did not stop in time", "error", err)
-			admin.Close()
-		}
-	})
-	defer stopAdmin() // on the early returns below; the shutdown path calls it in order
+	adm, err := startAdmin(ctx, o, in.registry, errc, log)
+	if err != nil {
+		return err
+	}
+	defer adm.stop() // on the early returns below; shutdown calls it in order
 
-	st, err := openStore(ctx, o, policy.Redis, log)
+	st, err := openStore(ctx, o, in.policy.Redis, log)
 	if err != nil {
 		return err
 	}
@@ -115,82 +78,22 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		}
 	}()
 
-	lim := limiter.New(policy, limiter.Options{Store: st.Store, Logger: log, Keys: keys})
-	m := metrics.New(reg)
+	lim := limiter.New(in.policy, limiter.Options{Store: st.Store, Logger: log, Keys: in.keys})
+	m := metrics.New(in.registry)
 	proc := processor.New(lim, processor.Options{Logger: log, Observer: m})
-
-	grpcLis, err := listen(o.grpcAddr)
+	g, err := startGRPC(o, proc, in.tls, errc, log)
 	if err != nil {
 		return err
 	}
-
-	serverOpts := append(processor.TransportOptions(processor.Limits{MaxMessageBytes: o.maxMessageBytes}),
-		// Shared answers go out as bytes marshalled once, and requests are read
-		// straight from the wire (see Server.Codec).
-		grpc.ForceServerCodecV2(proc.Codec()),
-		// Stop (after the grace period) then waits for handlers to return, so the
-		// store is never closed under a decision still running.
-		grpc.WaitForHandlers(true))
-	if grpcTLS != nil {
-		// credentials.NewTLS adds ALPN h2 to every configuration the reloader
-		// hands out; the handshake runs within TransportOptions' handshake
-		// timeout.
-		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(grpcTLS.Config())))
-	}
-	gs := grpc.NewServer(serverOpts...)
-	hs := health.NewServer()
-	// health.NewServer reports "" SERVING from the start; nothing is served yet.
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	proc.Register(gs)
-	healthpb.RegisterHealthServer(gs, hs)
-	go func() {
-		// Serve returns nil only after Stop or GracefulStop.
-		if err := gs.Serve(grpcLis); err != nil {
-			errc <- fmt.Errorf("grpc server: %w", err)
-		}
-	}()
-	log.Info("grpc listening", "network", grpcLis.Addr().Network(), "addr", grpcLis.Addr().String())
-
-	interval := o.pollInterval
-	if interval <= 0 {
-		interval = defaultPollInterval
-	}
-	if grpcTLS != nil {
-		tctx, stopTLSWatch := context.WithCancel(ctx)
-		tlsWatched := make(chan struct{})
-		go func() {
-			defer close(tlsWatched)
-			grpcTLS.Watch(tctx, tlsreload.WatchOptions{Interval: interval, Logger: log})
-		}()
-		defer func() {
-			stopTLSWatch()
-			<-tlsWatched
-		}()
-	}
-	// Started before "ready" is logged, so SIGHUP is handled by then.
-	if o.configPath != "" {
-		w := &policyWatcher{
-			path: o.configPath, interval: interval, trigger: hup, current: policy,
-			apply: lim.SetPolicy, reloaded: m.ConfigReloaded, log: log, last: seen,
-		}
-		wctx, stopWatch := context.WithCancel(ctx)
-		watched := make(chan struct{})
-		go func() {
-			defer close(watched)
-			w.run(wctx)
-		}()
-		defer func() {
-			stopWatch()
-			<-watched
-		}()
-	}
+	stopWatchers := startWatchers(ctx, o, in, hup, lim, m, log)
+	defer stopWatchers()
 
 	// The policy is loaded, the store answered and both listeners are bound.
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(extProcService, healthpb.HealthCheckResponse_SERVING)
+	g.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	g.health.SetServingStatus(extProcService, healthpb.HealthCheckResponse_SERVING)
 	// Logged first, so that whoever sees /readyz answer 200 finds "ready" in the log.
 	log.Info("ready", "version", version)
-	ready.Store(true)
+	adm.ready.Store(true)
 
 	var failed error
 	select {
@@ -199,18 +102,167 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	case failed = <-errc:
 		log.Error("shutting down after a server failed", "error", failed)
 	}
-
-	// Say we are going before we go: /readyz fails and health turns NOT_SERVING
-	// (Shutdown also ignores later updates) while the listeners still answer.
-	ready.Store(false)
-	hs.Shutdown()
-	stopGRPC(gs, o.shutdownTimeout, log)
-
-	// The admin server outlives the gRPC drain so that probes see /readyz fail
-	// and the last metrics can be scraped.
-	stopAdmin()
-	log.Info("stopped")
+	shutdown(adm, g, o.shutdownTimeout, log)
 	return failed
+}
+
+// shutdown stops the servers in the one order that loses nothing. First it
+// says we are going, before we go: /readyz fails and health turns NOT_SERVING
+// (Shutdown also ignores later updates) while the listeners still answer.
+// Then the gRPC streams drain (stopGRPC). The admin server outlives the drain,
+// so that probes see /readyz fail and the last metrics can be scraped. The
+// watchers and the store close after serve returns (its defers), once no
+// decision runs.
+func shutdown(adm *adminServer, g *grpcServer, grace time.Duration, log *slog.Logger) {
+	adm.ready.Store(false)
+	g.health.Shutdown()
+	stopGRPC(g.server, grace, log)
+	adm.stop()
+	log.Info("stopped")
+}
+
+// inputs are what serve reads before anything listens.
+type inputs struct {
+	policy *config.Policy
+	// seen is the policy file's hash, taken before loading it: a change in
+	// between is then seen by the first poll.
+	seen     [32]byte
+	keys     *bucket.Keys
+	tls      *tlsreload.Server // nil: plaintext
+	registry *prometheus.Registry
+}
+
+// readInputs loads the policy, the identity key and the TLS files, and builds
+// the metrics registry.
+func readInputs(o options, log *slog.Logger) (inputs, error) {
+	in := inputs{seen: contentHash(o.configPath)}
+	var err error
+	if in.policy, err = loadPolicy(o, log); err != nil {
+		return in, err
+	}
+	if in.keys, err = bucketKeys(o.identityKey, log); err != nil {
+		return in, err
+	}
+	// Read before anything listens: a bad certificate fails the start, not the
+	// first handshake.
+	if in.tls, err = loadGRPCTLS(o, log); err != nil {
+		return in, err
+	}
+	in.registry = prometheus.NewRegistry()
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := in.registry.Register(c); err != nil {
+			return in, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return in, nil
+}
+
+// adminServer serves /metrics, /healthz and /readyz.
+type adminServer struct {
+	// ready is false until serve reports ready, and again once shutdown began.
+	ready atomic.Bool
+	stop  func() // idempotent
+}
+
+// startAdmin starts the admin server. It starts before the store is checked:
+// while the start-up PING runs (up to pingTimeout), /healthz answers and
+// /readyz says 503, so probes see "alive, not ready yet" rather than a
+// refused connection.
+func startAdmin(ctx context.Context, o options, reg *prometheus.Registry, errc chan<- error, log *slog.Logger) (*adminServer, error) {
+	lis, err := net.Listen("tcp", o.adminAddr)
+	if err != nil {
+		return nil, fmt.Errorf("admin listener: %w", err)
+	}
+	a := &adminServer{}
+	srv := &http.Server{
+		Handler:           adminHandler(reg, &a.ready),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("admin server: %w", err)
+		}
+	}()
+	log.Info("admin listening", "addr", lis.Addr().String())
+	a.stop = sync.OnceFunc(func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), adminShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("admin server did not stop in time", "error", err)
+			srv.Close()
+		}
+	})
+	return a, nil
+}
+
+// grpcServer serves ext_proc and gRPC health on --grpc-addr.
+type grpcServer struct {
+	server *grpc.Server
+	health *health.Server
+}
+
+// startGRPC starts the gRPC server, health NOT_SERVING until serve is ready.
+func startGRPC(o options, proc *processor.Server, tls *tlsreload.Server, errc chan<- error, log *slog.Logger) (*grpcServer, error) {
+	lis, err := listen(o.grpcAddr)
+	if err != nil {
+		return nil, err
+	}
+	opts := append(processor.TransportOptions(processor.Limits{MaxMessageBytes: o.maxMessageBytes}),
+		// Shared answers go out as bytes marshalled once, and requests are read
+		// straight from the wire (see Server.Codec).
+		grpc.ForceServerCodecV2(proc.Codec()),
+		// Stop (after the grace period) then waits for handlers to return, so the
+		// store is never closed under a decision still running.
+		grpc.WaitForHandlers(true))
+	if tls != nil {
+		// credentials.NewTLS adds ALPN h2 to every configuration the reloader
+		// hands out; the handshake runs within TransportOptions' handshake
+		// timeout.
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tls.Config())))
+	}
+	g := &grpcServer{server: grpc.NewServer(opts...), health: health.NewServer()}
+	// health.NewServer reports "" SERVING from the start; nothing is served yet.
+	g.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	proc.Register(g.server)
+	healthpb.RegisterHealthServer(g.server, g.health)
+	go func() {
+		// Serve returns nil only after Stop or GracefulStop.
+		if err := g.server.Serve(lis); err != nil {
+			errc <- fmt.Errorf("grpc server: %w", err)
+		}
+	}()
+	log.Info("grpc listening", "network", lis.Addr().Network(), "addr", lis.Addr().String())
+	return g, nil
+}
+
+// startWatchers starts the watchers of the TLS files and of the policy file
+// (with SIGHUP), before "ready" is logged so that SIGHUP is handled by then.
+// The returned function stops them and waits for them to return.
+func startWatchers(ctx context.Context, o options, in inputs, hup <-chan os.Signal, lim *limiter.Limiter, m *metrics.Metrics, log *slog.Logger) func() {
+	interval := o.pollInterval
+	if interval <= 0 {
+		interval = defaultPollInterval
+	}
+	wctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	if in.tls != nil {
+		wg.Go(func() { in.tls.Watch(wctx, tlsreload.WatchOptions{Interval: interval, Logger: log}) })
+	}
+	if o.configPath != "" {
+		w := &policyWatcher{
+			path: o.configPath, interval: interval, trigger: hup, current: in.policy,
+			apply: lim.SetPolicy, reloaded: m.ConfigReloaded, log: log, last: in.seen,
+		}
+		wg.Go(func() { w.run(wctx) })
+	}
+	return func() {
+		stop()
+		wg.Wait()
+	}
 }
 
 // loadPolicy reads --config, or returns the empty policy, which limits nothing.
