@@ -132,9 +132,15 @@ var behaviours = []behaviour{
 		if res.Allowed {
 			t.Skip("the machine took over 10ms for two decisions; refill not observable")
 		}
-		// Waiting for the refill is the behaviour under test.
+		// Waiting for the refill is the behaviour under test. The sleep may
+		// overshoot on a busy machine by a whole refill (10 ms a token), so
+		// the bucket then holds one token more: allowed either way.
 		time.Sleep(res.RetryAfter)
-		wantAllowed(t, take(t, h.store, c), 0)
+		res = take(t, h.store, c)
+		wantAllowed(t, res)
+		if r := res.Buckets[0].Remaining; r > 1 {
+			t.Errorf("bucket 0: got Remaining %d after waiting for one token, want 0 or 1", r)
+		}
 	}},
 
 	{"all or nothing across buckets", func(t *testing.T, h harness, server string) {

@@ -632,7 +632,7 @@ func TestStartProcEnvAddsToLoadbenchsEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-p.done
+	p.Wait()
 	out, err := os.ReadFile(filepath.Join(dir, "env.log"))
 	if err != nil {
 		t.Fatal(err)

@@ -7,26 +7,23 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	child "github.com/mcp-ratelimit/extproc/internal/testtools/proc"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat. It is 100
 // on every Linux architecture Go supports; the kernel scales to it whatever CONFIG_HZ is.
 const clockTicks = 100
 
-// proc is one started child process. Its output goes to a file in the run's directory,
-// so that a chatty process cannot grow the benchmark's memory, and is shown on failure.
+// proc is one started child process (child.Process). Its output goes to a
+// file in the run's directory, so that a chatty process cannot grow the
+// benchmark's memory, and is shown on failure.
 type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	err     error // set before done is closed
+	*child.Process
 }
 
 // startProc starts path with args, its output in dir/name.log.
@@ -37,91 +34,30 @@ func startProc(dir, name, path string, args ...string) (*proc, error) {
 // startProcEnv is startProc with extra environment variables ("KEY=value") on
 // top of loadbench's own.
 func startProcEnv(dir, name, path string, env []string, args ...string) (*proc, error) {
-	logPath := filepath.Join(dir, name+".log")
-	f, err := os.Create(logPath)
+	p, err := child.Start(child.Options{Name: name, Path: path, Args: args, Env: env, LogFile: filepath.Join(dir, name+".log")})
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(path, args...)
-	if len(env) > 0 {
-		cmd.Env = append(os.Environ(), env...)
-	}
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	return p, nil
+	return &proc{p}, nil
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+func (p *proc) pid() int { return p.Pid() }
 
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *proc) exited() bool { return p.Exited() }
 
 // tail returns the last bytes of the process's log, for error messages.
-func (p *proc) tail() string {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return err.Error()
-	}
-	const keep = 2000
-	if len(b) > keep {
-		b = b[len(b)-keep:]
-	}
-	return string(b)
-}
+func (p *proc) tail() string { return p.Tail(2000) }
 
-// stop sends SIGTERM and waits up to 10 s, then kills.
-func (p *proc) stop() error {
-	if p.exited() {
-		return nil
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("SIGTERM %s: %w", p.name, err)
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("%s did not exit within 10s of SIGTERM; killed", p.name)
-	}
-}
+// stop sends SIGTERM and waits, then kills (child.StopBudget).
+func (p *proc) stop() error { return p.Stop() }
 
-// waitReady polls check every 20 ms until it succeeds, the process exits, or 30 s pass.
+// waitReady polls check until it succeeds, the process exits, or
+// child.ReadyBudget passes; the error ends with the process's last output.
 func (p *proc) waitReady(ctx context.Context, check func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		last := check(ctx)
-		if last == nil {
-			return nil
-		}
-		if p.exited() {
-			return fmt.Errorf("%s exited before it was ready (%v): %w\n%s", p.name, p.err, last, p.tail())
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready within 30s: %w\n%s", p.name, last, p.tail())
-		case <-tick.C:
-		}
+	if err := child.WaitReady(ctx, p.Name, p.Exited, check); err != nil {
+		return fmt.Errorf("%w\n%s", err, p.tail())
 	}
+	return nil
 }
 
 // tcpOpen succeeds once addr accepts a connection.

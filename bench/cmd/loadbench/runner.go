@@ -559,7 +559,7 @@ func (r *runner) runScenario(ctx context.Context, sc scenario) (result, error) {
 	}
 	for _, pr := range procs {
 		if pr.exited() {
-			return result{}, fmt.Errorf("%s exited during the run: %v\n%s", pr.name, pr.err, pr.tail())
+			return result{}, fmt.Errorf("%s exited during the run: %v\n%s", pr.Name, pr.Err(), pr.tail())
 		}
 	}
 	return res, nil

@@ -12,23 +12,23 @@ package redistest
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mcp-ratelimit/extproc/internal/testtools"
+	"github.com/mcp-ratelimit/extproc/internal/testtools/proc"
 )
 
 const (
@@ -61,12 +61,7 @@ type Server struct {
 	logPath string
 
 	mu   sync.Mutex
-	proc *process // nil while stopped
-}
-
-type process struct {
-	cmd    *exec.Cmd
-	exited chan error
+	proc *proc.Process // nil while stopped
 }
 
 // StartServer starts a redis-server as Start does, with extra command-line
@@ -145,14 +140,6 @@ func (s *Server) run() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, port, _ := net.SplitHostPort(s.Addr)
-	// Appending keeps the log of every run of the server, for failures after a
-	// restart.
-	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	defer logFile.Close()
-
 	args := []string{"--bind", "127.0.0.1", "--port", port}
 	if s.tls {
 		args = []string{"--bind", "127.0.0.1", "--port", "0", "--tls-port", port}
@@ -167,18 +154,16 @@ func (s *Server) run() error {
 	if s.conf != "" {
 		args = append([]string{s.conf}, args...)
 	}
-	cmd := exec.Command(s.bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", s.bin, err)
+	// The log file is appended to: it keeps every run of the server, for
+	// failures after a restart.
+	p, err := proc.Start(proc.Options{Name: "redis-server", Path: s.bin, Args: args, LogFile: s.logPath})
+	if err != nil {
+		return err
 	}
-	p := &process{cmd: cmd, exited: make(chan error, 1)}
-	go func() { p.exited <- cmd.Wait() }()
-
-	if err := waitReady(s.Addr, s.probe, p.exited); err != nil {
-		_ = cmd.Process.Kill()
-		<-p.exited
-		return fmt.Errorf("%s on %s: %w\n%s", s.bin, s.Addr, err, readLog(s.logPath))
+	if err := proc.WaitReady(context.Background(), "redis-server on "+s.Addr, p.Exited,
+		func(context.Context) error { return ping(s.Addr, s.probe) }); err != nil {
+		_ = p.Stop()
+		return fmt.Errorf("%s: %w\n%s", s.bin, err, readLog(s.logPath))
 	}
 	s.proc = p
 	return nil
@@ -187,55 +172,22 @@ func (s *Server) run() error {
 func (s *Server) stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := s.proc
-	if p == nil {
+	if s.proc == nil {
 		return
 	}
+	// redis-server exits at once on SIGTERM; Stop kills it after a while.
+	_ = s.proc.Stop()
 	s.proc = nil
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(stopTimeout):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return proc.FreePort() }
 
-// probe is how waitReady talks to a server.
+// probe is how the readiness check talks to a server.
 type probe struct {
 	tls *tls.Config // nil for plain TCP
 	// password, when set, is sent with AUTH before PING, as user's when user is
 	// set and as the default user's otherwise.
 	user, password string
-}
-
-// waitReady polls PING until the server answers PONG, it exits, or readyTimeout.
-func waitReady(addr string, p probe, exited <-chan error) error {
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		err := ping(addr, p)
-		if err == nil {
-			return nil
-		}
-		select {
-		case werr := <-exited:
-			return fmt.Errorf("exited before ready: %v", werr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %v: %w", readyTimeout, err)
-		}
-		time.Sleep(pollInterval)
-	}
 }
 
 func ping(addr string, p probe) error {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcp-ratelimit/extproc/internal/testtools/proc"
+
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/testcontainers/testcontainers-go"
@@ -56,15 +58,15 @@ type containerService struct {
 }
 
 func (s *containerService) Start() error {
-	ctx, cancel := context.WithTimeout(context.Background(), readyBudget)
+	ctx, cancel := context.WithTimeout(context.Background(), proc.ReadyBudget)
 	defer cancel()
 	return s.c.Start(ctx)
 }
 
 func (s *containerService) Stop() error {
-	ctx, cancel := context.WithTimeout(context.Background(), stopBudget+5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), proc.StopBudget+5*time.Second)
 	defer cancel()
-	budget := stopBudget
+	budget := proc.StopBudget
 	return s.c.Stop(ctx, &budget)
 }
 

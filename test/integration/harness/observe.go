@@ -43,27 +43,15 @@ func (p *Process) LogRecords() []map[string]any {
 	return jsonLines(p.Log())
 }
 
-// Signal sends sig to the running process, e.g. SIGHUP to make extproc reload.
-func (p *Process) Signal(sig os.Signal) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return errors.New(p.Name + ": not running")
-	}
-	return p.cmd.Process.Signal(sig)
-}
-
 // RSS returns the running process's resident set size in bytes, read from
 // VmRSS in /proc/<pid>/status (Linux only): what the kernel holds in memory for
 // it, which abuse tests bound.
 func (p *Process) RSS() (int64, error) {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.mu.Unlock()
-	if cmd == nil {
+	pid := p.Pid()
+	if pid == 0 {
 		return 0, errors.New(p.Name + ": not running")
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/status")
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0, err
 	}
@@ -79,7 +67,7 @@ func (p *Process) RSS() (int64, error) {
 		}
 		return kb << 10, nil
 	}
-	return 0, fmt.Errorf("%s: no VmRSS in /proc/%d/status (a zombie has none)", p.Name, cmd.Process.Pid)
+	return 0, fmt.Errorf("%s: no VmRSS in /proc/%d/status (a zombie has none)", p.Name, pid)
 }
 
 // jsonLines decodes every line of s that is a JSON object.
