@@ -1,7 +1,7 @@
 // Command extproc is an Envoy ext_proc external processor that rate-limits MCP
 // (Model Context Protocol) JSON-RPC traffic with token buckets in Redis or memory.
 //
-// Run "extproc help" for its flags and subcommands (README, "Command line").
+// Run "extproc help" for its flags and subcommands (docs/operations.md, "Command line").
 package main
 
 import (

@@ -1,4 +1,4 @@
-// Package config reads and validates the policy file (README, "Policy reference").
+// Package config reads and validates the policy file (docs/policy.md).
 //
 // Validation is strict and complete: the file is decoded into a yaml.Node tree
 // and walked by hand, so that every problem is found in one pass and reported
@@ -10,7 +10,7 @@
 // ("line N: msg" for problems of the whole file). Problems splits such an error
 // into its lines; each is a *Problem.
 //
-// The rules, beyond the shapes the README documents:
+// The rules, beyond the shapes docs/policy.md documents:
 //   - Unknown fields (with a suggestion for near misses), duplicate keys, a value
 //     of the wrong YAML type, a second YAML document and an empty file are errors.
 //     Strings must be YAML strings, booleans real YAML booleans (true/false),

@@ -1,4 +1,4 @@
-// Package metrics exports the Prometheus series the README documents (Observability). Labels are bounded:
+// Package metrics exports the Prometheus series docs/operations.md documents (Metrics). Labels are bounded:
 // servers, methods, tools and limits come from the policy, never from clients.
 package metrics
 

@@ -22,7 +22,7 @@ type Limits struct {
 	MaxConcurrentStreams uint32
 }
 
-// Defaults of Limits and the fixed transport settings; the README lists them
+// Defaults of Limits and the fixed transport settings; docs/operations.md lists them
 // with their reasons.
 const (
 	// DefaultMaxMessageBytes is Envoy's shipped 4 MiB buffer limit plus 1 MiB

@@ -121,7 +121,7 @@ var (
 	limitHeaderRE  = regexp.MustCompile(`^"[^"]+";r=\d+;t=(\d+)$`)
 )
 
-// checkRejected asserts a rejection as README "The rejection" documents it: status, headers, and the exact body
+// checkRejected asserts a rejection as docs/responses.md ("The rejection") documents it: status, headers, and the exact body
 // for the JSON-RPC id (raw JSON; "" for a notification: no id member).
 func checkRejected(t *testing.T, r reply, id, limit, scope string) {
 	t.Helper()

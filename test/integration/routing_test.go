@@ -123,7 +123,7 @@ func TestHostThatReadsAsTwoServersIsRefused(t *testing.T) {
 
 // The shipped Envoy configuration enables no upgrades, so a WebSocket upgrade is
 // refused by Envoy at once: no WebSocket can carry tools/call messages past the
-// processor (README, "WebSocket upgrades").
+// processor (docs/deployment.md, "WebSocket upgrades").
 func TestWebSocketUpgradeIsRefused(t *testing.T) {
 	env := start(t, sharedPolicy(1), harness.Options{})
 	req, err := http.NewRequest(http.MethodGet, env.URL, nil)

@@ -16,7 +16,7 @@ import (
 )
 
 // What the Go SDK client shows its caller when a call is limited, for each
-// response shape (docs/integration.md has the table these tests pin down).
+// response shape (docs/responses.md has the table these tests pin down).
 func TestWhatTheGoSDKClientSeesWhenLimited(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -38,7 +38,7 @@ func TestWhatTheGoSDKClientSeesWhenLimited(t *testing.T) {
 					t.Errorf("error: got %q, want it to contain \"Too Many Requests\"", r.err)
 				}
 				if strings.Contains(r.err.Error(), "retryAfterSeconds") {
-					t.Errorf("error: got %q; the retry time reached the caller, update docs/integration.md", r.err)
+					t.Errorf("error: got %q; the retry time reached the caller, update docs/responses.md", r.err)
 				}
 			},
 		},
@@ -136,7 +136,7 @@ func TestWhatTheGoSDKClientSeesWhenLimited(t *testing.T) {
 	}
 }
 
-// checkRateLimitHeaders asserts the headers every rejection carries (README, "The rejection").
+// checkRateLimitHeaders asserts the headers every rejection carries (docs/responses.md, "The rejection").
 func checkRateLimitHeaders(t *testing.T, r reply) {
 	t.Helper()
 	secs, err := strconv.Atoi(r.Header.Get("Retry-After"))

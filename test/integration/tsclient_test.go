@@ -62,7 +62,7 @@ func runTSClient(t *testing.T, dir, url string) tsOutcome {
 }
 
 // What the TypeScript SDK client (npm @modelcontextprotocol/sdk) shows its caller
-// when a call is limited (the table in docs/integration.md).
+// when a call is limited (the table in docs/responses.md).
 func TestWhatTheTypeScriptSDKClientSeesWhenLimited(t *testing.T) {
 	dir := tsClientDir(t)
 	tests := []struct {

@@ -25,7 +25,7 @@ if (!url || !tool || !(maxCalls > 0)) {
   process.exit(2);
 }
 
-// The installed SDK's version, so the table in docs/integration.md names it. Read
+// The installed SDK's version, so the table in docs/responses.md names it. Read
 // from the file: the package's exports map sends package.json to a stub in dist/.
 const sdkPackage = new URL('./node_modules/@modelcontextprotocol/sdk/package.json', import.meta.url);
 const sdkVersion = JSON.parse(readFileSync(sdkPackage, 'utf8')).version;
