@@ -3,8 +3,8 @@
 # missing (scripts/install-tools.sh), checks formatting and static analysis, runs
 # every test with the race detector (unit, store conformance against a real
 # redis-server, real Envoy integration, the body reader against the readers of
-# the Go, TypeScript and Python SDKs on a corpus and 3000 mutated bodies), then
-# a short fuzz of the MCP parser, of the readings of a request body, of the
+# the Go, TypeScript and Python SDKs on a corpus and 3000 mutated bodies), the
+# README's demo (scripts/demo.sh --check), then a short fuzz of the MCP parser, of the readings of a request body, of the
 # ext_proc request decoder, of the reading of request paths and of choosing a
 # server.
 set -euo pipefail
@@ -29,6 +29,9 @@ echo "== staticcheck"
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
+# The README's first command must keep working: a real 429 through real Envoy.
+echo "== demo (scripts/demo.sh --check)"
+bash scripts/demo.sh --check
 # Fuzz budgets are execution counts, not durations: with a duration, Go 1.26's fuzz
 # coordinator can report its own deadline as the target's failure ("context
 # deadline exceeded" with no failing input; golang/go#75804, fixed in Go 1.27).
