@@ -255,8 +255,10 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 	res, storeErr, err := l.take(ctx, c.policy, srv, plan.charges)
 	d.StoreError = storeErr
 	if err != nil {
-		switch srv.FailureMode {
-		case config.FailClosed:
+		switch {
+		case srv.FailureMode == config.FailClosed && !srv.DryRun:
+			// Dry run never rejects: a closed failure there continues, counted
+			// as failed open like any other pass through a store failure.
 			return l.failClosed(rd.Body, d)
 		default:
 			d.Outcome = OutcomeFailedOpen

@@ -422,6 +422,16 @@ func TestFailureModes(t *testing.T) {
 	}
 }
 
+// TestDryRunNeverRejectsEvenWhenFailingClosed: dry run decides and counts,
+// never rejects, a store failure under failureMode closed included.
+func TestDryRunNeverRejectsEvenWhenFailingClosed(t *testing.T) {
+	p := server(func(s *config.Server) { s.Shared = perMinute(1); s.FailureMode = config.FailClosed; s.DryRun = true })
+	d := New(p, Options{Store: failingStore{}}).Decide(context.Background(), post(call("1", "a")))
+	if !d.Allow || d.Outcome != OutcomeFailedOpen || d.StoreError == nil {
+		t.Errorf("got allow %v outcome %q store error %v, want a pass counted failed_open with the store's error", d.Allow, d.Outcome, d.StoreError)
+	}
+}
+
 func TestFailClosedHeaders(t *testing.T) {
 	p := server(func(s *config.Server) { s.Shared = perMinute(1); s.FailureMode = config.FailClosed })
 	d := New(p, Options{Store: failingStore{}}).Decide(context.Background(), post(call("1", "a")))
