@@ -737,15 +737,6 @@ func TestProtocolAtLeast(t *testing.T) {
 	}
 }
 
-func TestSFString(t *testing.T) {
-	if got, want := sfString(`tool:a"b\é`), `"tool:a\"b\\__"`; got != want {
-		t.Errorf("got %s, want %s", got, want)
-	}
-	if strings.ContainsAny(sfString("\n"), "\n") {
-		t.Error("control characters must not reach a header")
-	}
-}
-
 func TestACancelledRequestIsNotAStoreOutage(t *testing.T) {
 	var logs strings.Builder
 	p := server(func(s *config.Server) { s.Shared = perMinute(1) })

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -57,18 +56,20 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 		}
 	}
 	c := pl.charges[idx]
-	window := int64((c.Limit.RefillPeriod + time.Second - 1) / time.Second)
-	name := sfString(info.policy)
+	policy, ratelimit := mcp.RateLimitHeaders(mcp.Quota{
+		Policy: info.policy,
+		Max:    c.Limit.MaxTokens, Window: int64((c.Limit.RefillPeriod + time.Second - 1) / time.Second),
+		Remaining: remaining, Reset: secs,
+	})
 	d.Allow = false
 	d.Outcome = OutcomeLimited
 	d.Details = Details
 	d.Body = mcp.RejectionBody(body, rej)
-	s := strconv.FormatInt(secs, 10)
 	d.Headers = []Header{
 		{"content-type", "application/json"},
-		{"retry-after", s},
-		{"ratelimit-policy", name + ";q=" + strconv.FormatInt(c.Limit.MaxTokens, 10) + ";w=" + strconv.FormatInt(window, 10)},
-		{"ratelimit", name + ";r=" + strconv.FormatInt(remaining, 10) + ";t=" + s},
+		{"retry-after", strconv.FormatInt(secs, 10)},
+		{"ratelimit-policy", policy},
+		{"ratelimit", ratelimit},
 	}
 	return d
 }
@@ -192,28 +193,6 @@ func protocolAtLeast(v, min string) bool {
 		}
 	}
 	return v[:len(min)] >= min
-}
-
-// sfString renders a structured-field string (RFC 9651) from a policy name,
-// replacing what sf-strings cannot carry.
-func sfString(s string) string {
-	var b strings.Builder
-	b.Grow(len(s) + 2)
-	b.WriteByte('"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case c < 0x20 || c > 0x7e:
-			b.WriteByte('_')
-		default:
-			b.WriteByte(c)
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
 }
 
 // logThrottle logs at most once per interval and reports how many lines it
