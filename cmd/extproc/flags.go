@@ -218,6 +218,10 @@ func flagSpecs() []flagSpec {
 // variable, which wins over the default. An empty environment variable counts as
 // unset. getenv is the only way the environment is read. Errors are usageErrors,
 // except flag.ErrHelp, returned as is for -h and --help.
+//
+// Parsing is the standard library's flag package; the environment fallback is
+// the one small loop below, kept by hand because every error must name where
+// the value came from (`--redis-url` or `REDIS_URL`), which ff and viper do not.
 func parseFlags(args []string, getenv func(string) string) (options, error) {
 	specs := flagSpecs()
 	fs := flag.NewFlagSet("extproc", flag.ContinueOnError)
