@@ -220,8 +220,8 @@ func flagSpecs() []flagSpec {
 // except flag.ErrHelp, returned as is for -h and --help.
 //
 // Parsing is the standard library's flag package; the environment fallback is
-// the one small loop below, kept by hand because every error must name where
-// the value came from (`--redis-url` or `REDIS_URL`), which ff and viper do not.
+// the one small loop below, kept by hand so that every error names where the
+// value came from (`--redis-url` or `REDIS_URL`) and what would be accepted.
 func parseFlags(args []string, getenv func(string) string) (options, error) {
 	specs := flagSpecs()
 	fs := flag.NewFlagSet("extproc", flag.ContinueOnError)
