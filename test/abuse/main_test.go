@@ -11,8 +11,6 @@
 package abuse
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -28,18 +26,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "extproc-abuse-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	extprocBin, buildErr = harness.BuildExtproc(context.Background(), dir)
-	return m.Run()
+	os.Exit(harness.RunWithExtproc(m, &extprocBin, &buildErr))
 }
 
 // probePolicy limits the probe's tool so that every probe is read and decided

@@ -8,8 +8,6 @@
 package integration
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"testing"
 
@@ -24,18 +22,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "extproc-it-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	extprocBin, buildErr = harness.BuildExtproc(context.Background(), dir)
-	return m.Run()
+	os.Exit(harness.RunWithExtproc(m, &extprocBin, &buildErr))
 }
 
 // start starts a deployment running policy, with o's other options.

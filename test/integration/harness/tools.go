@@ -9,8 +9,10 @@ package harness
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"testing"
 
 	"github.com/mcp-ratelimit/extproc/internal/testtools"
 )
@@ -28,6 +30,20 @@ var (
 // RepoRoot returns the module root: the nearest parent of the working directory
 // holding go.mod.
 func RepoRoot() (string, error) { return testtools.RepoRoot() }
+
+// RunWithExtproc is a TestMain body: it builds extproc once into a temporary
+// directory, sets *bin (or *buildErr, for the tests to report), runs the
+// tests and removes the directory. It returns m.Run's exit code.
+func RunWithExtproc(m *testing.M, bin *string, buildErr *error) int {
+	dir, err := os.MkdirTemp("", "extproc-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	*bin, *buildErr = BuildExtproc(context.Background(), dir)
+	return m.Run()
+}
 
 // BuildExtproc builds ./cmd/extproc into dir and returns the binary's path. Tests
 // call it once, from TestMain, so that every test runs the real CLI.
