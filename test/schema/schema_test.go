@@ -16,6 +16,8 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/mcp-ratelimit/extproc/internal/config"
 )
 
 // root is the repository, two levels up from this package.
@@ -210,4 +212,40 @@ func TestEveryPropertyHasDescription(t *testing.T) {
 		}
 	}
 	walk(doc, "#")
+}
+
+// The patterns are hand-written readings of the parser's checks; these edge
+// spellings, all accepted by the parser, keep them from drifting stricter.
+func TestSchemaAcceptsWhatTheParserAcceptsAtTheEdges(t *testing.T) {
+	sch := compile(t)
+	const bucket = "rateLimiting: {shared: {maxTokens: 1, refillPeriod: 1m}}\n"
+	for _, policy := range []string{
+		"rateLimiting: {shared: {maxTokens: 1, refillPeriod: 1h30m}}",
+		"rateLimiting: {shared: {maxTokens: 1, refillPeriod: 1.5s}}",
+		"rateLimiting: {shared: {maxTokens: 1, refillPeriod: .5s}}",
+		"rateLimiting: {shared: {maxTokens: 1, refillPeriod: 0h1000us}}",
+		"rateLimiting: {shared: {maxTokens: 1, refillPeriod: 1000µs}}",
+		"rateLimiting: {perUser: {maxTokens: 1, refillPeriod: 1m}, tools: [{name: a/b.c}], methods: []}",
+		bucket + "redis: {url: redis://localhost}",
+		bucket + "redis: {url: 'redis://user:pw@redis:6379/15?dial_timeout=1s'}",
+		bucket + "redis: {url: 'rediss://[::1]:6380/'}",
+		bucket + "redis: {url: unix:///run/redis.sock}",
+		bucket + "redis: {url: rediss://r:6380, tls: {certFile: c, keyFile: k}}",
+		bucket + "redis: {cluster: {addrs: ['[::1]:7000', 'r-0.svc:07000']}}",
+		bucket + "response: {httpStatus: 599, errorCode: 2147483647, message: ' a '}",
+		bucket + "identity: [{sourceAddress: {}}, {jwtClaim: realm_access.roles}, {header: X-Forwarded-User}]",
+		"servers: [{server: a, match: {authority: '[::1]:8443', pathPrefix: /a/.b/...c/}, " + strings.TrimSuffix(bucket, "\n") + "}, {match: {pathPrefix: /}, " + strings.TrimSuffix(bucket, "\n") + "}]",
+	} {
+		if _, err := config.Parse([]byte(policy)); err != nil {
+			t.Errorf("config.Parse(%q): %v; want this case accepted", policy, err)
+			continue
+		}
+		v, err := fromYAML([]byte(policy))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sch.Validate(v); err != nil {
+			t.Errorf("schema rejects %q, which the parser accepts:\n%v", policy, err)
+		}
+	}
 }
