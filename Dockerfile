@@ -19,17 +19,19 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 # static busybox binary (wget) instead of a larger base image.
 FROM busybox:1.37-musl AS probe
 
+# USER is numeric (distroless's nonroot is 65532): Kubernetes' runAsNonRoot can
+# only verify a numeric user, and deploy/ runs the same uid.
 FROM gcr.io/distroless/static-debian12:nonroot AS mcpserver
 COPY --from=probe /bin/busybox /usr/local/bin/busybox
 COPY --from=build /out/mcpserver /mcpserver
-USER nonroot:nonroot
+USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/mcpserver", "--addr", ":8080"]
 
 FROM gcr.io/distroless/static-debian12:nonroot AS extproc
 COPY --from=probe /bin/busybox /usr/local/bin/busybox
 COPY --from=build /out/extproc /extproc
-USER nonroot:nonroot
+USER 65532:65532
 # 50051: ext_proc gRPC + grpc.health.v1; 8081: /metrics, /healthz, /readyz.
 EXPOSE 50051 8081
 ENV EXTPROC_GRPC_ADDR=:50051 EXTPROC_ADMIN_ADDR=:8081
