@@ -6,7 +6,8 @@
 # the Go, TypeScript and Python SDKs on a corpus and 3000 mutated bodies), then
 # a short fuzz of the MCP parser, of the readings of a request body, of the
 # ext_proc request decoder, of the reading of request paths and of choosing a
-# server.
+# server. test/deploy checks the deployment files (deploy/, envoy/istio, envoy/gateway,
+# docker-compose.yaml, Dockerfile) against public schemas, in ../shared/schemas.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,10 @@ export PATH="$PWD/.tools/bin:$PATH"
 # installs, with the pydantic release that pins it, so that pydantic itself
 # stays importable.
 python3 -m pip install --quiet --disable-pip-version-check 'pydantic==2.14.4' 'pydantic-core==2.50.5'
+# test/deploy: the Kubernetes schemas ship inside kubernetes-validate; its oldest and
+# newest Kubernetes are the ones the manifests are checked for.
+python3 -m pip install --quiet --disable-pip-version-check 'pytest==9.2.0' 'PyYAML==6.0.3' \
+  'jsonschema==4.26.0' 'kubernetes-validate==1.37.0'
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*'))
@@ -29,6 +34,8 @@ echo "== staticcheck"
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
+echo "== deployment files (pytest test/deploy)"
+PYTHONDONTWRITEBYTECODE=1 python3 -m pytest -p no:cacheprovider -q test/deploy
 # Fuzz budgets are execution counts, not durations: with a duration, Go 1.26's fuzz
 # coordinator can report its own deadline as the target's failure ("context
 # deadline exceeded" with no failing input; golang/go#75804, fixed in Go 1.27).
