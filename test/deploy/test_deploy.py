@@ -1,0 +1,503 @@
+"""Checks every shipped deployment file without a cluster or a Docker engine.
+
+- deploy/ renders with kustomize, base and both overlays, and every Kubernetes
+  object in it (and in envoy/istio/extproc.yaml) passes kubernetes-validate's
+  strict schemas for the oldest and the newest Kubernetes it knows.
+- The Istio EnvoyFilter and the Envoy Gateway policies pass their CRDs'
+  openAPIV3Schema with unknown fields as errors, as `kubectl apply` with
+  server-side field validation would report them.
+- docker-compose.yaml passes the Compose specification's JSON Schema.
+- The Dockerfile copies files that exist and that .dockerignore keeps.
+- Every extproc and demo-server flag or variable the files set is one the
+  binaries know, and every shipped policy passes `extproc check-config`.
+
+The public schemas come from ../shared/schemas beside the repository (CI lays
+shared/ there); SCHEMAS_DIR overrides that. Without them the schema tests skip,
+or fail when CI=true.
+"""
+
+import base64
+import copy
+import fnmatch
+import json
+import os
+import re
+import shlex
+import subprocess
+
+import jsonschema
+import kubernetes_validate.utils as kv
+import pytest
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SCHEMAS = os.environ.get("SCHEMAS_DIR") or os.path.join(ROOT, "..", "shared", "schemas")
+
+# The kustomize CLI, fetched and built by the go command: the version the Go
+# module proxy serves that builds with this repository's Go.
+KUSTOMIZE = ["go", "run", "sigs.k8s.io/kustomize/kustomize/v5@v5.8.1"]
+
+KUSTOMIZATIONS = ["deploy/base", "deploy/overlays/istio", "deploy/overlays/envoy-gateway"]
+
+# Kinds checked against a CRD instead of kubernetes-validate: (group, kind) ->
+# the file under SCHEMAS that defines it.
+CRD_FILES = {
+    ("networking.istio.io", "EnvoyFilter"): "istio.crds.yaml",
+    ("gateway.envoyproxy.io", "EnvoyExtensionPolicy"): "envoy-gateway.envoyextensionpolicies.crd.yaml",
+    ("gateway.envoyproxy.io", "ClientTrafficPolicy"): "envoy-gateway.clienttrafficpolicies.crd.yaml",
+}
+
+# Oldest and newest Kubernetes whose schemas the pinned kubernetes-validate ships.
+K8S_VERSIONS = sorted({kv.all_versions()[0], kv.latest_version()})
+
+
+def repo_path(rel):
+    return os.path.join(ROOT, rel)
+
+
+def read(rel):
+    with open(repo_path(rel)) as f:
+        return f.read()
+
+
+def load_docs(text):
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def schema_file(name):
+    path = os.path.join(SCHEMAS, name)
+    if not os.path.exists(path):
+        msg = f"{path} is missing: the public schemas are expected in ../shared/schemas beside the repository (or SCHEMAS_DIR)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+# ---- rendering ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def rendered():
+    """Every kustomization under deploy/, rendered: path -> list of objects."""
+    out = {}
+    for k in KUSTOMIZATIONS:
+        r = subprocess.run(KUSTOMIZE + ["build", k], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"kustomize build {k}: exit {r.returncode}\n{r.stderr}"
+        out[k] = load_docs(r.stdout)
+    return out
+
+
+def group_of(obj):
+    api = obj["apiVersion"]
+    return api.split("/")[0] if "/" in api else ""
+
+
+def is_crd_kind(obj):
+    return (group_of(obj), obj["kind"]) in CRD_FILES
+
+
+def kubernetes_objects(rendered):
+    """(where, object) for every built-in Kubernetes object the project ships."""
+    objs = [(f"{k}: {o['kind']}/{o['metadata']['name']}", o) for k, docs in rendered.items() for o in docs if not is_crd_kind(o)]
+    objs += [(f"envoy/istio/extproc.yaml: {o['kind']}/{o['metadata']['name']}", o) for o in load_docs(read("envoy/istio/extproc.yaml"))]
+    return objs
+
+
+def find(docs, kind, name):
+    for d in docs:
+        if d["kind"] == kind and d["metadata"]["name"] == name:
+            return d
+    raise AssertionError(f"no {kind}/{name} among {[(d['kind'], d['metadata']['name']) for d in docs]}")
+
+
+# ---- Kubernetes objects --------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_kubernetes_object_passes_the_strict_schema(rendered, version):
+    errors = []
+    for where, obj in kubernetes_objects(rendered):
+        try:
+            kv.validate(obj, version, strict=True)
+        except kv.ValidationError as e:
+            errors.append(f"{where}: Kubernetes {version}: {e.message} at {'.'.join(str(p) for p in e.path)}")
+    assert not errors, "\n".join(errors)
+
+
+def test_strict_kubernetes_schema_rejects_a_misspelt_field(rendered):
+    # Proves the check above is not vacuous: strict schemas refuse unknown fields.
+    dep = copy.deepcopy(find(rendered["deploy/base"], "Deployment", "extproc"))
+    dep["spec"]["replica"] = 2
+    with pytest.raises(kv.ValidationError):
+        kv.validate(dep, kv.latest_version(), strict=True)
+
+
+def test_every_rendered_object_is_validated_by_one_schema_or_the_other(rendered):
+    # A kind neither kubernetes-validate nor a CRD here knows would pass unseen.
+    for k, docs in rendered.items():
+        for o in docs:
+            if is_crd_kind(o):
+                continue
+            try:
+                kv.validate(o, kv.latest_version(), strict=True)
+            except kv.SchemaNotFoundError:
+                pytest.fail(f"{k}: no schema for {o['apiVersion']} {o['kind']}")
+
+
+def test_overlays_add_their_gateway_resources_to_the_base(rendered):
+    kinds = {k: sorted(o["kind"] for o in docs) for k, docs in rendered.items()}
+    assert "EnvoyFilter" in kinds["deploy/overlays/istio"]
+    assert {"EnvoyExtensionPolicy", "ClientTrafficPolicy"} <= set(kinds["deploy/overlays/envoy-gateway"])
+    for overlay in ("deploy/overlays/istio", "deploy/overlays/envoy-gateway"):
+        for o in rendered[overlay]:
+            assert o["metadata"].get("namespace", "mcp") == "mcp", f"{overlay}: {o['kind']}/{o['metadata']['name']} outside namespace mcp"
+
+
+def test_extproc_deployment_is_hardened_and_probed(rendered):
+    dep = find(rendered["deploy/base"], "Deployment", "extproc")
+    spec = dep["spec"]["template"]["spec"]
+    assert dep["spec"]["replicas"] == 2
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == 65532
+    assert [c["topologyKey"] for c in spec["topologySpreadConstraints"]] == ["kubernetes.io/hostname"]
+    (c,) = spec["containers"]
+    assert re.fullmatch(r"ghcr\.io/mcp-ratelimit/extproc:v\d+\.\d+\.\d+", c["image"]), c["image"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"grpc": 50051, "admin": 8081}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert "startupProbe" in c
+    assert c["resources"]["requests"] and c["resources"]["limits"]
+    pdb = find(rendered["deploy/base"], "PodDisruptionBudget", "extproc")
+    assert pdb["spec"]["minAvailable"] == 1
+
+
+def test_service_ports_name_ports_of_the_pods_they_select(rendered):
+    for k, docs in rendered.items():
+        for svc in (d for d in docs if d["kind"] == "Service"):
+            sel = svc["spec"]["selector"]
+            pods = [d for d in docs if d["kind"] == "Deployment" and sel.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+            assert len(pods) == 1, f"{k}: Service/{svc['metadata']['name']} selects {len(pods)} Deployments"
+            named = {p["name"]: p["containerPort"] for c in pods[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+            for p in svc["spec"]["ports"]:
+                assert p["targetPort"] in named, f"{k}: Service/{svc['metadata']['name']} port {p['name']}: no container port {p['targetPort']!r}"
+                assert named[p["targetPort"]] == p["port"], f"{k}: Service/{svc['metadata']['name']} port {p['name']}"
+    grpc = [p for p in find(rendered["deploy/base"], "Service", "extproc")["spec"]["ports"] if p["port"] == 50051]
+    assert grpc and grpc[0]["appProtocol"] == "grpc"
+
+
+def test_identity_key_comes_from_a_secret_whose_placeholder_extproc_refuses(rendered, extproc_bin):
+    docs = rendered["deploy/base"]
+    (c,) = find(docs, "Deployment", "extproc")["spec"]["template"]["spec"]["containers"]
+    (ref,) = [e["valueFrom"]["secretKeyRef"] for e in c["env"] if e["name"] == "EXTPROC_IDENTITY_KEY"]
+    secret = find(docs, "Secret", ref["name"])  # kustomize renamed the reference with the hash
+    placeholder = base64.b64decode(secret["data"][ref["key"]]).decode()
+    r = subprocess.run(
+        [extproc_bin, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"],
+        env={"EXTPROC_IDENTITY_KEY": placeholder, "PATH": os.environ.get("PATH", "")},
+        capture_output=True, text=True, timeout=30,
+    )
+    assert r.returncode != 0 and "EXTPROC_IDENTITY_KEY" in r.stderr, f"extproc with the placeholder key: exit {r.returncode}\n{r.stderr}"
+
+
+def test_network_policies_let_only_the_gateway_reach_grpc_and_prometheus_the_metrics(rendered):
+    want_gateway = {
+        "deploy/base": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "gateway"}}}],
+        "deploy/overlays/istio": [{"podSelector": {"matchLabels": {"app": "mcp-server"}}}],
+        "deploy/overlays/envoy-gateway": [{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "envoy-gateway-system"}},
+            "podSelector": {"matchLabels": {
+                "gateway.envoyproxy.io/owning-gateway-name": "mcp-gateway",
+                "gateway.envoyproxy.io/owning-gateway-namespace": "mcp",
+            }},
+        }],
+    }
+    for k, docs in rendered.items():
+        np = find(docs, "NetworkPolicy", "extproc")
+        rules = {r["ports"][0]["port"]: r for r in np["spec"]["ingress"]}
+        assert sorted(rules) == [8081, 50051], k
+        assert all(len(r["ports"]) == 1 for r in np["spec"]["ingress"]), k
+        assert rules[50051]["from"] == want_gateway[k], k
+        assert rules[8081]["from"][0]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}, k
+
+
+def test_istio_network_policy_admits_the_pods_the_envoyfilter_runs_in(rendered):
+    docs = rendered["deploy/overlays/istio"]
+    ef = find(docs, "EnvoyFilter", "mcp-ratelimit")
+    np = find(docs, "NetworkPolicy", "extproc")
+    assert np["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == ef["spec"]["workloadSelector"]["labels"]
+
+
+# ---- CRDs ----------------------------------------------------------------------
+
+
+def structural_to_json_schema(s, top=True):
+    """Kubernetes' structural openAPIV3Schema as a JSON Schema that refuses
+    unknown fields, as server-side field validation does: nullable allows null,
+    x-kubernetes-int-or-string allows both, x-kubernetes-preserve-unknown-fields
+    keeps an object open, and every other object is closed."""
+    if isinstance(s, list):
+        return [structural_to_json_schema(x, False) for x in s]
+    if not isinstance(s, dict):
+        return s
+    out = {}
+    for k, v in s.items():
+        if k in ("properties", "patternProperties"):
+            out[k] = {name: structural_to_json_schema(sub, False) for name, sub in v.items()}
+        elif k in ("items", "additionalProperties", "not", "allOf", "anyOf", "oneOf"):
+            out[k] = structural_to_json_schema(v, False)
+        else:
+            out[k] = v
+    if out.pop("x-kubernetes-int-or-string", False):
+        out.pop("type", None)
+        out["anyOf"] = out.get("anyOf", []) + [{"type": "integer"}, {"type": "string"}]
+    preserve = out.pop("x-kubernetes-preserve-unknown-fields", False)
+    if out.get("type") == "object" and not preserve and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    if out.pop("nullable", False):
+        if "type" in out:
+            out["type"] = [out["type"], "null"]
+        else:
+            out = {"anyOf": [out, {"type": "null"}]}
+    if top:
+        # The API server checks these itself for every kind (metadata as
+        # ObjectMeta); some CRDs, Istio's among them, leave them out.
+        out["properties"].update(apiVersion={"type": "string"}, kind={"type": "string"}, metadata={"type": "object"})
+    return out
+
+
+def crd_validator(obj):
+    group, kind = group_of(obj), obj["kind"]
+    version = obj["apiVersion"].split("/")[1]
+    with open(schema_file(CRD_FILES[(group, kind)])) as f:
+        crds = load_docs(f.read())
+    for crd in crds:
+        if crd.get("kind") == "CustomResourceDefinition" and crd["spec"]["group"] == group and crd["spec"]["names"]["kind"] == kind:
+            for v in crd["spec"]["versions"]:
+                if v["name"] == version:
+                    assert v.get("served", True), f"{group}/{version} {kind} is not served"
+                    schema = structural_to_json_schema(v["schema"]["openAPIV3Schema"])
+                    return jsonschema.Draft7Validator(schema)
+            pytest.fail(f"the {kind} CRD has no version {version}")
+    pytest.fail(f"no CRD for {group} {kind} in {CRD_FILES[(group, kind)]}")
+
+
+def crd_objects():
+    return [
+        pytest.param(o, id=f"{rel}:{o['kind']}/{o['metadata']['name']}")
+        for rel in ("envoy/istio/envoyfilter.yaml", "envoy/gateway/extensionpolicy.yaml")
+        for o in load_docs(read(rel))
+    ]
+
+
+@pytest.mark.parametrize("obj", crd_objects())
+def test_gateway_resources_pass_their_crd_schema(obj):
+    errors = [f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in crd_validator(obj).iter_errors(obj)]
+    assert not errors, "\n".join(errors)
+
+
+def test_crd_schema_rejects_a_misspelt_field():
+    # Proves the conversion closes objects: a typo must not validate.
+    (policy,) = [o for o in load_docs(read("envoy/gateway/extensionpolicy.yaml")) if o["kind"] == "EnvoyExtensionPolicy"]
+    bad = copy.deepcopy(policy)
+    bad["spec"]["extProc"][0]["failOpn"] = True
+    assert list(crd_validator(bad).iter_errors(bad)), "a misspelt field passed the EnvoyExtensionPolicy schema"
+    (filt,) = load_docs(read("envoy/istio/envoyfilter.yaml"))
+    bad = copy.deepcopy(filt)
+    bad["spec"]["configPatches"][0]["match"]["contxt"] = "SIDECAR_INBOUND"
+    assert list(crd_validator(bad).iter_errors(bad)), "a misspelt field passed the EnvoyFilter schema"
+
+
+def test_crd_schema_keeps_envoy_config_in_patches_open():
+    # The patch value is Envoy's own config (checked with Envoy elsewhere), which the
+    # CRD keeps with x-kubernetes-preserve-unknown-fields.
+    (filt,) = load_docs(read("envoy/istio/envoyfilter.yaml"))
+    ok = copy.deepcopy(filt)
+    ok["spec"]["configPatches"][0]["patch"]["value"]["any_envoy_field"] = 1
+    assert not list(crd_validator(ok).iter_errors(ok))
+
+
+# ---- Compose -------------------------------------------------------------------
+
+
+def compose_validator():
+    with open(schema_file("compose-spec.json")) as f:
+        schema = json.load(f)
+    # Its $schema names draft-07 without the trailing '#' that jsonschema looks up.
+    assert "draft-07" in schema["$schema"], schema["$schema"]
+    return jsonschema.Draft7Validator(schema)
+
+
+def test_compose_file_passes_the_compose_specification():
+    doc = yaml.safe_load(read("docker-compose.yaml"))
+    v = compose_validator()
+    errors = [f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in v.iter_errors(doc)]
+    assert not errors, "\n".join(errors)
+
+
+def test_compose_schema_rejects_a_misspelt_field():
+    doc = yaml.safe_load(read("docker-compose.yaml"))
+    doc["services"]["envoy"]["healthcheck"]["retires"] = 3
+    assert list(compose_validator().iter_errors(doc))
+
+
+# ---- Dockerfile ----------------------------------------------------------------
+
+
+def dockerfile_instructions():
+    """(instruction, arguments) of the Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", read("Dockerfile"))
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            yield word.upper(), rest.strip()
+
+
+def dockerignore_patterns():
+    pats = [p.strip() for p in read(".dockerignore").splitlines() if p.strip() and not p.startswith("#")]
+    # Exceptions would need Docker's full matcher; keeping the file without them
+    # keeps this simple one right.
+    assert not [p for p in pats if p.startswith("!")], "negated .dockerignore patterns are not supported by this check"
+    return [p.lstrip("/") for p in pats]
+
+
+def ignored(rel, patterns):
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for p in patterns:
+        for pre in prefixes:
+            if fnmatch.fnmatchcase(pre, p):
+                return True
+            if p.startswith("**/") and fnmatch.fnmatchcase(pre.split("/")[-1], p[3:]):
+                return True
+    return False
+
+
+def test_dockerfile_copies_files_that_exist_and_are_not_ignored():
+    patterns = dockerignore_patterns()
+    copies = [args.split() for word, args in dockerfile_instructions() if word == "COPY" and "--from=" not in args]
+    assert copies, "no COPY from the build context found"
+    for args in copies:
+        srcs = [a for a in args[:-1] if not a.startswith("--")]
+        for src in srcs:
+            rel = os.path.normpath(src)
+            assert os.path.exists(repo_path(rel)), f"COPY {src}: no such file in the repository"
+            if rel != ".":
+                assert not ignored(rel, patterns), f"COPY {src}: excluded by .dockerignore"
+    # What the build runs from the context copied with `COPY . .`.
+    for needed in ("go.mod", "go.sum", "cmd/extproc/main.go", "test/mcpserver/main.go", "internal", "envoy/envoyconfig.go"):
+        assert os.path.exists(repo_path(needed)) and not ignored(needed, patterns), f"{needed}: needed by the build, excluded by .dockerignore"
+
+
+def test_dockerignore_keeps_tools_and_outputs_out_of_the_context():
+    patterns = dockerignore_patterns()
+    for path in (".tools/bin/envoy", "test/tsclient/node_modules/x", ".git", "bench/results/run.txt", "processor.test", "extproc"):
+        assert ignored(path, patterns), f"{path} would be sent to the Docker build"
+
+
+def test_images_run_as_numeric_non_root_user():
+    users = [args for word, args in dockerfile_instructions() if word == "USER"]
+    assert users and all(u == "65532:65532" for u in users), users
+
+
+# ---- flags of the binaries -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bin")
+    bins = {}
+    for name, pkg in (("extproc", "./cmd/extproc"), ("mcpserver", "./test/mcpserver")):
+        path = str(out / name)
+        r = subprocess.run(["go", "build", "-o", path, pkg], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"go build {pkg}:\n{r.stderr}"
+        bins[name] = path
+    return bins
+
+
+@pytest.fixture(scope="session")
+def extproc_bin(built):
+    return built["extproc"]
+
+
+@pytest.fixture(scope="session")
+def extproc_interface(extproc_bin):
+    """The flags and environment variables `extproc --help` documents."""
+    r = subprocess.run([extproc_bin, "--help"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    flags = set(re.findall(r"^  --([a-z0-9-]+) \(env [A-Z0-9_]+", r.stdout, re.M))
+    env = set(re.findall(r"\(env ([A-Z0-9_]+)", r.stdout)) | set(re.findall(r"^([A-Z][A-Z0-9_]+), if set", r.stdout, re.M))
+    assert {"config", "grpc-addr", "admin-addr"} <= flags, r.stdout
+    assert {"REDIS_URL", "EXTPROC_IDENTITY_KEY"} <= env, r.stdout
+    return flags, env
+
+
+def flag_names(args):
+    return [a[2:].split("=")[0] for a in args if a.startswith("--")]
+
+
+def extproc_uses(rendered):
+    """(where, args, env names) of every place that starts extproc."""
+    uses = []
+    compose = yaml.safe_load(read("docker-compose.yaml"))["services"]["extproc"]
+    uses.append(("docker-compose.yaml", compose["command"], list(compose.get("environment", {}))))
+    in_extproc_stage = False
+    for word, args in dockerfile_instructions():
+        if word == "FROM":
+            in_extproc_stage = args.endswith(" AS extproc")
+        elif word == "ENV" and in_extproc_stage:
+            uses.append(("Dockerfile ENV", [], [kv_.split("=")[0] for kv_ in shlex.split(args)]))
+    sources = [(k, d) for k, docs in rendered.items() for d in docs]
+    sources += [("envoy/istio/extproc.yaml", d) for d in load_docs(read("envoy/istio/extproc.yaml"))]
+    for where, d in sources:
+        if d["kind"] != "Deployment":
+            continue
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            if "mcp-ratelimit/extproc" in c["image"]:
+                uses.append((f"{where}: Deployment/{d['metadata']['name']}", c.get("args", []), [e["name"] for e in c.get("env", [])]))
+    return uses
+
+
+def test_extproc_flags_and_variables_set_anywhere_are_real(rendered, extproc_interface):
+    flags, env = extproc_interface
+    uses = extproc_uses(rendered)
+    assert len(uses) >= 5, uses  # compose, Dockerfile, three renders, envoy/istio
+    for where, args, names in uses:
+        unknown = [f for f in flag_names(args) if f not in flags]
+        assert not unknown, f"{where}: extproc has no flag {unknown}"
+        unknown = [n for n in names if n not in env]
+        assert not unknown, f"{where}: extproc reads no variable {unknown}"
+
+
+def test_demo_server_flags_set_anywhere_are_real(built):
+    r = subprocess.run([built["mcpserver"], "-help"], capture_output=True, text=True, timeout=30)
+    known = set(re.findall(r"^  -([a-z0-9-]+)", r.stderr + r.stdout, re.M))
+    assert {"addr", "stateless"} <= known, r.stderr
+    uses = [("docker-compose.yaml", yaml.safe_load(read("docker-compose.yaml"))["services"]["mcp-server"]["command"])]
+    for word, args in dockerfile_instructions():
+        if word == "ENTRYPOINT" and "/mcpserver" in args:
+            uses.append(("Dockerfile ENTRYPOINT", json.loads(args)[1:]))
+    assert len(uses) == 2, uses
+    for where, args in uses:
+        unknown = [f for f in flag_names(args) if f not in known]
+        assert not unknown, f"{where}: the demo server has no flag {unknown}"
+
+
+def shipped_policies(rendered):
+    compose = yaml.safe_load(read("docker-compose.yaml"))
+    yield "docker-compose.yaml configs.policy", compose["configs"]["policy"]["content"]
+    yield "deploy/base ConfigMap extproc-policy", find(rendered["deploy/base"], "ConfigMap", "extproc-policy")["data"]["policy.yaml"]
+    yield "envoy/istio/extproc.yaml ConfigMap", find(load_docs(read("envoy/istio/extproc.yaml")), "ConfigMap", "extproc-policy")["data"]["policy.yaml"]
+
+
+def test_every_shipped_policy_passes_check_config(rendered, extproc_bin, tmp_path):
+    for i, (where, text) in enumerate(shipped_policies(rendered)):
+        p = tmp_path / f"policy{i}.yaml"
+        p.write_text(text)
+        r = subprocess.run([extproc_bin, "check-config", str(p)], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, f"{where}: extproc check-config:\n{r.stdout}{r.stderr}"
