@@ -116,20 +116,12 @@ func summary(p *config.Policy) string {
 // bucketCount counts the bucket definitions of a server (a perUser definition
 // counts once, however many users it will hold).
 func bucketCount(s *config.Server) int {
-	n := 0
-	count := func(bs ...*config.Bucket) {
-		for _, b := range bs {
-			if b != nil {
-				n++
-			}
-		}
-	}
-	count(s.Shared, s.PerUser)
+	n := len(s.Shared) + len(s.PerUser)
 	for _, t := range s.Tools {
-		count(t.Shared, t.PerUser)
+		n += len(t.Shared) + len(t.PerUser)
 	}
 	for _, m := range s.Methods {
-		count(m.Shared, m.PerUser)
+		n += len(m.Shared) + len(m.PerUser)
 	}
 	return n
 }

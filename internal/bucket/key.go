@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -88,29 +89,31 @@ func NewKeys(identityKey []byte) (*Keys, error) {
 // hashes a whole key whose tag is "{}", which would scatter a request's keys over
 // slots. An undefined scope yields "", which every store rejects as ErrInvalidCharge.
 //
-// Key is the only place keys are built. It runs for every bucket of every request,
-// hence one allocation and no fmt.
+// Key is WindowKey of window 0, the first (or only) bucket of a slot.
 func (k *Keys) Key(server string, scope Scope, name, identity string) string {
-	var label string
-	withName, withID := false, false
-	switch scope {
-	case ScopeShared:
-		label = "shared"
-	case ScopeTool:
-		label, withName = "tool:", true
-	case ScopeMethod:
-		label, withName = "method:", true
-	case ScopeUser:
-		label, withID = "user:", true
-	case ScopeUserTool:
-		label, withName, withID = "user-tool:", true, true
-	case ScopeUserMethod:
-		label, withName, withID = "user-method:", true, true
-	default:
+	return k.WindowKey(server, scope, name, identity, 0)
+}
+
+// WindowKey is Key for the window-th bucket (from 0) of a slot that lists
+// several. Window 0 is Key's key; window i >= 1 marks the scope's label with
+// "#w<i>": mcprl:v1:{<server>}:user-tool#w1:<name>:<id>. The mark goes on the
+// label, not after the name, because a tool may be named "search#w1": its
+// key must not be the second window of "search". A negative window yields "".
+//
+// WindowKey is the only place keys are built. It runs for every bucket of
+// every request, hence one allocation and no fmt.
+func (k *Keys) WindowKey(server string, scope Scope, name, identity string, window int) string {
+	label, withName, withID := scopeLabel(scope)
+	if label == "" || window < 0 {
 		return ""
 	}
+	var mark [24]byte // "#w" and a decimal int
+	m := windowMark(mark[:0], window)
 
-	n := len(keyPrefix) + len(server) + len("}:") + len(label)
+	n := len(keyPrefix) + len(server) + len("}:") + len(label) + len(m)
+	if withName || withID {
+		n += len(":")
+	}
 	if withName {
 		n += len(name)
 	}
@@ -129,6 +132,10 @@ func (k *Keys) Key(server string, scope Scope, name, identity string) string {
 	b.WriteString(server)
 	b.WriteString("}:")
 	b.WriteString(label)
+	b.Write(m)
+	if withName || withID {
+		b.WriteByte(':')
+	}
 	if withName {
 		b.WriteString(name)
 		if withID {
@@ -139,6 +146,50 @@ func (k *Keys) Key(server string, scope Scope, name, identity string) string {
 		b.Write(id[:])
 	}
 	return b.String()
+}
+
+// PolicyName is the readable name of a bucket: the scope part of its key
+// without the hashed identity, e.g. "user-tool:search" or, for window 1,
+// "user-tool#w1:search". "" for an undefined scope or a negative window.
+func PolicyName(scope Scope, name string, window int) string {
+	label, withName, _ := scopeLabel(scope)
+	if label == "" || window < 0 {
+		return ""
+	}
+	var mark [24]byte
+	s := label + string(windowMark(mark[:0], window))
+	if withName {
+		s += ":" + name
+	}
+	return s
+}
+
+// scopeLabel returns the label of scope and whether its keys carry a name
+// and an identity; label is "" for an undefined scope.
+func scopeLabel(scope Scope) (label string, withName, withID bool) {
+	switch scope {
+	case ScopeShared:
+		return "shared", false, false
+	case ScopeTool:
+		return "tool", true, false
+	case ScopeMethod:
+		return "method", true, false
+	case ScopeUser:
+		return "user", false, true
+	case ScopeUserTool:
+		return "user-tool", true, true
+	case ScopeUserMethod:
+		return "user-method", true, true
+	}
+	return "", false, false
+}
+
+// windowMark appends "#w<window>" to b, nothing for window 0.
+func windowMark(b []byte, window int) []byte {
+	if window == 0 {
+		return b
+	}
+	return strconv.AppendInt(append(b, "#w"...), int64(window), 10)
 }
 
 // hashIdentity writes the hex prefix of identity's hash to id.

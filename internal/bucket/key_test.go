@@ -185,3 +185,49 @@ func BenchmarkKey(b *testing.B) {
 		})
 	}
 }
+
+func TestWindowKeyLayout(t *testing.T) {
+	const alice = "2bd806c97f0e00af1a1fc3328fa763a9"
+	for _, tc := range []struct {
+		scope    Scope
+		toolName string
+		window   int
+		want     string
+		policy   string
+	}{
+		{ScopeShared, "", 0, "mcprl:v1:{github}:shared", "shared"},
+		{ScopeShared, "", 1, "mcprl:v1:{github}:shared#w1", "shared#w1"},
+		{ScopeTool, "search", 2, "mcprl:v1:{github}:tool#w2:search", "tool#w2:search"},
+		{ScopeMethod, "resources/read", 7, "mcprl:v1:{github}:method#w7:resources/read", "method#w7:resources/read"},
+		{ScopeUser, "", 1, "mcprl:v1:{github}:user#w1:" + alice, "user#w1"},
+		{ScopeUserTool, "search", 0, "mcprl:v1:{github}:user-tool:search:" + alice, "user-tool:search"},
+		{ScopeUserTool, "search", 1, "mcprl:v1:{github}:user-tool#w1:search:" + alice, "user-tool#w1:search"},
+		{ScopeUserMethod, "prompts/get", 12, "mcprl:v1:{github}:user-method#w12:prompts/get:" + alice, "user-method#w12:prompts/get"},
+		{ScopeUser, "", -1, "", ""},
+		{Scope(42), "search", 1, "", ""},
+	} {
+		if got := unsalted.WindowKey("github", tc.scope, tc.toolName, "alice", tc.window); got != tc.want {
+			t.Errorf("WindowKey(%d, %q, %d) = %q, want %q", tc.scope, tc.toolName, tc.window, got, tc.want)
+		}
+		if got := PolicyName(tc.scope, tc.toolName, tc.window); got != tc.policy {
+			t.Errorf("PolicyName(%d, %q, %d) = %q, want %q", tc.scope, tc.toolName, tc.window, got, tc.policy)
+		}
+	}
+}
+
+// A tool named like another tool's second window has a key of its own.
+func TestWindowKeyNeverCollidesWithAToolName(t *testing.T) {
+	for _, scope := range []Scope{ScopeTool, ScopeUserTool} {
+		w1 := unsalted.WindowKey("github", scope, "search", "alice", 1)
+		named := unsalted.Key("github", scope, "search#w1", "alice")
+		if w1 == named {
+			t.Errorf("scope %d: window 1 of search and tool search#w1 share key %q", scope, w1)
+		}
+	}
+}
+
+func TestWindowKeyAllocatesOnce(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { _ = unsalted.WindowKey("github", ScopeUserTool, "search", "alice", 3) }); n != 1 {
+		t.Errorf("WindowKey allocates %v times, want 1", n)
+	}
+}

@@ -255,3 +255,34 @@ func silentServer(t *testing.T) string {
 	})
 	return l.Addr().String()
 }
+
+// Two windows of one slot, as the limiter charges them: the first keeps the
+// single bucket's key, the second its own; both are charged in one script call,
+// and a denial by the long window charges neither.
+func TestRedisChargesTheWindowsOfASlotTogether(t *testing.T) {
+	c := newTestClient(t, redistest.Start(t))
+	h := redisHarness(c)
+	minute := Charge{Key: unsalted.WindowKey("win", ScopeUserTool, "search", "alice", 0), Limit: lim(3, time.Minute), Cost: 1}
+	day := Charge{Key: unsalted.WindowKey("win", ScopeUserTool, "search", "alice", 1), Limit: lim(2, 24*hour), Cost: 1}
+	if minute.Key != unsalted.Key("win", ScopeUserTool, "search", "alice") {
+		t.Fatalf("window 0 key %q differs from the single bucket's", minute.Key)
+	}
+	wantAllowed(t, take(t, h.store, minute, day), 2, 1)
+	wantAllowed(t, take(t, h.store, minute, day), 1, 0)
+	start := time.Now()
+	minuteTAT, _ := wantStored(t, h, minute.Key)
+	_, dayTTL := wantStored(t, h, day.Key)
+	res, elapsed := timedTake(t, h.store, start, minute, day)
+	wantDenied(t, res)
+	if res.Buckets[0].Denied || !res.Buckets[1].Denied {
+		t.Errorf("got denied minute %v day %v, want only the day's", res.Buckets[0].Denied, res.Buckets[1].Denied)
+	}
+	// The day's bucket earns a token every 12h.
+	wantWithin(t, "RetryAfter", res.RetryAfter, 12*hour-time.Second-elapsed, 12*hour)
+	if tat, _ := wantStored(t, h, minute.Key); tat != minuteTAT {
+		t.Errorf("minute bucket TAT moved from %d to %d on a denial", minuteTAT, tat)
+	}
+	if dayTTL < 23*hour {
+		t.Errorf("day bucket expires in %v, want about 24h", dayTTL)
+	}
+}

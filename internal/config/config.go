@@ -35,7 +35,10 @@
 //     an error: the first matching server applies.
 //   - A bucket needs maxTokens (integer 1..1e9) and refillPeriod (a Go duration
 //     from 1ms to 744h = 31 days, whole microseconds; no "d" unit), and
-//     refillPeriod/maxTokens >= 1µs, the store's clock resolution.
+//     refillPeriod/maxTokens >= 1µs, the store's clock resolution. A bucket slot
+//     (shared, perUser) holds one bucket (a map) or a list of 1..8 buckets,
+//     all charged by every call; two buckets of one list with the same
+//     refillPeriod are an error (the smaller maxTokens always binds).
 //   - Tools and methods need a unique name (1..128 characters, no control
 //     characters or surrounding spaces); cost is an integer 1..1e9, default 1, and
 //     must not exceed the maxTokens of any bucket that applies to the call (it
@@ -84,8 +87,9 @@ type Policy struct {
 type Server struct {
 	Name  string // namespaces Redis keys; "default" when unset
 	Match Match
-	// Shared, PerUser: buckets for every tools/call; nil when absent.
-	Shared, PerUser *Bucket
+	// Shared, PerUser: the buckets of every tools/call; nil when absent. A slot
+	// holds 1..MaxBucketsPerSlot buckets, every one charged by each call.
+	Shared, PerUser []Bucket
 	// Tools by name.
 	Tools map[string]Tool
 	// Methods by name (never "tools/call").
@@ -105,7 +109,7 @@ type Server struct {
 
 // LimitsToolCalls reports whether tools/call is limited on this server.
 func (s *Server) LimitsToolCalls() bool {
-	return s.Shared != nil || s.PerUser != nil || len(s.Tools) > 0
+	return len(s.Shared) > 0 || len(s.PerUser) > 0 || len(s.Tools) > 0
 }
 
 // Match selects a server's requests by :authority and path (route.Match, which
@@ -121,15 +125,15 @@ type Bucket struct {
 // Tool is the policy of one tool.
 type Tool struct {
 	Name            string
-	Cost            int64 // >= 1, default 1
-	Shared, PerUser *Bucket
+	Cost            int64    // >= 1, default 1
+	Shared, PerUser []Bucket // as Server's; nil when absent
 }
 
 // Method is the policy of one non-tools/call method.
 type Method struct {
 	Name            string
-	Cost            int64 // >= 1, default 1
-	Shared, PerUser *Bucket
+	Cost            int64    // >= 1, default 1
+	Shared, PerUser []Bucket // as Server's; nil when absent
 }
 
 // IdentitySource is one way to find the user; exactly one field is set.

@@ -16,7 +16,15 @@ import (
 // invalidFixtures maps each testdata/invalid/<name>.yaml to the exact problems
 // Parse must report, in order.
 var invalidFixtures = map[string][]string{
-	"bucket-list":                   {`rateLimiting.shared (line 2): must be a map, got a list`},
+	"bucket-list":       {`rateLimiting.shared[0] (line 2): must be a map, got 10`, `rateLimiting.shared[1] (line 2): must be a map, got "1m"`},
+	"bucket-list-cost":  {`rateLimiting.methods[0].cost (line 4): cost 20 exceeds rateLimiting.methods[0].shared[1].maxTokens 10: the method could never be called`},
+	"bucket-list-empty": {`rateLimiting.perUser (line 2): must be a bucket or a list of 1 to 8 buckets, got an empty list`},
+	"bucket-list-item": {
+		`rateLimiting.perUser[1].maxTokens (line 4): must be an integer >= 1 and <= 1000000000, got 0`,
+		`rateLimiting.perUser[2].refillPeriod (line 5): missing: a bucket needs maxTokens and refillPeriod`,
+	},
+	"bucket-list-same-period":       {`rateLimiting.tools[0].perUser[2] (line 7): same refillPeriod 1m0s as rateLimiting.tools[0].perUser[0]: the bucket with the smaller maxTokens (10) always binds first, so the other never does; keep one`},
+	"bucket-list-too-long":          {`rateLimiting.perUser (line 3): must list at most 8 buckets, got 9`},
 	"bucket-null":                   {`rateLimiting.shared (line 2): must be a map, got null`},
 	"dry-run-string":                {`dryRun (line 3): must be true or false, got "true"`},
 	"dry-run-yes":                   {`dryRun (line 3): must be true or false, got "yes"`},
@@ -205,8 +213,8 @@ func TestParseReportsEveryProblemInDocumentOrder(t *testing.T) {
 	}
 }
 
-func bucket(max int64, period time.Duration) *Bucket {
-	return &Bucket{MaxTokens: max, RefillPeriod: period}
+func bucket(max int64, period time.Duration) []Bucket {
+	return []Bucket{{MaxTokens: max, RefillPeriod: period}}
 }
 
 func intPtr(v int) *int { return &v }
@@ -308,6 +316,28 @@ func TestParseAppliesDefaultsAndReadsEveryField(t *testing.T) {
 				Timeout: 50 * time.Millisecond,
 				Cluster: &Cluster{Addrs: []string{"redis-0:6379", "redis-1:6379"}},
 			},
+		},
+	}, {
+		file: "testdata/valid/windows.yaml",
+		want: &Policy{
+			Servers: []Server{{
+				Name:    "docs",
+				Shared:  bucket(1000, time.Second),
+				PerUser: []Bucket{{MaxTokens: 10, RefillPeriod: time.Minute}, {MaxTokens: 500, RefillPeriod: 24 * time.Hour}},
+				Tools: map[string]Tool{
+					"search": {Name: "search", Cost: 2, PerUser: bucket(5, 10*time.Second),
+						Shared: []Bucket{{MaxTokens: 100, RefillPeriod: time.Minute}, {MaxTokens: 2000, RefillPeriod: time.Hour}}},
+				},
+				Methods: map[string]Method{
+					"prompts/get": {Name: "prompts/get", Cost: 1,
+						PerUser: []Bucket{{MaxTokens: 3, RefillPeriod: time.Second}, {MaxTokens: 60, RefillPeriod: time.Hour}}},
+				},
+				Identity:       []IdentitySource{{JWTClaim: "sub"}},
+				Response:       defaultResponse,
+				FailureMode:    FailOpen,
+				UnreadableBody: UnreadableReject,
+			}},
+			Redis: Redis{Timeout: 50 * time.Millisecond},
 		},
 	}}
 	for _, tt := range tests {

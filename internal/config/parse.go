@@ -33,6 +33,11 @@ const (
 	MinRefillPeriod = time.Millisecond
 	MaxRefillPeriod = 31 * 24 * time.Hour
 
+	// MaxBucketsPerSlot bounds a slot's list of buckets: each is one more key
+	// charged by every call, and a handful of windows (a minute, an hour, a
+	// day, a month) is all a policy needs.
+	MaxBucketsPerSlot = 8
+
 	maxNameLen    = 128 // tool and method names (MCP recommends 1-128 characters)
 	maxMessageLen = 200 // response.message, in characters
 )
@@ -291,11 +296,21 @@ type limitBucket struct {
 	path string
 }
 
-func (lb *limitBucket) bucket() *Bucket {
-	if lb == nil {
+// slot is a bucket slot as parsed: nil when absent, and non-nil (possibly
+// empty) when present, even if invalid, so that "limits nothing" is not
+// reported on top of its own problems.
+type slot []limitBucket
+
+// buckets returns the slot's buckets for the policy; nil when absent.
+func (s slot) buckets() []Bucket {
+	if s == nil {
 		return nil
 	}
-	return &lb.b
+	out := make([]Bucket, len(s))
+	for i, lb := range s {
+		out[i] = lb.b
+	}
+	return out
 }
 
 // rateLimiting reads a rateLimiting block into s.
@@ -304,16 +319,16 @@ func (w *walker) rateLimiting(n *yaml.Node, path string, s *Server) {
 	if !ok {
 		return
 	}
-	shared := w.optBucket(f, "shared", path)
-	perUser := w.optBucket(f, "perUser", path)
-	s.Shared, s.PerUser = shared.bucket(), perUser.bucket()
+	shared := w.optBuckets(f, "shared", path)
+	perUser := w.optBuckets(f, "perUser", path)
+	s.Shared, s.PerUser = shared.buckets(), perUser.buckets()
 	anyBucket := shared != nil || perUser != nil
 
 	type entry struct {
 		node, costNode  *yaml.Node
 		path            string
 		cost            int64
-		shared, perUser *limitBucket
+		shared, perUser slot
 	}
 	readEntries := func(key, what string) []entry {
 		x, ok := f[key]
@@ -354,20 +369,20 @@ func (w *walker) rateLimiting(n *yaml.Node, path string, s *Server) {
 					e.cost = c
 				}
 			}
-			e.shared = w.optBucket(ef, "shared", p)
-			e.perUser = w.optBucket(ef, "perUser", p)
+			e.shared = w.optBuckets(ef, "shared", p)
+			e.perUser = w.optBuckets(ef, "perUser", p)
 			anyBucket = anyBucket || e.shared != nil || e.perUser != nil
 			out = append(out, e)
 			if key == "tools" {
 				if s.Tools == nil {
 					s.Tools = map[string]Tool{}
 				}
-				s.Tools[name] = Tool{Name: name, Cost: e.cost, Shared: e.shared.bucket(), PerUser: e.perUser.bucket()}
+				s.Tools[name] = Tool{Name: name, Cost: e.cost, Shared: e.shared.buckets(), PerUser: e.perUser.buckets()}
 			} else {
 				if s.Methods == nil {
 					s.Methods = map[string]Method{}
 				}
-				s.Methods[name] = Method{Name: name, Cost: e.cost, Shared: e.shared.bucket(), PerUser: e.perUser.bucket()}
+				s.Methods[name] = Method{Name: name, Cost: e.cost, Shared: e.shared.buckets(), PerUser: e.perUser.buckets()}
 			}
 		}
 		return out
@@ -381,10 +396,12 @@ func (w *walker) rateLimiting(n *yaml.Node, path string, s *Server) {
 	}
 	// A cost above a bucket's capacity can never be paid: the call would be
 	// rejected forever, which is a configuration error, not a limit.
-	checkCost := func(e entry, what string, buckets ...*limitBucket) {
-		for _, b := range buckets {
-			if b != nil && b.b.MaxTokens > 0 && e.cost > b.b.MaxTokens {
-				w.addf(e.costNode, join(e.path, "cost"), "cost %d exceeds %s.maxTokens %d: the %s could never be called", e.cost, b.path, b.b.MaxTokens, what)
+	checkCost := func(e entry, what string, slots ...slot) {
+		for _, s := range slots {
+			for _, b := range s {
+				if b.b.MaxTokens > 0 && e.cost > b.b.MaxTokens {
+					w.addf(e.costNode, join(e.path, "cost"), "cost %d exceeds %s.maxTokens %d: the %s could never be called", e.cost, b.path, b.b.MaxTokens, what)
+				}
 			}
 		}
 	}
@@ -428,17 +445,50 @@ func (w *walker) name(n *yaml.Node, path string) (string, bool) {
 	return "", false
 }
 
-// optBucket reads f[key] as a bucket if present. It returns non-nil whenever the
-// key is present, even if invalid, so that "limits nothing" is not reported on
-// top of the bucket's own problems.
-func (w *walker) optBucket(f map[string]field, key, parent string) *limitBucket {
+// optBuckets reads the slot f[key] if present: one bucket (a map) or a list
+// of 1..MaxBucketsPerSlot buckets. It returns non-nil whenever the key is
+// present, even if invalid (see slot).
+func (w *walker) optBuckets(f map[string]field, key, parent string) slot {
 	x, ok := f[key]
 	if !ok {
 		return nil
 	}
 	path := join(parent, key)
-	lb := &limitBucket{path: path}
-	bf, ok := w.fields(x.val, path, bucketKeys, nil)
+	if x.val.Kind != yaml.SequenceNode {
+		return slot{w.bucket(x.val, path)}
+	}
+	items, _ := w.list(x.val, path)
+	s := make(slot, 0, len(items))
+	switch {
+	case len(items) == 0:
+		w.addf(x.val, path, "must be a bucket or a list of 1 to %d buckets, got an empty list", MaxBucketsPerSlot)
+		return s
+	case len(items) > MaxBucketsPerSlot:
+		w.addf(x.val, path, "must list at most %d buckets, got %d", MaxBucketsPerSlot, len(items))
+	}
+	first := map[time.Duration]int{} // refillPeriod -> index of its first bucket
+	for i, item := range items {
+		lb := w.bucket(item, index(path, i))
+		// Two windows of one length: the smaller maxTokens always binds first,
+		// so the other bucket only costs a key; say which to keep.
+		if p := lb.b.RefillPeriod; p > 0 {
+			if j, dup := first[p]; dup {
+				keep := min(s[j].b.MaxTokens, lb.b.MaxTokens)
+				w.addf(item, lb.path, "same refillPeriod %s as %s: the bucket with the smaller maxTokens (%d) always binds first, so the other never does; keep one", p, s[j].path, keep)
+			} else {
+				first[p] = i
+			}
+		}
+		s = append(s, lb)
+	}
+	return s
+}
+
+// bucket reads one bucket at path. MaxTokens is kept even when the bucket is
+// otherwise invalid, so that costs are still checked.
+func (w *walker) bucket(n *yaml.Node, path string) limitBucket {
+	lb := limitBucket{path: path}
+	bf, ok := w.fields(n, path, bucketKeys, nil)
 	if !ok {
 		return lb
 	}
@@ -451,7 +501,7 @@ func (w *walker) optBucket(f map[string]field, key, parent string) *limitBucket 
 		// Known even if refillPeriod is not, so that costs are still checked.
 		lb.b.MaxTokens = max
 	} else {
-		w.missing(x.val, path, "maxTokens", "a bucket needs maxTokens and refillPeriod")
+		w.missing(n, path, "maxTokens", "a bucket needs maxTokens and refillPeriod")
 	}
 	if hasPeriod {
 		p := join(path, "refillPeriod")
@@ -462,14 +512,14 @@ func (w *walker) optBucket(f map[string]field, key, parent string) *limitBucket 
 			hasPeriod = false
 		}
 	} else {
-		w.missing(x.val, path, "refillPeriod", "a bucket needs maxTokens and refillPeriod")
+		w.missing(n, path, "refillPeriod", "a bucket needs maxTokens and refillPeriod")
 	}
 	if !hasMax || !hasPeriod {
 		return lb
 	}
 	// The store's clock ticks in microseconds: a faster refill cannot be exact.
 	if period < time.Duration(max)*time.Microsecond {
-		w.addf(x.val, path, "rate too high: at most one token per microsecond (maxTokens %d over refillPeriod %s)", max, rp.val.Value)
+		w.addf(n, path, "rate too high: at most one token per microsecond (maxTokens %d over refillPeriod %s)", max, rp.val.Value)
 		return lb
 	}
 	lb.b = Bucket{MaxTokens: max, RefillPeriod: period}

@@ -79,7 +79,7 @@ func BenchmarkProbeUnderFlood(b *testing.B) {
 		budget int64
 	}{{"bounded", 0}, {"unbounded", -1}} {
 		b.Run(bc.name, func(b *testing.B) {
-			l := New(server(func(s *config.Server) { s.Shared = &config.Bucket{MaxTokens: 1 << 30, RefillPeriod: time.Hour} }),
+			l := New(server(func(s *config.Server) { s.Shared = []config.Bucket{{MaxTokens: 1 << 30, RefillPeriod: time.Hour}} }),
 				Options{ReadBudget: bc.budget})
 			ctx, stop := context.WithCancel(context.Background())
 			var wg sync.WaitGroup

@@ -16,8 +16,8 @@ import (
 	"github.com/mcp-ratelimit/extproc/internal/config"
 )
 
-func perMinute(n int64) *config.Bucket {
-	return &config.Bucket{MaxTokens: n, RefillPeriod: time.Minute}
+func perMinute(n int64) []config.Bucket {
+	return []config.Bucket{{MaxTokens: n, RefillPeriod: time.Minute}}
 }
 
 // server returns a single-server policy with the defaults config.Parse applies.
@@ -329,7 +329,7 @@ func TestDecide(t *testing.T) {
 
 func TestRejectionHeaders(t *testing.T) {
 	l := New(server(func(s *config.Server) {
-		s.Tools["search"] = config.Tool{Name: "search", Cost: 1, PerUser: &config.Bucket{MaxTokens: 2, RefillPeriod: 10 * time.Second}}
+		s.Tools["search"] = config.Tool{Name: "search", Cost: 1, PerUser: []config.Bucket{{MaxTokens: 2, RefillPeriod: 10 * time.Second}}}
 	}), Options{})
 	req := post(call("1", "search"), "x-user-id", "alice")
 	for range 2 {

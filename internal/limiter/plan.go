@@ -16,6 +16,9 @@ type chargeInfo struct {
 	limit  string // "server", "tool:<name>" or "method:<name>"
 	scope  string // "shared" or "perUser"
 	policy string // the key's scope part, e.g. "user-tool:search": the header policy name
+	// slot lists every bucket of the charge's slot, itself included, in policy
+	// order: a rejection names them all in ratelimit-policy when there are several.
+	slot []*bucketRef
 }
 
 // bucketRef is one bucket of the policy with all that does not depend on the
@@ -24,6 +27,8 @@ type bucketRef struct {
 	limit bucket.Limit
 	scope bucket.Scope
 	name  string // the tool or method; "" for the server-wide buckets
+	// window is the bucket's place in its slot's list, from 0 (bucket.Keys.WindowKey).
+	window int
 	// key is the bucket's key for shared scopes; per-user keys depend on the
 	// identity and are built per request.
 	key  string
@@ -71,58 +76,43 @@ func compile(keys *bucket.Keys, p *config.Policy) *compiled {
 		if c := srv.Compression; c != nil {
 			cs.read = body.Options{Codings: c.Codings, MaxInflated: c.MaxInflatedBytes, MaxRatio: c.MaxRatio}
 		}
-		ref := func(b *config.Bucket, scope bucket.Scope, name, limit, scopeLabel string) *bucketRef {
-			r := &bucketRef{
-				limit: bucket.Limit{MaxTokens: b.MaxTokens, RefillPeriod: b.RefillPeriod},
-				scope: scope, name: name,
-				info: chargeInfo{limit: limit, scope: scopeLabel, policy: policyName(scope, name)},
+		// refs builds the buckets of one slot; nil when the slot is absent.
+		refs := func(bs []config.Bucket, scope bucket.Scope, name, limit, scopeLabel string) []*bucketRef {
+			if len(bs) == 0 {
+				return nil
 			}
-			if scopeLabel == "shared" {
-				r.key = keys.Key(srv.Name, scope, name, "")
+			out := make([]*bucketRef, len(bs))
+			for w, b := range bs {
+				r := &bucketRef{
+					limit: bucket.Limit{MaxTokens: b.MaxTokens, RefillPeriod: b.RefillPeriod},
+					scope: scope, name: name, window: w,
+					info: chargeInfo{limit: limit, scope: scopeLabel, policy: bucket.PolicyName(scope, name, w), slot: out},
+				}
+				if scopeLabel == "shared" {
+					r.key = keys.WindowKey(srv.Name, scope, name, "", w)
+				}
+				out[w] = r
 			}
-			return r
+			return out
 		}
-		var serverShared, serverUser *bucketRef
-		if srv.Shared != nil {
-			serverShared = ref(srv.Shared, bucket.ScopeShared, "", "server", "shared")
-		}
-		if srv.PerUser != nil {
-			serverUser = ref(srv.PerUser, bucket.ScopeUser, "", "server", "perUser")
-		}
-		toolRule := func(cost int64, shared, perUser *bucketRef) *rule {
+		serverShared := refs(srv.Shared, bucket.ScopeShared, "", "server", "shared")
+		serverUser := refs(srv.PerUser, bucket.ScopeUser, "", "server", "perUser")
+		toolRule := func(cost int64, shared, perUser []*bucketRef) *rule {
 			r := &rule{cost: cost}
-			for _, b := range []*bucketRef{serverShared, shared} {
-				if b != nil {
-					r.shared = append(r.shared, b)
-				}
-			}
-			for _, b := range []*bucketRef{serverUser, perUser} {
-				if b != nil {
-					r.perUser = append(r.perUser, b)
-				}
-			}
+			r.shared = append(append(r.shared, serverShared...), shared...)
+			r.perUser = append(append(r.perUser, serverUser...), perUser...)
 			return r
 		}
 		cs.unknownTool = *toolRule(1, nil, nil)
 		for name, t := range srv.Tools {
-			var shared, perUser *bucketRef
-			if t.Shared != nil {
-				shared = ref(t.Shared, bucket.ScopeTool, name, "tool:"+name, "shared")
-			}
-			if t.PerUser != nil {
-				perUser = ref(t.PerUser, bucket.ScopeUserTool, name, "tool:"+name, "perUser")
-			}
-			cs.tools[name] = toolRule(t.Cost, shared, perUser)
+			cs.tools[name] = toolRule(t.Cost,
+				refs(t.Shared, bucket.ScopeTool, name, "tool:"+name, "shared"),
+				refs(t.PerUser, bucket.ScopeUserTool, name, "tool:"+name, "perUser"))
 		}
 		for name, m := range srv.Methods {
-			r := &rule{cost: m.Cost}
-			if m.Shared != nil {
-				r.shared = append(r.shared, ref(m.Shared, bucket.ScopeMethod, name, "method:"+name, "shared"))
-			}
-			if m.PerUser != nil {
-				r.perUser = append(r.perUser, ref(m.PerUser, bucket.ScopeUserMethod, name, "method:"+name, "perUser"))
-			}
-			cs.methods[name] = r
+			cs.methods[name] = &rule{cost: m.Cost,
+				shared:  refs(m.Shared, bucket.ScopeMethod, name, "method:"+name, "shared"),
+				perUser: refs(m.PerUser, bucket.ScopeUserMethod, name, "method:"+name, "perUser")}
 		}
 	}
 	c.router = route.New(matches)
@@ -219,7 +209,7 @@ func planCharges(keys *bucket.Keys, cs *compiledServer, calls []mcp.Message, r *
 			continue
 		}
 		for _, b := range ru.perUser {
-			pl.add(keys.Key(cs.srv.Name, b.scope, b.name, u), b, ru.cost)
+			pl.add(keys.WindowKey(cs.srv.Name, b.scope, b.name, u, b.window), b, ru.cost)
 		}
 	}
 	if pl.method == "" {
@@ -249,25 +239,6 @@ func (pl *plan) add(key string, b *bucketRef, cost int64) {
 	pl.info = append(pl.info, b.info)
 	if pl.neverFits < 0 && cost > b.limit.MaxTokens {
 		pl.neverFits = len(pl.charges) - 1
-	}
-}
-
-// policyName is the bucket's name in ratelimit-policy headers: the scope part of
-// its key, without the hashed identity.
-func policyName(scope bucket.Scope, name string) string {
-	switch scope {
-	case bucket.ScopeShared:
-		return "shared"
-	case bucket.ScopeTool:
-		return "tool:" + name
-	case bucket.ScopeMethod:
-		return "method:" + name
-	case bucket.ScopeUser:
-		return "user"
-	case bucket.ScopeUserTool:
-		return "user-tool:" + name
-	default:
-		return "user-method:" + name
 	}
 }
 

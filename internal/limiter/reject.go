@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mcp-ratelimit/extproc/internal/body"
+	"github.com/mcp-ratelimit/extproc/internal/bucket"
 	"github.com/mcp-ratelimit/extproc/internal/config"
 	"github.com/mcp-ratelimit/extproc/internal/mcp"
 )
@@ -58,9 +59,19 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 	c := pl.charges[idx]
 	policy, ratelimit := mcp.RateLimitHeaders(mcp.Quota{
 		Policy: info.policy,
-		Max:    c.Limit.MaxTokens, Window: int64((c.Limit.RefillPeriod + time.Second - 1) / time.Second),
+		Max:    c.Limit.MaxTokens, Window: windowSeconds(c.Limit),
 		Remaining: remaining, Reset: secs,
 	})
+	if len(info.slot) > 1 {
+		// A slot of several windows: ratelimit-policy lists each, so that a
+		// client sees the day's quota as well as the minute's; ratelimit
+		// stays the binding one's.
+		qs := make([]mcp.Quota, len(info.slot))
+		for i, b := range info.slot {
+			qs[i] = mcp.Quota{Policy: b.info.policy, Max: b.limit.MaxTokens, Window: windowSeconds(b.limit)}
+		}
+		policy = mcp.PolicyHeader(qs...)
+	}
 	d.Allow = false
 	d.Outcome = OutcomeLimited
 	d.Details = Details
@@ -165,6 +176,11 @@ func (l *Limiter) ambiguous(r Request, candidates []*compiledServer) Decision {
 	rd, _ := body.Read(r.Body, r.headerAll("content-encoding"), r.headerAll("content-type"), body.Options{})
 	return refused(d, OutcomeAmbiguousRoute, 400, "mcp_rate_limit_ambiguous_route",
 		mcp.ErrorBody(rd.Body, -32600, "Request host or path is ambiguous to the rate limiter: escapes, \";\" parameters, dot segments, \"//\", letter case, a trailing dot, a malformed host or port, or control characters could route it to another server; send the URL as given"))
+}
+
+// windowSeconds is a bucket's refill period in whole seconds, rounded up.
+func windowSeconds(l bucket.Limit) int64 {
+	return int64((l.RefillPeriod + time.Second - 1) / time.Second)
 }
 
 // retryAfterSeconds rounds a wait up to whole seconds, at least 1: Retry-After 0 would invite an immediate retry.

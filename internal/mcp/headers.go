@@ -25,6 +25,24 @@ func RateLimitHeaders(q Quota) (policy, ratelimit string) {
 	return policy, ratelimit
 }
 
+// PolicyHeader returns the value of a ratelimit-policy header listing every
+// quota, in order: a comma-separated list of items (RFC 9651), one per bucket
+// that applied. For one quota it is RateLimitHeaders' policy.
+func PolicyHeader(qs ...Quota) string {
+	var b strings.Builder
+	for i, q := range qs {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(SFString(q.Policy))
+		b.WriteString(";q=")
+		b.WriteString(strconv.FormatInt(q.Max, 10))
+		b.WriteString(";w=")
+		b.WriteString(strconv.FormatInt(q.Window, 10))
+	}
+	return b.String()
+}
+
 // SFString renders a structured-field string (RFC 9651) from a policy name,
 // replacing what sf-strings cannot carry.
 func SFString(s string) string {

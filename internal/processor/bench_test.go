@@ -21,8 +21,8 @@ import (
 // The bucket is large enough that every call is allowed.
 func BenchmarkDecision(b *testing.B) {
 	p := policy(func(s *config.Server) {
-		s.Shared = &config.Bucket{MaxTokens: 1 << 30, RefillPeriod: time.Hour}
-		s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, Shared: &config.Bucket{MaxTokens: 1 << 30, RefillPeriod: time.Hour}}}
+		s.Shared = []config.Bucket{{MaxTokens: 1 << 30, RefillPeriod: time.Hour}}
+		s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, Shared: []config.Bucket{{MaxTokens: 1 << 30, RefillPeriod: time.Hour}}}}
 	})
 	s := New(limiter.New(p, limiter.Options{}), Options{})
 	hdr, bdy := fromProto(postHeaders()), fromProto(body(searchCall))
@@ -59,8 +59,8 @@ func BenchmarkDecisionRejected(b *testing.B) {
 // client's work is in the figure too.
 func BenchmarkStream(b *testing.B) {
 	p := policy(func(s *config.Server) {
-		s.Shared = &config.Bucket{MaxTokens: 1 << 30, RefillPeriod: time.Hour}
-		s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, Shared: &config.Bucket{MaxTokens: 1 << 30, RefillPeriod: time.Hour}}}
+		s.Shared = []config.Bucket{{MaxTokens: 1 << 30, RefillPeriod: time.Hour}}
+		s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, Shared: []config.Bucket{{MaxTokens: 1 << 30, RefillPeriod: time.Hour}}}}
 	})
 	s := New(limiter.New(p, limiter.Options{}), Options{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

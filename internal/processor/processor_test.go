@@ -131,12 +131,12 @@ func rejection(status int, b string, hdrs ...string) *extprocv3.ProcessingRespon
 func policy(mod func(*config.Server)) *config.Policy {
 	s := config.Server{
 		Name:        "test",
-		Tools:       map[string]config.Tool{"search": {Name: "search", Cost: 1, Shared: &config.Bucket{MaxTokens: 1, RefillPeriod: 20 * time.Second}}},
+		Tools:       map[string]config.Tool{"search": {Name: "search", Cost: 1, Shared: []config.Bucket{{MaxTokens: 1, RefillPeriod: 20 * time.Second}}}},
 		Methods:     map[string]config.Method{},
 		Identity:    []config.IdentitySource{{SourceAddress: true}},
 		Response:    config.Response{ErrorCode: -32029, HTTPStatus: 429, Format: config.FormatJSONRPCError, Message: "Rate limit exceeded"},
 		FailureMode: config.FailOpen,
-		Shared:      &config.Bucket{MaxTokens: 100, RefillPeriod: time.Minute},
+		Shared:      []config.Bucket{{MaxTokens: 100, RefillPeriod: time.Minute}},
 	}
 	if mod != nil {
 		mod(&s)
@@ -276,7 +276,7 @@ func TestStreamedBodyIsGatheredBeforeDeciding(t *testing.T) {
 
 func TestPerUserBucketUsesSourceAddressAttribute(t *testing.T) {
 	p := policy(func(s *config.Server) {
-		s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, PerUser: &config.Bucket{MaxTokens: 1, RefillPeriod: 20 * time.Second}}}
+		s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, PerUser: []config.Bucket{{MaxTokens: 1, RefillPeriod: 20 * time.Second}}}}
 	})
 	c := serve(t, New(limiter.New(p, limiter.Options{}), Options{}))
 	replay(t, c, []exchangeStep{{postHeaders(), continueHeaders()}, {body(searchCall), withMetadata(continueBody(), "decision", "allowed", "method", "tools/call", "tool", "search")}})
@@ -292,7 +292,7 @@ func TestHeadersFromAttributesWhenTheHeadersPhaseIsSkipped(t *testing.T) {
 	p := policy(func(s *config.Server) {
 		s.Match = config.Match{Authority: "mcp.example.com", PathPrefix: "/mcp"}
 		s.Identity = []config.IdentitySource{{Header: "x-user-id"}}
-		s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, PerUser: &config.Bucket{MaxTokens: 1, RefillPeriod: 20 * time.Second}}}
+		s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, PerUser: []config.Bucket{{MaxTokens: 1, RefillPeriod: 20 * time.Second}}}}
 	})
 	c := serve(t, New(limiter.New(p, limiter.Options{}), Options{}))
 	bodyOnly := func(user string) *extprocv3.ProcessingRequest {

@@ -35,6 +35,8 @@ var notExpressible = map[string]string{
 	"method-cost-exceeds-bucket": "cost is compared with the maxTokens of other buckets: a value compared with a value",
 	"tool-cost-exceeds-buckets":  "cost is compared with the maxTokens of other buckets: a value compared with a value",
 	"rate-too-high":              "maxTokens is compared with refillPeriod: arithmetic across two fields",
+	"bucket-list-cost":           "cost is compared with the maxTokens of other buckets: a value compared with a value",
+	"bucket-list-same-period":    "two buckets of a list with the same refillPeriod: one field compared across list items, in any mix of units",
 	// Rules across servers.
 	"servers-both-unnamed":      "duplicate server names (here both defaulted): names unique across list items",
 	"servers-duplicate-name":    "duplicate server names: names unique across list items",
