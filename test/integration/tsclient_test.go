@@ -105,18 +105,7 @@ func TestWhatTheTypeScriptSDKClientSeesWhenLimited(t *testing.T) {
 		{
 			name:     "format toolResult: an isError result with _meta.retryAfterSeconds",
 			response: "response: {format: toolResult}\n",
-			check: func(t *testing.T, o clientOutcome) {
-				l := o.Limited
-				if l.Kind != "result" || !l.IsError {
-					t.Fatalf("got %+v, want an isError result", l)
-				}
-				if secs, ok := l.Meta["retryAfterSeconds"].(float64); !ok || secs < 1 {
-					t.Errorf("_meta: got %v, want retryAfterSeconds >= 1", l.Meta)
-				}
-				if !strings.HasPrefix(l.Text, "Rate limit exceeded; retry after ") {
-					t.Errorf("text: got %q, want the retry hint", l.Text)
-				}
-			},
+			check:    wantToolResultHint,
 		},
 	}
 	for _, tt := range tests {
@@ -134,5 +123,21 @@ func TestWhatTheTypeScriptSDKClientSeesWhenLimited(t *testing.T) {
 				t.Errorf("upstream echo calls: got %d, want 1", got)
 			}
 		})
+	}
+}
+
+// wantToolResultHint checks what an SDK client gives its caller for the
+// toolResult format: an isError result with the retry hint in _meta and text.
+func wantToolResultHint(t *testing.T, o clientOutcome) {
+	t.Helper()
+	l := o.Limited
+	if l.Kind != "result" || !l.IsError {
+		t.Fatalf("got %+v, want an isError result", l)
+	}
+	if secs, ok := l.Meta["retryAfterSeconds"].(float64); !ok || secs < 1 {
+		t.Errorf("_meta: got %v, want retryAfterSeconds >= 1", l.Meta)
+	}
+	if !strings.HasPrefix(l.Text, "Rate limit exceeded; retry after ") {
+		t.Errorf("text: got %q, want the retry hint", l.Text)
 	}
 }
