@@ -42,6 +42,7 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 		Code:              resp.ErrorCode,
 		Message:           resp.Message,
 		RetryAfterSeconds: secs,
+		RetryAfterMs:      retryAfterMs(wait),
 		Limit:             info.limit,
 		Scope:             info.scope,
 	}
@@ -190,6 +191,12 @@ func retryAfterSeconds(wait time.Duration) int64 {
 		s = 1
 	}
 	return s
+}
+
+// retryAfterMs rounds a wait up to whole milliseconds, at least 1: the same
+// wait as retryAfterSeconds, before its rounding to seconds.
+func retryAfterMs(wait time.Duration) int64 {
+	return max(int64((wait+time.Millisecond-1)/time.Millisecond), 1)
 }
 
 // protocolAtLeast compares MCP protocol versions, which are dates (YYYY-MM-DD) and

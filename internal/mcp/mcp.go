@@ -96,8 +96,10 @@ type Rejection struct {
 	Message string // e.g. "Rate limit exceeded"
 	// RetryAfterSeconds is the whole number of seconds (>= 1) after which a retry can succeed.
 	RetryAfterSeconds int64
-	Limit             string // the denying bucket, e.g. "tool:search", "shared", "method:resources/read"
-	Scope             string // "shared" or "perUser"
+	// RetryAfterMs is the same wait in whole milliseconds, rounded up (>= 1).
+	RetryAfterMs int64
+	Limit        string // the denying bucket, e.g. "tool:search", "shared", "method:resources/read"
+	Scope        string // "shared" or "perUser"
 }
 
 // DefaultMessage is the rejection message used when Rejection.Message is empty.

@@ -18,7 +18,7 @@ import (
 // With FormatToolResult, a tools/call element is answered with an isError tool
 // result carrying the retry hint in _meta; every other element keeps the error
 // shape. A zero Code means DefaultCode, an empty Message DefaultMessage, and a
-// RetryAfterSeconds below 1 is sent as 1.
+// RetryAfterSeconds or RetryAfterMs below 1 is sent as 1.
 func RejectionBody(b Body, r Rejection) []byte {
 	if r.Code == 0 {
 		r.Code = DefaultCode
@@ -27,6 +27,7 @@ func RejectionBody(b Body, r Rejection) []byte {
 		r.Message = DefaultMessage
 	}
 	r.RetryAfterSeconds = max(r.RetryAfterSeconds, 1)
+	r.RetryAfterMs = max(r.RetryAfterMs, 1)
 	return render(b, func(dst []byte, m Message) []byte {
 		if r.Format == FormatToolResult && m.Method == "tools/call" {
 			return appendToolResult(dst, m, r)
@@ -116,10 +117,13 @@ func appendToolResult(dst []byte, m Message, r Rejection) []byte {
 	return append(dst, "}}"...)
 }
 
-// appendRetryHint writes {"retryAfterSeconds":N,"limit":"...","scope":"..."}.
+// appendRetryHint writes
+// {"retryAfterSeconds":N,"retryAfterMs":M,"limit":"...","scope":"..."}.
 func appendRetryHint(dst []byte, r Rejection) []byte {
 	dst = append(dst, `{"retryAfterSeconds":`...)
 	dst = strconv.AppendInt(dst, r.RetryAfterSeconds, 10)
+	dst = append(dst, `,"retryAfterMs":`...)
+	dst = strconv.AppendInt(dst, r.RetryAfterMs, 10)
 	dst = append(dst, `,"limit":`...)
 	dst = appendString(dst, r.Limit)
 	dst = append(dst, `,"scope":`...)
