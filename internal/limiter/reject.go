@@ -58,6 +58,7 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 		}
 	}
 	c := pl.charges[idx]
+	rej.MaxTokens, rej.Remaining = c.Limit.MaxTokens, max(remaining, 0)
 	policy, ratelimit := mcp.RateLimitHeaders(mcp.Quota{
 		Policy: info.policy,
 		Max:    c.Limit.MaxTokens, Window: windowSeconds(c.Limit),
@@ -82,6 +83,13 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 		{"retry-after", strconv.FormatInt(secs, 10)},
 		{"ratelimit-policy", policy},
 		{"ratelimit", ratelimit},
+	}
+	if rej.Code == mcp.CodeRateLimited {
+		// The draft SEP-3304 RateLimited error: its HTTP form adds the
+		// binding bucket's size and what it holds as integers.
+		d.Headers = append(d.Headers,
+			Header{"ratelimit-limit", strconv.FormatInt(rej.MaxTokens, 10)},
+			Header{"ratelimit-remaining", strconv.FormatInt(rej.Remaining, 10)})
 	}
 	return d
 }

@@ -27,6 +27,10 @@ func TestRejectionBody(t *testing.T) {
 	customTool := custom
 	customTool.Format = FormatToolResult
 	zero := Rejection{Limit: "shared", Scope: "shared"}
+	rateLimited := perUser
+	rateLimited.Code, rateLimited.MaxTokens, rateLimited.Remaining = CodeRateLimited, 5, 0
+	rateLimitedTool := rateLimited
+	rateLimitedTool.Format = FormatToolResult
 
 	const (
 		call         = `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"search"}}`
@@ -73,6 +77,10 @@ func TestRejectionBody(t *testing.T) {
 		{"batch with tool results", batchBody, asToolResult,
 			`[{"jsonrpc":"2.0","id":1,` + resultSearch + `,{"jsonrpc":"2.0","id":"r",` + errorSearch + `,{"jsonrpc":"2.0","id":null,` + resultSearch + `]`},
 		{"batch of notifications", `[{"jsonrpc":"2.0","method":"tools/call"},{"jsonrpc":"2.0","method":"tools/call"}]`, perUser, `[]`},
+		{"RateLimited (-32023): the draft's data shape", call, rateLimited,
+			`{"jsonrpc":"2.0","id":7,"error":{"code":-32023,"message":"Rate limit exceeded","data":{"retryAfterMs":19500,"limit":5,"remaining":0,"retryAfterSeconds":20,"bucket":"tool:search","scope":"perUser"}}}`},
+		{"RateLimited (-32023): a tool result keeps the usual _meta, other methods get the draft's error", batchBody, rateLimitedTool,
+			`[{"jsonrpc":"2.0","id":1,` + resultSearch + `,{"jsonrpc":"2.0","id":"r","error":{"code":-32023,"message":"Rate limit exceeded","data":{"retryAfterMs":19500,"limit":5,"remaining":0,"retryAfterSeconds":20,"bucket":"tool:search","scope":"perUser"}}},{"jsonrpc":"2.0","id":null,` + resultSearch + `]`},
 		{"batch of one stays an array", `[` + call + `]`, perUser, `[{"jsonrpc":"2.0","id":7,` + errorSearch + `]`},
 	}
 	for _, tt := range tests {
