@@ -156,6 +156,7 @@ const (
 type Response struct {
 	ErrorCode int // default -32029
 	// ErrorCodeFor2026 replaces ErrorCode when MCP-Protocol-Version >= 2026-07-28; nil: unset.
+	// -32023 is the RateLimited code of the draft SEP-3304 (see mcp.CodeRateLimited).
 	ErrorCodeFor2026 *int
 	HTTPStatus       int    // default 429; with FormatToolResult, used for methods other than tools/call
 	Format           Format // default jsonrpcError

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -70,13 +71,22 @@ func runSteps(t *testing.T, l *Limiter, steps []step) {
 		if !d.Allow && d.Status != s.wantStatus {
 			t.Errorf("step %d: status got %d, want %d", i, d.Status, s.wantStatus)
 		}
-		if s.wantBody != "" && string(d.Body) != s.wantBody {
+		if s.wantBody != "" && maskRetryAfterMs(string(d.Body)) != maskRetryAfterMs(s.wantBody) {
 			t.Errorf("step %d: body\n got %s\nwant %s", i, d.Body, s.wantBody)
 		}
 		if d.Limit != s.wantLimit {
 			t.Errorf("step %d: limit got %q, want %q", i, d.Limit, s.wantLimit)
 		}
 	}
+}
+
+// retryAfterMsRE matches the retryAfterMs of a rejection body, whose value
+// depends on the real clock: runSteps compares bodies with it masked, and
+// TestRetryAfterMs checks the value itself.
+var retryAfterMsRE = regexp.MustCompile(`"retryAfterMs":[0-9]+`)
+
+func maskRetryAfterMs(body string) string {
+	return retryAfterMsRE.ReplaceAllString(body, `"retryAfterMs":N`)
 }
 
 func TestDecide(t *testing.T) {
@@ -97,7 +107,7 @@ func TestDecide(t *testing.T) {
 				allowed(post(call("1", "search"))),
 				allowed(post(call("2", "fetch"))),
 				{req: post(call("7", "search")), wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server",
-					wantBody: `{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":30,"limit":"server","scope":"shared"}}}`},
+					wantBody: `{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":30,"retryAfterMs":30000,"limit":"server","scope":"shared"}}}`},
 			},
 		},
 		{
@@ -106,7 +116,7 @@ func TestDecide(t *testing.T) {
 			steps: []step{
 				allowed(post(call(`"a"`, "x"))),
 				{req: post(call(`"req-\u00e9\"7"`, "x")), wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server",
-					wantBody: `{"jsonrpc":"2.0","id":"req-\u00e9\"7","error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":60,"limit":"server","scope":"shared"}}}`},
+					wantBody: `{"jsonrpc":"2.0","id":"req-\u00e9\"7","error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":60,"retryAfterMs":60000,"limit":"server","scope":"shared"}}}`},
 			},
 		},
 		{
@@ -115,7 +125,7 @@ func TestDecide(t *testing.T) {
 			steps: []step{
 				allowed(post([]byte(`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x"}}`))),
 				{req: post([]byte(`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x"}}`)), wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server",
-					wantBody: `{"jsonrpc":"2.0","error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":60,"limit":"server","scope":"shared"}}}`},
+					wantBody: `{"jsonrpc":"2.0","error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":60,"retryAfterMs":60000,"limit":"server","scope":"shared"}}}`},
 			},
 		},
 		{
@@ -127,7 +137,7 @@ func TestDecide(t *testing.T) {
 					wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server",
 					// The batch asked 3 of a bucket holding 1: nothing was charged, so the
 					// single call after it still passes.
-					wantBody: `[{"jsonrpc":"2.0","id":3,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":40,"limit":"server","scope":"shared"}}},{"jsonrpc":"2.0","id":4,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":40,"limit":"server","scope":"shared"}}}]`},
+					wantBody: `[{"jsonrpc":"2.0","id":3,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":40,"retryAfterMs":40000,"limit":"server","scope":"shared"}}},{"jsonrpc":"2.0","id":4,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":40,"retryAfterMs":40000,"limit":"server","scope":"shared"}}}]`},
 				allowed(post(call("5", "a"))),
 				limited(post(call("6", "a")), "server"),
 			},
@@ -197,7 +207,7 @@ func TestDecide(t *testing.T) {
 			steps: []step{
 				allowed(post(call("1", "a"), "x-user-id", "alice")),
 				{req: post(call("2", "a"), "x-user-id", "alice"), wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server",
-					wantBody: `{"jsonrpc":"2.0","id":2,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":60,"limit":"server","scope":"perUser"}}}`},
+					wantBody: `{"jsonrpc":"2.0","id":2,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":60,"retryAfterMs":60000,"limit":"server","scope":"perUser"}}}`},
 				allowed(post(call("3", "a"), "x-user-id", "bob")),
 				unlimited(post(call("4", "a"))),
 				unlimited(post(call("5", "a"))),
@@ -282,7 +292,7 @@ func TestDecide(t *testing.T) {
 			steps: []step{
 				allowed(post(call("1", "a"))),
 				{req: post(call("2", "a")), wantOutcome: OutcomeLimited, wantStatus: 200, wantLimit: "server",
-					wantBody: `{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"Rate limit exceeded; retry after 60 seconds"}],"isError":true,"resultType":"complete","_meta":{"retryAfterSeconds":60,"limit":"server","scope":"shared"}}}`},
+					wantBody: `{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"Rate limit exceeded; retry after 60 seconds"}],"isError":true,"resultType":"complete","_meta":{"retryAfterSeconds":60,"retryAfterMs":60000,"limit":"server","scope":"shared"}}}`},
 			},
 		},
 		{
@@ -295,9 +305,9 @@ func TestDecide(t *testing.T) {
 			steps: []step{
 				allowed(post(call("1", "a"))),
 				{req: post(call("2", "a"), "mcp-protocol-version", "2025-06-18"), wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server",
-					wantBody: `{"jsonrpc":"2.0","id":2,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":60,"limit":"server","scope":"shared"}}}`},
+					wantBody: `{"jsonrpc":"2.0","id":2,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":60,"retryAfterMs":60000,"limit":"server","scope":"shared"}}}`},
 				{req: post(call("3", "a"), "mcp-protocol-version", "2026-07-28"), wantOutcome: OutcomeLimited, wantStatus: 429, wantLimit: "server",
-					wantBody: `{"jsonrpc":"2.0","id":3,"error":{"code":429,"message":"Rate limit exceeded","data":{"retryAfterSeconds":60,"limit":"server","scope":"shared"}}}`},
+					wantBody: `{"jsonrpc":"2.0","id":3,"error":{"code":429,"message":"Rate limit exceeded","data":{"retryAfterSeconds":60,"retryAfterMs":60000,"limit":"server","scope":"shared"}}}`},
 			},
 		},
 		{
@@ -311,7 +321,7 @@ func TestDecide(t *testing.T) {
 			steps: []step{
 				allowed(post(call("1", "a"))),
 				{req: post(call("2", "a")), wantOutcome: OutcomeLimited, wantStatus: 503, wantLimit: "server",
-					wantBody: `{"jsonrpc":"2.0","id":2,"error":{"code":-32000,"message":"Slow \"down\"","data":{"retryAfterSeconds":60,"limit":"server","scope":"shared"}}}`},
+					wantBody: `{"jsonrpc":"2.0","id":2,"error":{"code":-32000,"message":"Slow \"down\"","data":{"retryAfterSeconds":60,"retryAfterMs":60000,"limit":"server","scope":"shared"}}}`},
 			},
 		},
 		{

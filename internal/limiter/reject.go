@@ -42,6 +42,7 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 		Code:              resp.ErrorCode,
 		Message:           resp.Message,
 		RetryAfterSeconds: secs,
+		RetryAfterMs:      retryAfterMs(wait),
 		Limit:             info.limit,
 		Scope:             info.scope,
 	}
@@ -57,6 +58,7 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 		}
 	}
 	c := pl.charges[idx]
+	rej.MaxTokens, rej.Remaining = c.Limit.MaxTokens, max(remaining, 0)
 	policy, ratelimit := mcp.RateLimitHeaders(mcp.Quota{
 		Policy: info.policy,
 		Max:    c.Limit.MaxTokens, Window: windowSeconds(c.Limit),
@@ -81,6 +83,13 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 		{"retry-after", strconv.FormatInt(secs, 10)},
 		{"ratelimit-policy", policy},
 		{"ratelimit", ratelimit},
+	}
+	if rej.Code == mcp.CodeRateLimited {
+		// The draft SEP-3304 RateLimited error: its HTTP form adds the
+		// binding bucket's size and what it holds as integers.
+		d.Headers = append(d.Headers,
+			Header{"ratelimit-limit", strconv.FormatInt(rej.MaxTokens, 10)},
+			Header{"ratelimit-remaining", strconv.FormatInt(rej.Remaining, 10)})
 	}
 	return d
 }
@@ -190,6 +199,12 @@ func retryAfterSeconds(wait time.Duration) int64 {
 		s = 1
 	}
 	return s
+}
+
+// retryAfterMs rounds a wait up to whole milliseconds, at least 1: the same
+// wait as retryAfterSeconds, before its rounding to seconds.
+func retryAfterMs(wait time.Duration) int64 {
+	return max(int64((wait+time.Millisecond-1)/time.Millisecond), 1)
 }
 
 // protocolAtLeast compares MCP protocol versions, which are dates (YYYY-MM-DD) and

@@ -68,7 +68,7 @@ func BenchmarkRejectionBody(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r := Rejection{Code: -32029, Message: DefaultMessage, RetryAfterSeconds: 20, Limit: "tool:search", Scope: "perUser"}
+	r := Rejection{Code: -32029, Message: DefaultMessage, RetryAfterSeconds: 20, RetryAfterMs: 19500, Limit: "tool:search", Scope: "perUser"}
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = RejectionBody(body, r)

@@ -16,9 +16,9 @@ func Example() {
 	fmt.Println(m.Method, m.Name, string(m.ID))
 
 	fmt.Printf("%s\n", mcp.RejectionBody(body, mcp.Rejection{
-		Code: -32029, Message: "Rate limit exceeded", RetryAfterSeconds: 20, Limit: "tool:search", Scope: "perUser",
+		Code: -32029, Message: "Rate limit exceeded", RetryAfterSeconds: 20, RetryAfterMs: 19500, Limit: "tool:search", Scope: "perUser",
 	}))
 	// Output:
 	// tools/call search 7
-	// {"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"limit":"tool:search","scope":"perUser"}}}
+	// {"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"retryAfterMs":19500,"limit":"tool:search","scope":"perUser"}}}
 }

@@ -96,9 +96,21 @@ type Rejection struct {
 	Message string // e.g. "Rate limit exceeded"
 	// RetryAfterSeconds is the whole number of seconds (>= 1) after which a retry can succeed.
 	RetryAfterSeconds int64
-	Limit             string // the denying bucket, e.g. "tool:search", "shared", "method:resources/read"
-	Scope             string // "shared" or "perUser"
+	// RetryAfterMs is the same wait in whole milliseconds, rounded up (>= 1).
+	RetryAfterMs int64
+	Limit        string // the denying bucket, e.g. "tool:search", "shared", "method:resources/read"
+	Scope        string // "shared" or "perUser"
+	// MaxTokens and Remaining describe the binding bucket: its size and the
+	// tokens it holds. They are sent only in the data of a CodeRateLimited error.
+	MaxTokens, Remaining int64
 }
+
+// CodeRateLimited is the RateLimited error code of the draft MCP SEP-3304
+// (modelcontextprotocol/modelcontextprotocol PR #3304, 2026-08-25). An error
+// with this code carries data shaped as the draft asks: retryAfterMs, limit
+// (the bucket's size, a number) and remaining first, then retryAfterSeconds,
+// bucket (the name sent as limit otherwise) and scope.
+const CodeRateLimited = -32023
 
 // DefaultMessage is the rejection message used when Rejection.Message is empty.
 const DefaultMessage = "Rate limit exceeded"

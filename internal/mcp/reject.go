@@ -18,7 +18,9 @@ import (
 // With FormatToolResult, a tools/call element is answered with an isError tool
 // result carrying the retry hint in _meta; every other element keeps the error
 // shape. A zero Code means DefaultCode, an empty Message DefaultMessage, and a
-// RetryAfterSeconds below 1 is sent as 1.
+// RetryAfterSeconds or RetryAfterMs below 1 is sent as 1. With CodeRateLimited,
+// error data takes the draft SEP-3304 shape (see CodeRateLimited); a tool
+// result's _meta keeps the usual one.
 func RejectionBody(b Body, r Rejection) []byte {
 	if r.Code == 0 {
 		r.Code = DefaultCode
@@ -27,13 +29,18 @@ func RejectionBody(b Body, r Rejection) []byte {
 		r.Message = DefaultMessage
 	}
 	r.RetryAfterSeconds = max(r.RetryAfterSeconds, 1)
+	r.RetryAfterMs = max(r.RetryAfterMs, 1)
 	return render(b, func(dst []byte, m Message) []byte {
 		if r.Format == FormatToolResult && m.Method == "tools/call" {
 			return appendToolResult(dst, m, r)
 		}
 		dst = appendErrorHead(dst, m, r.Code, r.Message)
 		dst = append(dst, `,"data":`...)
-		dst = appendRetryHint(dst, r)
+		if r.Code == CodeRateLimited {
+			dst = appendRateLimitedData(dst, r)
+		} else {
+			dst = appendRetryHint(dst, r)
+		}
 		return append(dst, "}}"...)
 	})
 }
@@ -116,11 +123,32 @@ func appendToolResult(dst []byte, m Message, r Rejection) []byte {
 	return append(dst, "}}"...)
 }
 
-// appendRetryHint writes {"retryAfterSeconds":N,"limit":"...","scope":"..."}.
+// appendRetryHint writes
+// {"retryAfterSeconds":N,"retryAfterMs":M,"limit":"...","scope":"..."}.
 func appendRetryHint(dst []byte, r Rejection) []byte {
 	dst = append(dst, `{"retryAfterSeconds":`...)
 	dst = strconv.AppendInt(dst, r.RetryAfterSeconds, 10)
+	dst = append(dst, `,"retryAfterMs":`...)
+	dst = strconv.AppendInt(dst, r.RetryAfterMs, 10)
 	dst = append(dst, `,"limit":`...)
+	dst = appendString(dst, r.Limit)
+	dst = append(dst, `,"scope":`...)
+	dst = appendString(dst, r.Scope)
+	return append(dst, '}')
+}
+
+// appendRateLimitedData writes the data of a CodeRateLimited error:
+// {"retryAfterMs":M,"limit":Q,"remaining":R,"retryAfterSeconds":N,"bucket":"...","scope":"..."}.
+func appendRateLimitedData(dst []byte, r Rejection) []byte {
+	dst = append(dst, `{"retryAfterMs":`...)
+	dst = strconv.AppendInt(dst, r.RetryAfterMs, 10)
+	dst = append(dst, `,"limit":`...)
+	dst = strconv.AppendInt(dst, max(r.MaxTokens, 0), 10)
+	dst = append(dst, `,"remaining":`...)
+	dst = strconv.AppendInt(dst, max(r.Remaining, 0), 10)
+	dst = append(dst, `,"retryAfterSeconds":`...)
+	dst = strconv.AppendInt(dst, r.RetryAfterSeconds, 10)
+	dst = append(dst, `,"bucket":`...)
 	dst = appendString(dst, r.Limit)
 	dst = append(dst, `,"scope":`...)
 	dst = appendString(dst, r.Scope)

@@ -18,20 +18,24 @@ func mustParse(t *testing.T, body string) Body {
 }
 
 func TestRejectionBody(t *testing.T) {
-	perUser := Rejection{Code: -32029, Message: "Rate limit exceeded", RetryAfterSeconds: 20, Limit: "tool:search", Scope: "perUser"}
+	perUser := Rejection{Code: -32029, Message: "Rate limit exceeded", RetryAfterSeconds: 20, RetryAfterMs: 19500, Limit: "tool:search", Scope: "perUser"}
 	asToolResult := perUser
 	asToolResult.Format = FormatToolResult
 	oneSecond := asToolResult
-	oneSecond.RetryAfterSeconds = 1
-	custom := Rejection{Code: 429, Message: `Slow "down" — ½ <now> & then` + "\n\t\x01\u2028", RetryAfterSeconds: 3, Limit: "method:resources/read", Scope: "shared"}
+	oneSecond.RetryAfterSeconds, oneSecond.RetryAfterMs = 1, 250
+	custom := Rejection{Code: 429, Message: `Slow "down" — ½ <now> & then` + "\n\t\x01\u2028", RetryAfterSeconds: 3, RetryAfterMs: 2001, Limit: "method:resources/read", Scope: "shared"}
 	customTool := custom
 	customTool.Format = FormatToolResult
 	zero := Rejection{Limit: "shared", Scope: "shared"}
+	rateLimited := perUser
+	rateLimited.Code, rateLimited.MaxTokens, rateLimited.Remaining = CodeRateLimited, 5, 0
+	rateLimitedTool := rateLimited
+	rateLimitedTool.Format = FormatToolResult
 
 	const (
 		call         = `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"search"}}`
-		errorSearch  = `"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"limit":"tool:search","scope":"perUser"}}}`
-		resultSearch = `"result":{"content":[{"type":"text","text":"Rate limit exceeded; retry after 20 seconds"}],"isError":true,"resultType":"complete","_meta":{"retryAfterSeconds":20,"limit":"tool:search","scope":"perUser"}}}`
+		errorSearch  = `"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"retryAfterMs":19500,"limit":"tool:search","scope":"perUser"}}}`
+		resultSearch = `"result":{"content":[{"type":"text","text":"Rate limit exceeded; retry after 20 seconds"}],"isError":true,"resultType":"complete","_meta":{"retryAfterSeconds":20,"retryAfterMs":19500,"limit":"tool:search","scope":"perUser"}}}`
 		batchBody    = `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}},` +
 			`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"search"}},` +
 			`{"jsonrpc":"2.0","id":"r","method":"resources/read"},` +
@@ -58,21 +62,25 @@ func TestRejectionBody(t *testing.T) {
 			`{"jsonrpc":"2.0","id":5,` + errorSearch},
 		{"the documented tool result body", call, asToolResult, `{"jsonrpc":"2.0","id":7,` + resultSearch},
 		{"tool result, one second", call, oneSecond,
-			`{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"Rate limit exceeded; retry after 1 second"}],"isError":true,"resultType":"complete","_meta":{"retryAfterSeconds":1,"limit":"tool:search","scope":"perUser"}}}`},
+			`{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"Rate limit exceeded; retry after 1 second"}],"isError":true,"resultType":"complete","_meta":{"retryAfterSeconds":1,"retryAfterMs":250,"limit":"tool:search","scope":"perUser"}}}`},
 		{"tool result format keeps the error for other methods", `{"jsonrpc":"2.0","id":7,"method":"resources/read"}`, asToolResult,
 			`{"jsonrpc":"2.0","id":7,` + errorSearch},
 		{"tool result for a notification", `{"jsonrpc":"2.0","method":"tools/call"}`, asToolResult, `{"jsonrpc":"2.0",` + resultSearch},
 		{"custom message escaped", `{"jsonrpc":"2.0","id":1,"method":"resources/read"}`, custom,
-			`{"jsonrpc":"2.0","id":1,"error":{"code":429,"message":"Slow \"down\" — ½ <now> & then\n\t\u0001\u2028","data":{"retryAfterSeconds":3,"limit":"method:resources/read","scope":"shared"}}}`},
+			`{"jsonrpc":"2.0","id":1,"error":{"code":429,"message":"Slow \"down\" — ½ <now> & then\n\t\u0001\u2028","data":{"retryAfterSeconds":3,"retryAfterMs":2001,"limit":"method:resources/read","scope":"shared"}}}`},
 		{"custom message in tool result", call, customTool,
-			`{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"Slow \"down\" — ½ <now> & then\n\t\u0001\u2028; retry after 3 seconds"}],"isError":true,"resultType":"complete","_meta":{"retryAfterSeconds":3,"limit":"method:resources/read","scope":"shared"}}}`},
+			`{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"Slow \"down\" — ½ <now> & then\n\t\u0001\u2028; retry after 3 seconds"}],"isError":true,"resultType":"complete","_meta":{"retryAfterSeconds":3,"retryAfterMs":2001,"limit":"method:resources/read","scope":"shared"}}}`},
 		{"zero values take defaults", call, zero,
-			`{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":1,"limit":"shared","scope":"shared"}}}`},
+			`{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":1,"retryAfterMs":1,"limit":"shared","scope":"shared"}}}`},
 		{"batch answers requests only", batchBody, perUser,
 			`[{"jsonrpc":"2.0","id":1,` + errorSearch + `,{"jsonrpc":"2.0","id":"r",` + errorSearch + `,{"jsonrpc":"2.0","id":null,` + errorSearch + `]`},
 		{"batch with tool results", batchBody, asToolResult,
 			`[{"jsonrpc":"2.0","id":1,` + resultSearch + `,{"jsonrpc":"2.0","id":"r",` + errorSearch + `,{"jsonrpc":"2.0","id":null,` + resultSearch + `]`},
 		{"batch of notifications", `[{"jsonrpc":"2.0","method":"tools/call"},{"jsonrpc":"2.0","method":"tools/call"}]`, perUser, `[]`},
+		{"RateLimited (-32023): the draft's data shape", call, rateLimited,
+			`{"jsonrpc":"2.0","id":7,"error":{"code":-32023,"message":"Rate limit exceeded","data":{"retryAfterMs":19500,"limit":5,"remaining":0,"retryAfterSeconds":20,"bucket":"tool:search","scope":"perUser"}}}`},
+		{"RateLimited (-32023): a tool result keeps the usual _meta, other methods get the draft's error", batchBody, rateLimitedTool,
+			`[{"jsonrpc":"2.0","id":1,` + resultSearch + `,{"jsonrpc":"2.0","id":"r","error":{"code":-32023,"message":"Rate limit exceeded","data":{"retryAfterMs":19500,"limit":5,"remaining":0,"retryAfterSeconds":20,"bucket":"tool:search","scope":"perUser"}}},{"jsonrpc":"2.0","id":null,` + resultSearch + `]`},
 		{"batch of one stays an array", `[` + call + `]`, perUser, `[{"jsonrpc":"2.0","id":7,` + errorSearch + `]`},
 	}
 	for _, tt := range tests {
@@ -108,7 +116,7 @@ func TestRejectionBodyMessageRoundTrips(t *testing.T) {
 
 func TestRejectionBodyInvalidUTF8Message(t *testing.T) {
 	got := RejectionBody(mustParse(t, `{"jsonrpc":"2.0","id":1,"method":"x"}`), Rejection{Message: "a\xffb", RetryAfterSeconds: 1})
-	want := `{"jsonrpc":"2.0","id":1,"error":{"code":-32029,"message":"a\ufffdb","data":{"retryAfterSeconds":1,"limit":"","scope":""}}}`
+	want := `{"jsonrpc":"2.0","id":1,"error":{"code":-32029,"message":"a\ufffdb","data":{"retryAfterSeconds":1,"retryAfterMs":1,"limit":"","scope":""}}}`
 	if string(got) != want {
 		t.Errorf("got %s, want %s", got, want)
 	}

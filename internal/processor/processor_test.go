@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"regexp"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -72,7 +74,7 @@ func replay(t *testing.T, c extprocv3.ExternalProcessorClient, script []exchange
 		if err != nil {
 			t.Fatalf("step %d: no answer: %v", i, err)
 		}
-		if diff := cmp.Diff(st.want, got, protocmp.Transform()); diff != "" {
+		if diff := cmp.Diff(maskRetryAfterMs(st.want), maskRetryAfterMs(got), protocmp.Transform()); diff != "" {
 			t.Fatalf("step %d: answer (-want +got):\n%s", i, diff)
 		}
 	}
@@ -82,6 +84,22 @@ func replay(t *testing.T, c extprocv3.ExternalProcessorClient, script []exchange
 	if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
 		t.Fatalf("after the script: got %v, want the server to end the stream cleanly", err)
 	}
+}
+
+// retryAfterMsRE matches the retryAfterMs of a rejection body, whose value
+// depends on the real clock (the limiter's tests check it).
+var retryAfterMsRE = regexp.MustCompile(`"retryAfterMs":[0-9]+`)
+
+// maskRetryAfterMs returns a copy of r whose immediate response body has its
+// retryAfterMs replaced by a placeholder; r itself when it has no body.
+func maskRetryAfterMs(r *extprocv3.ProcessingResponse) *extprocv3.ProcessingResponse {
+	if len(r.GetImmediateResponse().GetBody()) == 0 {
+		return r
+	}
+	r = proto.Clone(r).(*extprocv3.ProcessingResponse)
+	ir := r.GetImmediateResponse()
+	ir.Body = retryAfterMsRE.ReplaceAll(ir.Body, []byte(`"retryAfterMs":N`))
+	return r
 }
 
 func headers(eos bool, kv ...string) *extprocv3.ProcessingRequest {
@@ -149,7 +167,7 @@ const searchCall = `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"nam
 func TestProcess(t *testing.T) {
 	searchAllowed := withMetadata(continueBody(), "decision", "allowed", "method", "tools/call", "tool", "search")
 	limited := rejection(429,
-		`{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"limit":"tool:search","scope":"shared"}}}`,
+		`{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"retryAfterMs":20000,"limit":"tool:search","scope":"shared"}}}`,
 		"content-type", "application/json", "retry-after", "20",
 		"ratelimit-policy", `"tool:search";q=1;w=20`, "ratelimit", `"tool:search";r=0;t=20`)
 	withMetadata(limited, "decision", "limited", "method", "tools/call", "tool", "search", "limit", "tool:search")
@@ -281,7 +299,7 @@ func TestPerUserBucketUsesSourceAddressAttribute(t *testing.T) {
 	c := serve(t, New(limiter.New(p, limiter.Options{}), Options{}))
 	replay(t, c, []exchangeStep{{postHeaders(), continueHeaders()}, {body(searchCall), withMetadata(continueBody(), "decision", "allowed", "method", "tools/call", "tool", "search")}})
 	second := rejection(429,
-		`{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"limit":"tool:search","scope":"perUser"}}}`,
+		`{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"retryAfterMs":20000,"limit":"tool:search","scope":"perUser"}}}`,
 		"content-type", "application/json", "retry-after", "20",
 		"ratelimit-policy", `"user-tool:search";q=1;w=20`, "ratelimit", `"user-tool:search";r=0;t=20`)
 	replay(t, c, []exchangeStep{{postHeaders(), continueHeaders()}, {body(searchCall), withMetadata(second, "decision", "limited", "method", "tools/call", "tool", "search", "limit", "tool:search")}})
@@ -309,7 +327,7 @@ func TestHeadersFromAttributesWhenTheHeadersPhaseIsSkipped(t *testing.T) {
 	replay(t, c, []exchangeStep{{bodyOnly("alice"), allowed}})
 	replay(t, c, []exchangeStep{{bodyOnly("bob"), allowed}})
 	limited := rejection(429,
-		`{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"limit":"tool:search","scope":"perUser"}}}`,
+		`{"jsonrpc":"2.0","id":7,"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":20,"retryAfterMs":20000,"limit":"tool:search","scope":"perUser"}}}`,
 		"content-type", "application/json", "retry-after", "20",
 		"ratelimit-policy", `"user-tool:search";q=1;w=20`, "ratelimit", `"user-tool:search";r=0;t=20`)
 	replay(t, c, []exchangeStep{{bodyOnly("alice"), withMetadata(limited, "decision", "limited", "method", "tools/call", "tool", "search", "limit", "tool:search")}})

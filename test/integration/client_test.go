@@ -147,10 +147,35 @@ func checkRejected(t *testing.T, r reply, id, limit, scope string) {
 	if id != "" {
 		idPart = `"id":` + id + `,`
 	}
-	want := fmt.Sprintf(`{"jsonrpc":"2.0",%s"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":%d,"limit":%q,"scope":%q}}}`,
-		idPart, secs, limit, scope)
-	if got := bytes.TrimSpace([]byte(r.Body)); string(got) != want {
+	want := fmt.Sprintf(`{"jsonrpc":"2.0",%s"error":{"code":-32029,"message":"Rate limit exceeded","data":{"retryAfterSeconds":%d,"retryAfterMs":%d,"limit":%q,"scope":%q}}}`,
+		idPart, secs, secs*1000, limit, scope)
+	if got := bytes.TrimSpace([]byte(r.Body)); maskRetryAfterMs(string(got)) != maskRetryAfterMs(want) {
 		t.Errorf("body:\n got %s\nwant %s", got, want)
+	}
+	checkRetryAfterMs(t, r.Body, secs)
+}
+
+// retryAfterMsRE matches the retryAfterMs of a rejection body, whose exact
+// value depends on the clock: bodies are compared with it masked, and
+// checkRetryAfterMs checks it against the retry-after seconds.
+var retryAfterMsRE = regexp.MustCompile(`"retryAfterMs":([0-9]+)`)
+
+func maskRetryAfterMs(body string) string {
+	return retryAfterMsRE.ReplaceAllString(body, `"retryAfterMs":N`)
+}
+
+// checkRetryAfterMs asserts that every retryAfterMs in body is the wait that
+// rounds up to secs whole seconds.
+func checkRetryAfterMs(t *testing.T, body string, secs int) {
+	t.Helper()
+	ms := retryAfterMsRE.FindAllStringSubmatch(body, -1)
+	if len(ms) == 0 {
+		t.Errorf("body %s: no retryAfterMs", body)
+	}
+	for _, m := range ms {
+		if v, err := strconv.Atoi(m[1]); err != nil || v <= (secs-1)*1000 || v > secs*1000 {
+			t.Errorf("retryAfterMs: got %s, want in (%d, %d] for retry-after %d", m[1], (secs-1)*1000, secs*1000, secs)
+		}
 	}
 }
 

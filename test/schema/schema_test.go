@@ -235,6 +235,7 @@ func TestSchemaAcceptsWhatTheParserAcceptsAtTheEdges(t *testing.T) {
 		bucket + "redis: {url: rediss://r:6380, tls: {certFile: c, keyFile: k}}",
 		bucket + "redis: {cluster: {addrs: ['[::1]:7000', 'r-0.svc:07000']}}",
 		bucket + "response: {httpStatus: 599, errorCode: 2147483647, message: ' a '}",
+		bucket + "response: {errorCodeFor2026: -32023}",
 		bucket + "identity: [{sourceAddress: {}}, {jwtClaim: realm_access.roles}, {header: X-Forwarded-User}]",
 		"servers: [{server: a, match: {authority: '[::1]:8443', pathPrefix: /a/.b/...c/}, " + strings.TrimSuffix(bucket, "\n") + "}, {match: {pathPrefix: /}, " + strings.TrimSuffix(bucket, "\n") + "}]",
 	} {
