@@ -32,6 +32,9 @@ var readableCharsets = []string{
 // header that media-type parsers could read differently (quoting, RFC 2231
 // "charset*=", a second parameter) is refused rather than guessed at.
 func charsetReadable(contentType string) bool {
+	if contentType == "application/json" {
+		return true // what nearly every client sends
+	}
 	rest := contentType
 	for {
 		i := indexFold(rest, "charset")
@@ -104,6 +107,9 @@ func normalizeCharset(dst []byte, cs string) []byte {
 // nothing a client needs), to at most MaxInflated bytes and MaxRatio times its
 // compressed size, stopping as soon as either is passed.
 func inflate(body []byte, contentEncoding string, o Options) ([]byte, error) {
+	if contentEncoding == "" {
+		return body, nil
+	}
 	coding := ""
 	for c := range strings.SplitSeq(contentEncoding, ",") {
 		c = strings.ToLower(strings.TrimSpace(c))

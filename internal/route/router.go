@@ -36,6 +36,13 @@ func New(matches []Match) *Router {
 // read (not host[:port], UnreadablePath) is ambiguous among every server it
 // could go to, when there are two or more.
 func (r *Router) Route(authority, path string) (server int, candidates []int, ok bool) {
+	if !r.byAuthority && !r.byPath {
+		// No match reads the request: the first server takes every one.
+		if len(r.matches) == 0 {
+			return -1, nil, true
+		}
+		return 0, nil, true
+	}
 	if !r.byAuthority {
 		authority = ""
 	}
