@@ -1,9 +1,7 @@
 package integration
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -72,21 +70,7 @@ func pyClientDir(t *testing.T) string {
 // runPyClient runs limited.py against url and decodes its outcome.
 func runPyClient(t *testing.T, dir, url string) clientOutcome {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "python3", "limited.py", url, demo.ToolEcho, "5")
-	cmd.Dir = dir
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("python3 limited.py: %v\nstdout: %s\nstderr: %s", err, stdout.Bytes(), stderr.Bytes())
-	}
-	t.Logf("Python client: %s", bytes.TrimSpace(stdout.Bytes()))
-	var o clientOutcome
-	if err := json.Unmarshal(stdout.Bytes(), &o); err != nil {
-		t.Fatalf("decode %q: %v", stdout.Bytes(), err)
-	}
-	return o
+	return runClientScript(t, "Python", dir, "python3", "limited.py", url)
 }
 
 // wantPyMCPError checks that the caller got mcp's MCPError carrying the

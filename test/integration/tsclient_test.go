@@ -45,16 +45,24 @@ func tsClientDir(t *testing.T) string {
 // runTSClient runs limited.mjs against url and decodes its outcome.
 func runTSClient(t *testing.T, dir, url string) clientOutcome {
 	t.Helper()
+	return runClientScript(t, "TypeScript", dir, "node", "limited.mjs", url)
+}
+
+// runClientScript runs an SDK client script (interpreter script url tool
+// calls) in dir and decodes the one JSON line it prints: what the SDK gave
+// its caller for the limited call.
+func runClientScript(t *testing.T, sdk, dir, interpreter, script, url string) clientOutcome {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", "limited.mjs", url, demo.ToolEcho, "5")
+	cmd := exec.CommandContext(ctx, interpreter, script, url, demo.ToolEcho, "5")
 	cmd.Dir = dir
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("node limited.mjs: %v\nstdout: %s\nstderr: %s", err, stdout.Bytes(), stderr.Bytes())
+		t.Fatalf("%s %s: %v\nstdout: %s\nstderr: %s", interpreter, script, err, stdout.Bytes(), stderr.Bytes())
 	}
-	t.Logf("TypeScript client: %s", bytes.TrimSpace(stdout.Bytes()))
+	t.Logf("%s client: %s", sdk, bytes.TrimSpace(stdout.Bytes()))
 	var o clientOutcome
 	if err := json.Unmarshal(stdout.Bytes(), &o); err != nil {
 		t.Fatalf("decode %q: %v", stdout.Bytes(), err)
