@@ -180,36 +180,8 @@ func TestNullProcessorConfigsAnswerEnvoyOnEachTransport(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := &runner{f: flags{envoyConcurrency: 1}, dir: t.TempDir(), log: io.Discard, envoyBin: envoyBin,
-				upstreamPort: upstream.Listener.Addr().(*net.TCPAddr).Port}
-			p := envoyParamsFor(sc)
-			if p.ExtprocPort, err = strconv.Atoi(port); err != nil {
-				t.Fatal(err)
-			}
-			e, err := r.startEnvoy(ctx, name, p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				if err := e.stop(); err != nil {
-					t.Error(err)
-				}
-				if t.Failed() {
-					t.Logf("envoy log:\n%s", e.tail())
-				}
-			})
-
 			const requests = 3
-			for i := range requests {
-				status, err := post(ctx, http.DefaultClient, "http://"+e.listen+"/mcp", "u", toolsCall(nil, i+1, toolEcho))
-				if err != nil || status != http.StatusOK {
-					t.Fatalf("request %d: got status %d, error %v; want 200", i, status, err)
-				}
-			}
-			counts, err := e.counters(ctx, statsFilter(sc.Filter))
-			if err != nil {
-				t.Fatal(err)
-			}
+			counts := countersAfterRequests(ctx, t, envoyBin, upstream, name, sc, port, requests)
 			// Two messages a request, headers and the buffered body, each answered.
 			want := map[string]int64{"http.mcp.ext_proc.stream_msgs_sent": 2 * requests,
 				"http.mcp.ext_proc.stream_msgs_received": 2 * requests}
@@ -221,6 +193,43 @@ func TestNullProcessorConfigsAnswerEnvoyOnEachTransport(t *testing.T) {
 			}
 		})
 	}
+}
+
+// countersAfterRequests runs sc's Envoy in front of upstream with its
+// processor (or rate-limit service) on port, sends requests tools/calls that
+// must each get 200, and returns Envoy's counters of sc's filter.
+func countersAfterRequests(ctx context.Context, t *testing.T, envoyBin string, upstream *httptest.Server, name string, sc scenario, port string, requests int) map[string]int64 {
+	t.Helper()
+	r := &runner{f: flags{envoyConcurrency: 1}, dir: t.TempDir(), log: io.Discard, envoyBin: envoyBin,
+		upstreamPort: upstream.Listener.Addr().(*net.TCPAddr).Port}
+	p := envoyParamsFor(sc)
+	var err error
+	if p.ExtprocPort, err = strconv.Atoi(port); err != nil {
+		t.Fatal(err)
+	}
+	e, err := r.startEnvoy(ctx, name, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.stop(); err != nil {
+			t.Error(err)
+		}
+		if t.Failed() {
+			t.Logf("envoy log:\n%s", e.tail())
+		}
+	})
+	for i := range requests {
+		status, err := post(ctx, http.DefaultClient, "http://"+e.listen+"/mcp", "u", toolsCall(nil, i+1, toolEcho))
+		if err != nil || status != http.StatusOK {
+			t.Fatalf("request %d: got status %d, error %v; want 200", i, status, err)
+		}
+	}
+	counts, err := e.counters(ctx, statsFilter(sc.Filter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return counts
 }
 
 // freeAddr returns a loopback address with a port nothing listens on.

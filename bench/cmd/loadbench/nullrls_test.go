@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"testing"
 	"time"
 
@@ -73,41 +71,13 @@ func TestRateLimitConfigCallsTheServiceOncePerRequest(t *testing.T) {
 	upstream := httptest.NewServer(http.HandlerFunc(fixedResult))
 	defer upstream.Close()
 
-	r := &runner{f: flags{envoyConcurrency: 1}, dir: t.TempDir(), log: io.Discard, envoyBin: envoyBin,
-		upstreamPort: upstream.Listener.Addr().(*net.TCPAddr).Port}
 	sc, _ := scenarioByName("r")
-	p := envoyParamsFor(sc)
 	_, port, err := net.SplitHostPort(rlsAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.ExtprocPort, err = strconv.Atoi(port); err != nil {
-		t.Fatal(err)
-	}
-	e, err := r.startEnvoy(ctx, "r", p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := e.stop(); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			t.Logf("envoy log:\n%s", e.tail())
-		}
-	})
-
 	const requests = 3
-	for i := range requests {
-		status, err := post(ctx, http.DefaultClient, "http://"+e.listen+"/mcp", "u", toolsCall(nil, i+1, toolEcho))
-		if err != nil || status != http.StatusOK {
-			t.Fatalf("request %d: got status %d, error %v; want 200", i, status, err)
-		}
-	}
-	counts, err := e.counters(ctx, statsFilter(sc.Filter))
-	if err != nil {
-		t.Fatal(err)
-	}
+	counts := countersAfterRequests(ctx, t, envoyBin, upstream, "r", sc, port, requests)
 	want := map[string]int64{"cluster.mcp_upstream.ratelimit.ok": requests}
 	for _, name := range []string{"cluster.mcp_upstream.ratelimit.ok", "cluster.mcp_upstream.ratelimit.error",
 		"cluster.mcp_upstream.ratelimit.failure_mode_allowed", "cluster.mcp_upstream.ratelimit.over_limit"} {
