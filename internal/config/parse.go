@@ -46,11 +46,11 @@ const (
 var serverNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 var (
-	topKeys      = []string{"server", "rateLimiting", "identity", "response", "failureMode", "dryRun", "unreadableBody", "requestCompression", "redis", "servers"}
-	serverKeys   = []string{"server", "match", "rateLimiting", "identity", "response", "failureMode", "dryRun", "unreadableBody", "requestCompression"}
+	topKeys      = []string{"server", "rateLimiting", "plans", "identity", "tenant", "response", "failureMode", "dryRun", "unreadableBody", "requestCompression", "redis", "servers"}
+	serverKeys   = []string{"server", "match", "rateLimiting", "plans", "identity", "tenant", "response", "failureMode", "dryRun", "unreadableBody", "requestCompression"}
 	serverHints  = map[string]string{"name": `unknown field: a server's name goes in "server"`, "redis": "redis is only allowed at the top level: one store serves every server", "servers": "servers cannot be nested"}
-	rlKeys       = []string{"shared", "perUser", "tools", "methods"}
-	toolKeys     = []string{"name", "cost", "shared", "perUser"}
+	rlKeys       = []string{"shared", "perUser", "perTenant", "tools", "methods"}
+	toolKeys     = []string{"name", "cost", "shared", "perUser", "perTenant"}
 	bucketKeys   = []string{"maxTokens", "refillPeriod"}
 	matchKeys    = []string{"authority", "pathPrefix"}
 	identityKeys = []string{"jwtClaim", "header", "sourceAddress"}
@@ -124,6 +124,7 @@ func (w *walker) document(data []byte) *yaml.Node {
 // as defaults for every server. Nil pointers are unset.
 type common struct {
 	identity    []IdentitySource // nil: unset
+	tenant      []IdentitySource // nil: unset
 	response    responseSpec
 	failureMode *FailureMode
 	dryRun      *bool
@@ -162,7 +163,7 @@ func (w *walker) policy(root *yaml.Node) *Policy {
 
 	var servers []serverInfo
 	if list, ok := f["servers"]; ok {
-		for _, k := range []string{"server", "rateLimiting"} {
+		for _, k := range []string{"server", "rateLimiting", "plans"} {
 			if x, ok := f[k]; ok {
 				w.addf(x.key, k, "cannot be used together with servers (line %d); move it into a servers entry", list.key.Line)
 			}
@@ -210,8 +211,9 @@ func (w *walker) server(f map[string]field, node *yaml.Node, path string, defaul
 		info.matchNode = x.val
 		info.srv.Match = w.match(x.val, join(path, "match"))
 	}
+	var rl *limitsBlock
 	if x, ok := f["rateLimiting"]; ok {
-		w.rateLimiting(x.val, join(path, "rateLimiting"), &info.srv)
+		rl = w.rateLimiting(x.val, join(path, "rateLimiting"), &info.srv)
 	} else {
 		if path == "" {
 			w.missing(node, path, "rateLimiting", "the policy must limit something (rateLimiting for one MCP server, or servers for several)")
@@ -230,6 +232,19 @@ func (w *walker) server(f map[string]field, node *yaml.Node, path string, defaul
 	default:
 		// ToolHive keys users by the JWT subject; so do we unless told otherwise.
 		s.Identity = []IdentitySource{{JWTClaim: "sub"}}
+	}
+	s.Tenant = own.tenant
+	if s.Tenant == nil {
+		s.Tenant = defaults.tenant
+	}
+	var pb *plansBlock
+	if x, ok := f["plans"]; ok {
+		s.Plans, pb = w.plans(x.val, join(path, "plans"))
+		w.checkPlans(rl, pb, s.Plans)
+	}
+	w.checkLimits(rl, pb, s, len(s.Tenant) > 0)
+	if x, ok := f["tenant"]; ok && own.tenant != nil && !usesTenant(s) {
+		w.addf(x.key, join(path, "tenant"), "no perTenant bucket uses it; add one (rateLimiting or a plan) or remove tenant")
 	}
 	s.FailureMode = *cmpOr(own.failureMode, defaults.failureMode, ptr(FailOpen))
 	s.DryRun = *cmpOr(own.dryRun, defaults.dryRun, ptr(false))
@@ -263,12 +278,51 @@ func cmpOr[T any](vals ...*T) *T {
 
 func ptr[T any](v T) *T { return &v }
 
+// usesTenant reports whether any perTenant bucket of s, in rateLimiting or a
+// plan, needs the tenant.
+func usesTenant(s *Server) bool {
+	if len(s.PerTenant) > 0 {
+		return true
+	}
+	for _, t := range s.Tools {
+		if len(t.PerTenant) > 0 {
+			return true
+		}
+	}
+	for _, m := range s.Methods {
+		if len(m.PerTenant) > 0 {
+			return true
+		}
+	}
+	if s.Plans != nil {
+		for _, l := range s.Plans.Limits {
+			if len(l.PerTenant) > 0 {
+				return true
+			}
+			for _, ps := range l.Tools {
+				if len(ps.PerTenant) > 0 {
+					return true
+				}
+			}
+			for _, ps := range l.Methods {
+				if len(ps.PerTenant) > 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // common reads identity, response, failureMode, dryRun, unreadableBody and
 // requestCompression from a map's fields.
 func (w *walker) common(f map[string]field, path string) common {
 	var c common
 	if x, ok := f["identity"]; ok {
 		c.identity = w.identity(x.val, join(path, "identity"))
+	}
+	if x, ok := f["tenant"]; ok {
+		c.tenant = w.sources(x.val, join(path, "tenant"), ": the sources that name a user's tenant, e.g. [{jwtClaim: org_id}]")
 	}
 	if x, ok := f["response"]; ok {
 		c.response = w.response(x.val, join(path, "response"))
