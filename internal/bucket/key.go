@@ -15,15 +15,15 @@ import (
 type Scope uint8
 
 const (
-	ScopeShared     Scope = iota // every limited call to the server: "shared"
-	ScopeTool                    // one tool: "tool:<name>"
-	ScopeMethod                  // one method: "method:<name>"
-	ScopeUser                    // one user: "user:<id>"
-	ScopeUserTool                // one user's calls of one tool: "user-tool:<name>:<id>"
-	ScopeUserMethod              // one user's calls of one method: "user-method:<name>:<id>"
-	ScopeTenant                  // one tenant: "tenant:<id>"
-	ScopeTenantTool              // one tenant's calls of one tool: "tenant-tool:<name>:<id>"
-	ScopeTenantMethod            // one tenant's calls of one method: "tenant-method:<name>:<id>"
+	ScopeShared       Scope = iota // every limited call to the server: "shared"
+	ScopeTool                      // one tool: "tool:<name>"
+	ScopeMethod                    // one method: "method:<name>"
+	ScopeUser                      // one user: "user:<id>"
+	ScopeUserTool                  // one user's calls of one tool: "user-tool:<name>:<id>"
+	ScopeUserMethod                // one user's calls of one method: "user-method:<name>:<id>"
+	ScopeTenant                    // one tenant: "tenant:<id>"
+	ScopeTenantTool                // one tenant's calls of one tool: "tenant-tool:<name>:<id>"
+	ScopeTenantMethod              // one tenant's calls of one method: "tenant-method:<name>:<id>"
 )
 
 const (
@@ -102,7 +102,6 @@ func (k *Keys) Key(server string, scope Scope, name, identity string) string {
 // "#w<i>": mcprl:v1:{<server>}:user-tool#w1:<name>:<id>. The mark goes on the
 // label, not after the name, because a tool may be named "search#w1": its
 // key must not be the second window of "search". A negative window yields "".
-//
 func (k *Keys) WindowKey(server string, scope Scope, name, identity string, window int) string {
 	return k.PlanKey(server, scope, name, identity, "", window)
 }

@@ -340,4 +340,3 @@ func (w *walker) common(f map[string]field, path string) common {
 	w.bodyCommon(f, path, &c)
 	return c
 }
-
