@@ -375,6 +375,35 @@ func TestParseAppliesDefaultsAndReadsEveryField(t *testing.T) {
 			}},
 			Redis: Redis{Timeout: 50 * time.Millisecond},
 		},
+	}, {
+		file: "testdata/valid/plans.yaml",
+		want: &Policy{
+			Servers: []Server{{
+				Name:    "saas",
+				Shared:  bucket(5000, time.Minute),
+				Tools:   map[string]Tool{"search": {Name: "search", Cost: 2}},
+				Methods: map[string]Method{"resources/read": {Name: "resources/read", Cost: 1}},
+				Identity: []IdentitySource{{JWTClaim: "sub"}},
+				Tenant:   []IdentitySource{{JWTClaim: "org_id"}, {Header: "x-team"}},
+				Plans: &Plans{
+					From:    []IdentitySource{{JWTClaim: "plan"}},
+					Default: "free",
+					Limits: map[string]PlanLimits{
+						"free": {PerUser: bucket(20, time.Minute), PerTenant: bucket(100, time.Minute)},
+						"pro": {
+							PerUser: []Bucket{{MaxTokens: 200, RefillPeriod: time.Minute}, {MaxTokens: 20000, RefillPeriod: 24 * time.Hour}},
+							Tools:   map[string]PlanSlots{"search": {PerUser: bucket(50, time.Minute)}},
+							Methods: map[string]PlanSlots{"resources/read": {PerTenant: bucket(1000, time.Minute)}},
+						},
+						"internal": {},
+					},
+				},
+				Response:       defaultResponse,
+				FailureMode:    FailOpen,
+				UnreadableBody: UnreadableReject,
+			}},
+			Redis: Redis{Timeout: 50 * time.Millisecond},
+		},
 	}}
 	for _, tt := range tests {
 		t.Run(filepath.Base(tt.file), func(t *testing.T) {
@@ -396,6 +425,7 @@ func TestExamplesParse(t *testing.T) {
 	}{
 		{"../../examples/policy.yaml", []string{"github"}},
 		{"../../examples/multi-server.yaml", []string{"github", "jira", "internal-tools"}},
+		{"../../examples/plans.yaml", []string{"saas"}},
 	}
 	for _, tt := range tests {
 		t.Run(filepath.Base(tt.file), func(t *testing.T) {
