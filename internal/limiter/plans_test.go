@@ -240,3 +240,32 @@ plans:
 		t.Errorf("keys:\n got %q\nwant %q", st.keys, want)
 	}
 }
+
+// A reload that adds plans applies to the next decision, and one that
+// removes them returns every user to rateLimiting's buckets.
+func TestReloadAddsAndRemovesPlans(t *testing.T) {
+	without := mustParse(t, `
+rateLimiting:
+  perUser: {maxTokens: 1, refillPeriod: 1m}
+identity: [{header: x-user-id}]
+`)
+	l := New(without, Options{})
+	ctx := context.Background()
+	pro := func(id string) Decision {
+		return l.Decide(ctx, post(call(id, "x"), "x-user-id", "gina", "x-plan", "pro"))
+	}
+	if d := pro("1"); !d.Allow || d.Plan != "" {
+		t.Fatalf("before plans: allow %v plan %q, want allowed on no plan", d.Allow, d.Plan)
+	}
+	if d := pro("2"); d.Allow {
+		t.Fatalf("before plans: second call allowed, want limited (1 a minute)")
+	}
+	l.SetPolicy(mustParse(t, plansPolicy))
+	if d := pro("3"); !d.Allow || d.Plan != "pro" {
+		t.Errorf("after adding plans: allow %v plan %q, want allowed on pro", d.Allow, d.Plan)
+	}
+	l.SetPolicy(without)
+	if d := pro("4"); d.Allow || d.Plan != "" {
+		t.Errorf("after removing plans: allow %v plan %q, want limited on no plan", d.Allow, d.Plan)
+	}
+}
