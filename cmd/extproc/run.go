@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	"github.com/mcp-ratelimit/extproc/internal/bucket"
@@ -88,7 +90,8 @@ func (e problemsError) Error() string {
 func (e problemsError) Unwrap() error { return e.err }
 
 // summary describes a policy in one line, e.g.
-// "2 servers: github (5 buckets), slack (2 buckets); store: redis".
+// "2 servers: github (5 buckets), slack (2 buckets); store: redis", with
+// a server's plans: "saas (12 buckets; plans free internal pro, default free)".
 func summary(p *config.Policy) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d %s:", len(p.Servers), plural(len(p.Servers), "server"))
@@ -97,7 +100,15 @@ func summary(p *config.Policy) string {
 			b.WriteString(",")
 		}
 		n := bucketCount(&s)
-		fmt.Fprintf(&b, " %s (%d %s)", s.Name, n, plural(n, "bucket"))
+		fmt.Fprintf(&b, " %s (%d %s", s.Name, n, plural(n, "bucket"))
+		if s.Plans != nil {
+			names := slices.Sorted(maps.Keys(s.Plans.Limits))
+			fmt.Fprintf(&b, "; %s %s", plural(len(names), "plan"), strings.Join(names, " "))
+			if s.Plans.Default != "" {
+				fmt.Fprintf(&b, ", default %s", s.Plans.Default)
+			}
+		}
+		b.WriteString(")")
 	}
 	b.WriteString("; store: ")
 	switch r := p.Redis; {
@@ -116,12 +127,23 @@ func summary(p *config.Policy) string {
 // bucketCount counts the bucket definitions of a server (a perUser definition
 // counts once, however many users it will hold).
 func bucketCount(s *config.Server) int {
-	n := len(s.Shared) + len(s.PerUser)
+	n := len(s.Shared) + len(s.PerUser) + len(s.PerTenant)
 	for _, t := range s.Tools {
-		n += len(t.Shared) + len(t.PerUser)
+		n += len(t.Shared) + len(t.PerUser) + len(t.PerTenant)
 	}
 	for _, m := range s.Methods {
-		n += len(m.Shared) + len(m.PerUser)
+		n += len(m.Shared) + len(m.PerUser) + len(m.PerTenant)
+	}
+	if s.Plans != nil {
+		for _, l := range s.Plans.Limits {
+			n += len(l.PerUser) + len(l.PerTenant)
+			for _, ps := range l.Tools {
+				n += len(ps.PerUser) + len(ps.PerTenant)
+			}
+			for _, ps := range l.Methods {
+				n += len(ps.PerUser) + len(ps.PerTenant)
+			}
+		}
 	}
 	return n
 }

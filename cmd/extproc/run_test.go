@@ -55,6 +55,18 @@ func TestCheckConfigAcceptsAValidPolicy(t *testing.T) {
 	}
 }
 
+func TestCheckConfigSummaryNamesPlansAndCountsTheirBuckets(t *testing.T) {
+	const file = "../../examples/plans.yaml"
+	var stdout bytes.Buffer
+	if err := run(t.Context(), []string{"check-config", file}, &stdout, new(bytes.Buffer), mapEnv(nil)); err != nil {
+		t.Fatalf("got error %v, want nil", err)
+	}
+	want := file + ": ok\n1 server: saas (9 buckets; plans free internal pro, default free); store: memory unless --redis-url is given\n"
+	if got := stdout.String(); got != want {
+		t.Errorf("got stdout %q, want %q", got, want)
+	}
+}
+
 func TestCheckConfigReportsEveryProblemPrefixedByTheFile(t *testing.T) {
 	file := writeFile(t, "policy.yaml", invalidPolicy)
 	var stdout bytes.Buffer

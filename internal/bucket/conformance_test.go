@@ -163,6 +163,27 @@ var behaviours = []behaviour{
 		wantAllowed(t, take(t, h.store, shared), 8)
 	}},
 
+	{"plan, tenant and window buckets of one request, together", func(t *testing.T, h harness, server string) {
+		// What a pro user of tenant acme charges: the shared bucket, the
+		// plan's two per-user windows and the plan's tenant bucket.
+		charges := []Charge{
+			{Key: unsalted.Key(server, ScopeShared, "", ""), Limit: lim(100, hour), Cost: 1},
+			{Key: unsalted.PlanKey(server, ScopeUser, "", "alice", "pro", 0), Limit: lim(5, time.Minute), Cost: 1},
+			{Key: unsalted.PlanKey(server, ScopeUser, "", "alice", "pro", 1), Limit: lim(50, 24*hour), Cost: 1},
+			{Key: unsalted.PlanKey(server, ScopeTenant, "", "acme", "pro", 0), Limit: lim(2, hour), Cost: 1},
+		}
+		wantAllowed(t, take(t, h.store, charges...), 99, 4, 49, 1)
+		wantAllowed(t, take(t, h.store, charges...), 98, 3, 48, 0)
+		res := take(t, h.store, charges...)
+		wantDenied(t, res)
+		if !res.Buckets[3].Denied || res.Buckets[0].Denied || res.Buckets[1].Denied || res.Buckets[2].Denied {
+			t.Errorf("got buckets %+v, want only the tenant's denied", res.Buckets)
+		}
+		// The same user on no plan is charged other keys, full.
+		free := Charge{Key: unsalted.Key(server, ScopeUser, "", "alice"), Limit: lim(5, time.Minute), Cost: 1}
+		wantAllowed(t, take(t, h.store, free), 4)
+	}},
+
 	{"cost above one", func(t *testing.T, h harness, server string) {
 		c := Charge{Key: unsalted.Key(server, ScopeTool, "expensive", ""), Limit: lim(10, 10*hour), Cost: 4}
 		start := time.Now()

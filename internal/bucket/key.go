@@ -15,12 +15,15 @@ import (
 type Scope uint8
 
 const (
-	ScopeShared     Scope = iota // every limited call to the server: "shared"
-	ScopeTool                    // one tool: "tool:<name>"
-	ScopeMethod                  // one method: "method:<name>"
-	ScopeUser                    // one user: "user:<id>"
-	ScopeUserTool                // one user's calls of one tool: "user-tool:<name>:<id>"
-	ScopeUserMethod              // one user's calls of one method: "user-method:<name>:<id>"
+	ScopeShared       Scope = iota // every limited call to the server: "shared"
+	ScopeTool                      // one tool: "tool:<name>"
+	ScopeMethod                    // one method: "method:<name>"
+	ScopeUser                      // one user: "user:<id>"
+	ScopeUserTool                  // one user's calls of one tool: "user-tool:<name>:<id>"
+	ScopeUserMethod                // one user's calls of one method: "user-method:<name>:<id>"
+	ScopeTenant                    // one tenant: "tenant:<id>"
+	ScopeTenantTool                // one tenant's calls of one tool: "tenant-tool:<name>:<id>"
+	ScopeTenantMethod              // one tenant's calls of one method: "tenant-method:<name>:<id>"
 )
 
 const (
@@ -99,16 +102,26 @@ func (k *Keys) Key(server string, scope Scope, name, identity string) string {
 // "#w<i>": mcprl:v1:{<server>}:user-tool#w1:<name>:<id>. The mark goes on the
 // label, not after the name, because a tool may be named "search#w1": its
 // key must not be the second window of "search". A negative window yields "".
-//
-// WindowKey is the only place keys are built. It runs for every bucket of
-// every request, hence one allocation and no fmt.
 func (k *Keys) WindowKey(server string, scope Scope, name, identity string, window int) string {
+	return k.PlanKey(server, scope, name, identity, "", window)
+}
+
+// PlanKey is WindowKey for a bucket of a plan (config.Plans): a non-empty
+// plan marks the scope's label with "@<plan>", before any window mark:
+// mcprl:v1:{<server>}:user-tool@pro#w1:<name>:<id>. Plan names hold no ':',
+// '@' or '#' (the policy checks), so no plan's key is another's. A user whose
+// plan changes is charged other keys: they start on full buckets of the new
+// plan, and the old plan's keys expire once full.
+//
+// PlanKey is the only place keys are built. It runs for every bucket of
+// every request, hence one allocation and no fmt.
+func (k *Keys) PlanKey(server string, scope Scope, name, identity, plan string, window int) string {
 	label, withName, withID := scopeLabel(scope)
 	if label == "" || window < 0 {
 		return ""
 	}
-	var mark [24]byte // "#w" and a decimal int
-	m := windowMark(mark[:0], window)
+	var mark [96]byte // "@", a plan name (at most 64 bytes), "#w" and a decimal int
+	m := windowMark(planMark(mark[:0], plan), window)
 
 	n := len(keyPrefix) + len(server) + len("}:") + len(label) + len(m)
 	if withName || withID {
@@ -149,15 +162,16 @@ func (k *Keys) WindowKey(server string, scope Scope, name, identity string, wind
 }
 
 // PolicyName is the readable name of a bucket: the scope part of its key
-// without the hashed identity, e.g. "user-tool:search" or, for window 1,
-// "user-tool#w1:search". "" for an undefined scope or a negative window.
-func PolicyName(scope Scope, name string, window int) string {
+// without the hashed identity, e.g. "user-tool:search", for window 1
+// "user-tool#w1:search", and for plan pro "user-tool@pro:search". "" for an
+// undefined scope or a negative window.
+func PolicyName(scope Scope, name, plan string, window int) string {
 	label, withName, _ := scopeLabel(scope)
 	if label == "" || window < 0 {
 		return ""
 	}
-	var mark [24]byte
-	s := label + string(windowMark(mark[:0], window))
+	var mark [96]byte
+	s := label + string(windowMark(planMark(mark[:0], plan), window))
 	if withName {
 		s += ":" + name
 	}
@@ -180,6 +194,12 @@ func scopeLabel(scope Scope) (label string, withName, withID bool) {
 		return "user-tool", true, true
 	case ScopeUserMethod:
 		return "user-method", true, true
+	case ScopeTenant:
+		return "tenant", false, true
+	case ScopeTenantTool:
+		return "tenant-tool", true, true
+	case ScopeTenantMethod:
+		return "tenant-method", true, true
 	}
 	return "", false, false
 }
@@ -190,6 +210,14 @@ func windowMark(b []byte, window int) []byte {
 		return b
 	}
 	return strconv.AppendInt(append(b, "#w"...), int64(window), 10)
+}
+
+// planMark appends "@<plan>" to b, nothing for no plan.
+func planMark(b []byte, plan string) []byte {
+	if plan == "" {
+		return b
+	}
+	return append(append(b, '@'), plan...)
 }
 
 // hashIdentity writes the hex prefix of identity's hash to id.

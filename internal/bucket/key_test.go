@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -191,26 +192,38 @@ func TestWindowKeyLayout(t *testing.T) {
 	for _, tc := range []struct {
 		scope    Scope
 		toolName string
+		plan     string
 		window   int
 		want     string
 		policy   string
 	}{
-		{ScopeShared, "", 0, "mcprl:v1:{github}:shared", "shared"},
-		{ScopeShared, "", 1, "mcprl:v1:{github}:shared#w1", "shared#w1"},
-		{ScopeTool, "search", 2, "mcprl:v1:{github}:tool#w2:search", "tool#w2:search"},
-		{ScopeMethod, "resources/read", 7, "mcprl:v1:{github}:method#w7:resources/read", "method#w7:resources/read"},
-		{ScopeUser, "", 1, "mcprl:v1:{github}:user#w1:" + alice, "user#w1"},
-		{ScopeUserTool, "search", 0, "mcprl:v1:{github}:user-tool:search:" + alice, "user-tool:search"},
-		{ScopeUserTool, "search", 1, "mcprl:v1:{github}:user-tool#w1:search:" + alice, "user-tool#w1:search"},
-		{ScopeUserMethod, "prompts/get", 12, "mcprl:v1:{github}:user-method#w12:prompts/get:" + alice, "user-method#w12:prompts/get"},
-		{ScopeUser, "", -1, "", ""},
-		{Scope(42), "search", 1, "", ""},
+		{ScopeShared, "", "", 0, "mcprl:v1:{github}:shared", "shared"},
+		{ScopeShared, "", "", 1, "mcprl:v1:{github}:shared#w1", "shared#w1"},
+		{ScopeTool, "search", "", 2, "mcprl:v1:{github}:tool#w2:search", "tool#w2:search"},
+		{ScopeMethod, "resources/read", "", 7, "mcprl:v1:{github}:method#w7:resources/read", "method#w7:resources/read"},
+		{ScopeUser, "", "", 1, "mcprl:v1:{github}:user#w1:" + alice, "user#w1"},
+		{ScopeUserTool, "search", "", 0, "mcprl:v1:{github}:user-tool:search:" + alice, "user-tool:search"},
+		{ScopeUserTool, "search", "", 1, "mcprl:v1:{github}:user-tool#w1:search:" + alice, "user-tool#w1:search"},
+		{ScopeUserMethod, "prompts/get", "", 12, "mcprl:v1:{github}:user-method#w12:prompts/get:" + alice, "user-method#w12:prompts/get"},
+		{ScopeUser, "", "", -1, "", ""},
+		{ScopeTenant, "", "", 0, "mcprl:v1:{github}:tenant:" + alice, "tenant"},
+		{ScopeTenantTool, "search", "", 1, "mcprl:v1:{github}:tenant-tool#w1:search:" + alice, "tenant-tool#w1:search"},
+		{ScopeTenantMethod, "prompts/get", "", 0, "mcprl:v1:{github}:tenant-method:prompts/get:" + alice, "tenant-method:prompts/get"},
+		{ScopeUser, "", "pro", 0, "mcprl:v1:{github}:user@pro:" + alice, "user@pro"},
+		{ScopeUserTool, "search", "free.v2", 1, "mcprl:v1:{github}:user-tool@free.v2#w1:search:" + alice, "user-tool@free.v2#w1:search"},
+		{ScopeTenant, "", "enterprise", 2, "mcprl:v1:{github}:tenant@enterprise#w2:" + alice, "tenant@enterprise#w2"},
+		{Scope(42), "search", "", 1, "", ""},
 	} {
-		if got := unsalted.WindowKey("github", tc.scope, tc.toolName, "alice", tc.window); got != tc.want {
-			t.Errorf("WindowKey(%d, %q, %d) = %q, want %q", tc.scope, tc.toolName, tc.window, got, tc.want)
+		if got := unsalted.PlanKey("github", tc.scope, tc.toolName, "alice", tc.plan, tc.window); got != tc.want {
+			t.Errorf("PlanKey(%d, %q, %q, %d) = %q, want %q", tc.scope, tc.toolName, tc.plan, tc.window, got, tc.want)
 		}
-		if got := PolicyName(tc.scope, tc.toolName, tc.window); got != tc.policy {
-			t.Errorf("PolicyName(%d, %q, %d) = %q, want %q", tc.scope, tc.toolName, tc.window, got, tc.policy)
+		if tc.plan == "" {
+			if got := unsalted.WindowKey("github", tc.scope, tc.toolName, "alice", tc.window); got != tc.want {
+				t.Errorf("WindowKey(%d, %q, %d) = %q, want %q", tc.scope, tc.toolName, tc.window, got, tc.want)
+			}
+		}
+		if got := PolicyName(tc.scope, tc.toolName, tc.plan, tc.window); got != tc.policy {
+			t.Errorf("PolicyName(%d, %q, %q, %d) = %q, want %q", tc.scope, tc.toolName, tc.plan, tc.window, got, tc.policy)
 		}
 	}
 }
@@ -229,5 +242,27 @@ func TestWindowKeyNeverCollidesWithAToolName(t *testing.T) {
 func TestWindowKeyAllocatesOnce(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _ = unsalted.WindowKey("github", ScopeUserTool, "search", "alice", 3) }); n != 1 {
 		t.Errorf("WindowKey allocates %v times, want 1", n)
+	}
+	long := strings.Repeat("p", 64) // the longest plan name
+	if n := testing.AllocsPerRun(100, func() { _ = unsalted.PlanKey("github", ScopeTenantTool, "search", "acme", long, 7) }); n != 1 {
+		t.Errorf("PlanKey allocates %v times, want 1", n)
+	}
+}
+
+// A user's and a tenant's buckets, and a plan's and the policy's own, never
+// share a key, even when the user and the tenant have the same value.
+func TestPlanAndTenantKeysAreTheirOwn(t *testing.T) {
+	seen := map[string]string{}
+	for _, scope := range []Scope{ScopeUser, ScopeUserTool, ScopeUserMethod, ScopeTenant, ScopeTenantTool, ScopeTenantMethod} {
+		for _, plan := range []string{"", "pro", "free"} {
+			for _, w := range []int{0, 1} {
+				k := unsalted.PlanKey("github", scope, "search", "acme", plan, w)
+				what := fmt.Sprintf("scope %d plan %q window %d", scope, plan, w)
+				if other, dup := seen[k]; dup {
+					t.Errorf("%s and %s share key %q", what, other, k)
+				}
+				seen[k] = what
+			}
+		}
 	}
 }

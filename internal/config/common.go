@@ -10,12 +10,18 @@ import (
 
 // identity reads an identity: list of sources.
 func (w *walker) identity(n *yaml.Node, path string) []IdentitySource {
+	return w.sources(n, path, "; omit identity for the default (jwtClaim: sub)")
+}
+
+// sources reads a list of identity sources (identity, tenant, plans.from);
+// emptyHint ends the message for an empty list.
+func (w *walker) sources(n *yaml.Node, path, emptyHint string) []IdentitySource {
 	items, ok := w.list(n, path)
 	if !ok {
 		return nil
 	}
 	if len(items) == 0 {
-		w.addf(n, path, "must list at least one source; omit identity for the default (jwtClaim: sub)")
+		w.addf(n, path, "must list at least one source%s", emptyHint)
 		return nil
 	}
 	out := []IdentitySource{}

@@ -87,15 +87,21 @@ type Policy struct {
 type Server struct {
 	Name  string // namespaces Redis keys; "default" when unset
 	Match Match
-	// Shared, PerUser: the buckets of every tools/call; nil when absent. A slot
-	// holds 1..MaxBucketsPerSlot buckets, every one charged by each call.
-	Shared, PerUser []Bucket
+	// Shared, PerUser, PerTenant: the buckets of every tools/call; nil when
+	// absent. A slot holds 1..MaxBucketsPerSlot buckets, every one charged by
+	// each call.
+	Shared, PerUser, PerTenant []Bucket
 	// Tools by name.
 	Tools map[string]Tool
 	// Methods by name (never "tools/call").
 	Methods map[string]Method
 	// Identity sources, first that yields a value wins. Default: [{JWTClaim: "sub"}].
-	Identity    []IdentitySource
+	Identity []IdentitySource
+	// Tenant sources name the user's tenant for PerTenant buckets, as Identity
+	// names the user; nil: no tenant (then no PerTenant bucket is allowed).
+	Tenant []IdentitySource
+	// Plans replaces per-user and per-tenant buckets by plan; nil: no plans.
+	Plans       *Plans
 	Response    Response
 	FailureMode FailureMode
 	DryRun      bool
@@ -109,7 +115,44 @@ type Server struct {
 
 // LimitsToolCalls reports whether tools/call is limited on this server.
 func (s *Server) LimitsToolCalls() bool {
-	return len(s.Shared) > 0 || len(s.PerUser) > 0 || len(s.Tools) > 0
+	if len(s.Shared) > 0 || len(s.PerUser) > 0 || len(s.PerTenant) > 0 || len(s.Tools) > 0 {
+		return true
+	}
+	if s.Plans != nil {
+		for _, l := range s.Plans.Limits {
+			if len(l.PerUser) > 0 || len(l.PerTenant) > 0 || len(l.Tools) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Plans gives users different per-user and per-tenant buckets by plan. A user
+// on a plan is charged that plan's per-user and per-tenant buckets instead of
+// rateLimiting's, slot by slot, and a slot the plan leaves out has none for
+// them; shared buckets apply to every plan.
+type Plans struct {
+	// From: the sources of a user's plan name; the first with a value wins.
+	From []IdentitySource
+	// Default is the plan of a user whose value is missing or not in Limits;
+	// "": such users are charged rateLimiting's own per-user and per-tenant buckets.
+	Default string
+	// Limits by plan name; names are bounded labels (metrics, keys).
+	Limits map[string]PlanLimits
+}
+
+// PlanLimits is one plan's buckets. Tools and Methods name tools and methods
+// whose per-user and per-tenant slots the plan sets; their cost stays
+// rateLimiting's (1 for a name only plans list).
+type PlanLimits struct {
+	PerUser, PerTenant []Bucket
+	Tools, Methods     map[string]PlanSlots
+}
+
+// PlanSlots are a plan's buckets for one tool or method.
+type PlanSlots struct {
+	PerUser, PerTenant []Bucket
 }
 
 // Match selects a server's requests by :authority and path (route.Match, which
@@ -124,16 +167,16 @@ type Bucket struct {
 
 // Tool is the policy of one tool.
 type Tool struct {
-	Name            string
-	Cost            int64    // >= 1, default 1
-	Shared, PerUser []Bucket // as Server's; nil when absent
+	Name                       string
+	Cost                       int64    // >= 1, default 1
+	Shared, PerUser, PerTenant []Bucket // as Server's; nil when absent
 }
 
 // Method is the policy of one non-tools/call method.
 type Method struct {
-	Name            string
-	Cost            int64    // >= 1, default 1
-	Shared, PerUser []Bucket // as Server's; nil when absent
+	Name                       string
+	Cost                       int64    // >= 1, default 1
+	Shared, PerUser, PerTenant []Bucket // as Server's; nil when absent
 }
 
 // IdentitySource is one way to find the user; exactly one field is set.

@@ -16,6 +16,42 @@ import (
 // invalidFixtures maps each testdata/invalid/<name>.yaml to the exact problems
 // Parse must report, in order.
 var invalidFixtures = map[string][]string{
+	"plan-shared": {
+		`plans.limits.pro.shared (line 9): a plan holds per-user and per-tenant buckets only: a shared bucket counts every user together, whatever their plan; keep it in rateLimiting`,
+		`plans.limits.pro.tools[0].cost (line 12): a call's cost is the same on every plan; set it in rateLimiting`,
+	},
+	"plan-unknown-tool": {
+		`plans.limits.pro.tools[0].name (line 13): tool "serach" is not in rateLimiting.tools; list it there (a name alone will do), where its cost is set for every plan`,
+		`plans.limits.pro.methods[0].name (line 16): method "prompts/get" is not in rateLimiting.methods; list it there (a name alone will do), where its cost is set for every plan`,
+	},
+	"plan-default": {
+		`rateLimiting.perUser (line 2): never charged: plans.default ("free") puts every user on a plan, and a plan's per-user and per-tenant buckets replace rateLimiting's; move this bucket into plans.limits.free`,
+		`rateLimiting.tools[0].perTenant (line 5): never charged: plans.default ("free") puts every user on a plan, and a plan's per-user and per-tenant buckets replace rateLimiting's; move this bucket into plans.limits.free`,
+	},
+	"plan-names": {
+		`plans.from (line 4): must list at least one source: the sources of a user's plan name, e.g. [{jwtClaim: plan}]`,
+		`plans.default (line 5): names no plan in plans.limits: "gold"`,
+		`plans.limits.pro:v2 (line 7): a plan name must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit (it is a metric label and part of Redis keys); got "pro:v2"`,
+		`plans.limits.free (line 9): duplicate plan (first at line 8)`,
+	},
+	"plan-missing": {
+		`plans.from (line 4): missing: the sources of a user's plan name, e.g. from: [{jwtClaim: plan}]`,
+		`plans.limits (line 4): missing: each plan's per-user and per-tenant buckets, by plan name`,
+	},
+	"plan-cost": {
+		`rateLimiting.tools[0].cost (line 5): cost 5 exceeds plans.limits.free.perUser.maxTokens 3: the tool could never be called`,
+		`rateLimiting.tools[0].cost (line 5): cost 5 exceeds plans.limits.pro.tools[0].perUser.maxTokens 4: the tool could never be called`,
+	},
+	"tenant-missing": {
+		`rateLimiting.perTenant (line 2): perTenant buckets need tenant: the sources that name a user's tenant (for example tenant: [{jwtClaim: org_id}])`,
+		`rateLimiting.tools[0].perTenant (line 5): perTenant buckets need tenant: the sources that name a user's tenant (for example tenant: [{jwtClaim: org_id}])`,
+		`plans.limits.pro.perTenant (line 9): perTenant buckets need tenant: the sources that name a user's tenant (for example tenant: [{jwtClaim: org_id}])`,
+	},
+	"tenant-unused":      {`tenant (line 3): no perTenant bucket uses it; add one (rateLimiting or a plan) or remove tenant`},
+	"plans-with-servers": {`plans (line 1): cannot be used together with servers (line 5); move it into a servers entry`},
+	"bucket-list-never-binds": {
+		`rateLimiting.perUser[0] (line 3): never binds: rateLimiting.perUser[1] (maxTokens 5 per 1h) holds no more and refills no faster, so it always runs out first; drop this bucket or raise the other`,
+	},
 	"bucket-list":       {`rateLimiting.shared[0] (line 2): must be a map, got 10`, `rateLimiting.shared[1] (line 2): must be a map, got "1m"`},
 	"bucket-list-cost":  {`rateLimiting.methods[0].cost (line 4): cost 20 exceeds rateLimiting.methods[0].shared[1].maxTokens 10: the method could never be called`},
 	"bucket-list-empty": {`rateLimiting.perUser (line 2): must be a bucket or a list of 1 to 8 buckets, got an empty list`},
@@ -46,7 +82,7 @@ var invalidFixtures = map[string][]string{
 	"identity-source-address-value": {`identity[0].sourceAddress (line 4): must be {} (it takes no options), got true`},
 	"identity-two-keys":             {`identity[0] (line 4): must set exactly one of jwtClaim, header, sourceAddress; got jwtClaim and header (use one list item per source)`},
 	"identity-unknown-source":       {`identity[0].jwt (line 4): unknown field; expected one of jwtClaim, header, sourceAddress`},
-	"limits-nothing":                {`rateLimiting (line 1): limits nothing: set shared, perUser, or a tool or method with shared or perUser`},
+	"limits-nothing":                {`rateLimiting (line 1): limits nothing: set shared, perUser or perTenant, or a tool or method with one of them`},
 	"max-tokens-float":              {`rateLimiting.shared.maxTokens (line 2): must be an integer >= 1 and <= 1000000000, got 1.5`},
 	"max-tokens-missing":            {`rateLimiting.shared.maxTokens (line 2): missing: a bucket needs maxTokens and refillPeriod`},
 	"max-tokens-negative":           {`rateLimiting.shared.maxTokens (line 2): must be an integer >= 1 and <= 1000000000, got -5`},
@@ -56,8 +92,8 @@ var invalidFixtures = map[string][]string{
 	"max-tokens-zero":               {`rateLimiting.shared.maxTokens (line 2): must be an integer >= 1 and <= 1000000000, got 0`},
 	"merge-key":                     {`rateLimiting.shared.<< (line 4): merge keys (<<) are not supported; repeat the fields, or share a whole value with an anchor (&name, *name)`},
 	"method-cost-exceeds-bucket":    {`rateLimiting.methods[0].cost (line 4): cost 20 exceeds rateLimiting.methods[0].perUser.maxTokens 10: the method could never be called`},
-	"method-tools-call":             {`rateLimiting.methods[0].name (line 3): tools/call is limited by rateLimiting.shared, rateLimiting.perUser and rateLimiting.tools, not methods`},
-	"method-without-bucket":         {`rateLimiting.methods[0] (line 4): limits nothing: give the method shared or perUser (rateLimiting.shared and rateLimiting.perUser apply to tools/call only)`},
+	"method-tools-call":             {`rateLimiting.methods[0].name (line 3): tools/call is limited by rateLimiting.shared, rateLimiting.perUser, rateLimiting.perTenant and rateLimiting.tools, not methods`},
+	"method-without-bucket":         {`rateLimiting.methods[0] (line 4): limits nothing: give the method shared, perUser or perTenant (rateLimiting.shared, rateLimiting.perUser and rateLimiting.perTenant apply to tools/call only)`},
 	"missing-rate-limiting":         {`rateLimiting (line 1): missing: the policy must limit something (rateLimiting for one MCP server, or servers for several)`},
 	"misspelled-refill-period":      {`rateLimiting.shared.refilPeriod (line 2): unknown field (did you mean "refillPeriod"?)`},
 	"only-comment":                  {`policy file is empty`},
@@ -134,7 +170,7 @@ var invalidFixtures = map[string][]string{
 		`rateLimiting.tools[0].cost (line 6): cost 5 exceeds rateLimiting.tools[0].shared.maxTokens 4: the tool could never be called`,
 	},
 	"tool-cost-zero":        {`rateLimiting.tools[0].cost (line 5): must be an integer >= 1 and <= 1000000000, got 0`},
-	"tool-limits-nothing":   {`rateLimiting (line 2): limits nothing: set shared, perUser, or a tool or method with shared or perUser`},
+	"tool-limits-nothing":   {`rateLimiting (line 2): limits nothing: set shared, perUser or perTenant, or a tool or method with one of them`},
 	"tool-name-empty":       {`rateLimiting.tools[0].name (line 4): must not be empty`},
 	"tool-name-missing":     {`rateLimiting.tools[0].name (line 4): missing: every tool needs a name`},
 	"tool-name-replacement": {`rateLimiting.tools[0].name (line 4): must not contain U+FFFD, the replacement character: servers decode invalid text to it in different ways, got "se\ufffdrch"`},
@@ -339,6 +375,35 @@ func TestParseAppliesDefaultsAndReadsEveryField(t *testing.T) {
 			}},
 			Redis: Redis{Timeout: 50 * time.Millisecond},
 		},
+	}, {
+		file: "testdata/valid/plans.yaml",
+		want: &Policy{
+			Servers: []Server{{
+				Name:    "saas",
+				Shared:  bucket(5000, time.Minute),
+				Tools:   map[string]Tool{"search": {Name: "search", Cost: 2}},
+				Methods: map[string]Method{"resources/read": {Name: "resources/read", Cost: 1}},
+				Identity: []IdentitySource{{JWTClaim: "sub"}},
+				Tenant:   []IdentitySource{{JWTClaim: "org_id"}, {Header: "x-team"}},
+				Plans: &Plans{
+					From:    []IdentitySource{{JWTClaim: "plan"}},
+					Default: "free",
+					Limits: map[string]PlanLimits{
+						"free": {PerUser: bucket(20, time.Minute), PerTenant: bucket(100, time.Minute)},
+						"pro": {
+							PerUser: []Bucket{{MaxTokens: 200, RefillPeriod: time.Minute}, {MaxTokens: 20000, RefillPeriod: 24 * time.Hour}},
+							Tools:   map[string]PlanSlots{"search": {PerUser: bucket(50, time.Minute)}},
+							Methods: map[string]PlanSlots{"resources/read": {PerTenant: bucket(1000, time.Minute)}},
+						},
+						"internal": {},
+					},
+				},
+				Response:       defaultResponse,
+				FailureMode:    FailOpen,
+				UnreadableBody: UnreadableReject,
+			}},
+			Redis: Redis{Timeout: 50 * time.Millisecond},
+		},
 	}}
 	for _, tt := range tests {
 		t.Run(filepath.Base(tt.file), func(t *testing.T) {
@@ -360,6 +425,7 @@ func TestExamplesParse(t *testing.T) {
 	}{
 		{"../../examples/policy.yaml", []string{"github"}},
 		{"../../examples/multi-server.yaml", []string{"github", "jira", "internal-tools"}},
+		{"../../examples/plans.yaml", []string{"saas"}},
 	}
 	for _, tt := range tests {
 		t.Run(filepath.Base(tt.file), func(t *testing.T) {

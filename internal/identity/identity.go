@@ -26,12 +26,28 @@ type Request struct {
 // that equal strings from different sources are different users; "" when no
 // source yields one.
 func Of(sources []config.IdentitySource, r Request) string {
+	kind, v := first(sources, r)
+	if v == "" {
+		return ""
+	}
+	return kind + ":" + v
+}
+
+// Value returns the first value a source yields as it is, without the kind:
+// a name to look up (a plan), not an identity to key buckets by.
+func Value(sources []config.IdentitySource, r Request) string {
+	_, v := first(sources, r)
+	return v
+}
+
+// first returns the first value a source yields and the kind of its source.
+func first(sources []config.IdentitySource, r Request) (kind, value string) {
 	for _, s := range sources {
 		switch {
 		case s.JWTClaim != "":
 			for _, payload := range r.JWTPayloads {
 				if v, ok := claim(payload, s.JWTClaim); ok {
-					return "jwt:" + v
+					return "jwt", v
 				}
 			}
 		case s.Header != "":
@@ -39,15 +55,15 @@ func Of(sources []config.IdentitySource, r Request) string {
 				continue
 			}
 			if v := strings.TrimSpace(r.Header(s.Header)); v != "" {
-				return "header:" + v
+				return "header", v
 			}
 		case s.SourceAddress:
 			if ip := hostOnly(r.SourceAddress); ip != "" {
-				return "ip:" + ip
+				return "ip", ip
 			}
 		}
 	}
-	return ""
+	return "", ""
 }
 
 // claim walks a dotted path ("org.id") into a JWT payload. Only non-empty strings

@@ -126,7 +126,9 @@ type Decision struct {
 	Tool string
 	// Limit names the binding bucket when one denied, e.g. "tool:search".
 	Limit string
-	// Scope is "shared" or "perUser" for the binding bucket.
+	// Plan is the plan the user was charged under; empty when the policy has no plans.
+	Plan string
+	// Scope is "shared", "perUser" or "perTenant" for the binding bucket.
 	Scope string
 	// ParseError is true when the body could not be read (see OutcomeUnreadable).
 	ParseError bool
@@ -242,7 +244,7 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 		return l.headerMismatch(srv, rd.Body, d, mismatch)
 	}
 	plan := planCharges(l.keys, cs, rd.Calls, &r)
-	d.Method, d.Tool = plan.method, plan.tool
+	d.Method, d.Tool, d.Plan = plan.method, plan.tool, plan.plan
 	if len(plan.charges) == 0 {
 		return d
 	}

@@ -14,7 +14,7 @@ const toolsCall = "tools/call"
 // chargeInfo names a charge for the rejection body, headers and metrics.
 type chargeInfo struct {
 	limit  string // "server", "tool:<name>" or "method:<name>"
-	scope  string // "shared" or "perUser"
+	scope  string // "shared", "perUser" or "perTenant"
 	policy string // the key's scope part, e.g. "user-tool:search": the header policy name
 	// slot lists every bucket of the charge's slot, itself included, in policy
 	// order: a rejection names them all in ratelimit-policy when there are several.
@@ -27,19 +27,27 @@ type bucketRef struct {
 	limit bucket.Limit
 	scope bucket.Scope
 	name  string // the tool or method; "" for the server-wide buckets
+	plan  string // the plan whose bucket this is; "" for rateLimiting's
 	// window is the bucket's place in its slot's list, from 0 (bucket.Keys.WindowKey).
 	window int
-	// key is the bucket's key for shared scopes; per-user keys depend on the
-	// identity and are built per request.
+	// key is the bucket's key for shared scopes; per-user and per-tenant keys
+	// depend on the identity and are built per request.
 	key  string
 	info chargeInfo
 }
 
 // rule is what one call charges: a tools/call of one tool, or one method.
 type rule struct {
-	cost    int64
-	shared  []*bucketRef
-	perUser []*bucketRef
+	cost                       int64
+	shared, perUser, perTenant []*bucketRef
+}
+
+// ruleset is every rule of a server for the users of one plan (or of none).
+type ruleset struct {
+	// unknownTool applies to tools/call of a tool the policy does not name.
+	unknownTool rule
+	tools       map[string]*rule
+	methods     map[string]*rule
 }
 
 // compiledServer is a server's policy ready for planning.
@@ -47,10 +55,10 @@ type compiledServer struct {
 	srv *config.Server
 	// limitsToolCalls: tools/call is limited on this server.
 	limitsToolCalls bool
-	// unknownTool applies to tools/call of a tool the policy does not name.
-	unknownTool rule
-	tools       map[string]*rule
-	methods     map[string]*rule
+	// rules apply to users on no plan: all users when the server has no plans.
+	rules ruleset
+	// plans holds a ruleset per plan name; nil without plans.
+	plans map[string]*ruleset
 	// read says which bodies the servers behind accept.
 	read body.Options
 }
@@ -71,52 +79,111 @@ func compile(keys *bucket.Keys, p *config.Policy) *compiled {
 		matches[i] = p.Servers[i].Match
 		srv := &p.Servers[i]
 		cs := &c.servers[i]
-		*cs = compiledServer{srv: srv, limitsToolCalls: srv.LimitsToolCalls(),
-			tools: make(map[string]*rule, len(srv.Tools)), methods: make(map[string]*rule, len(srv.Methods))}
+		*cs = compiledServer{srv: srv, limitsToolCalls: srv.LimitsToolCalls()}
 		if c := srv.Compression; c != nil {
 			cs.read = body.Options{Codings: c.Codings, MaxInflated: c.MaxInflatedBytes, MaxRatio: c.MaxRatio}
 		}
-		// refs builds the buckets of one slot; nil when the slot is absent.
-		refs := func(bs []config.Bucket, scope bucket.Scope, name, limit, scopeLabel string) []*bucketRef {
-			if len(bs) == 0 {
-				return nil
+		b := rulesBuilder{keys: keys, srv: srv}
+		b.shared()
+		cs.rules = *b.ruleset("", nil)
+		if srv.Plans != nil {
+			cs.plans = make(map[string]*ruleset, len(srv.Plans.Limits))
+			for name, l := range srv.Plans.Limits {
+				cs.plans[name] = b.ruleset(name, &l)
 			}
-			out := make([]*bucketRef, len(bs))
-			for w, b := range bs {
-				r := &bucketRef{
-					limit: bucket.Limit{MaxTokens: b.MaxTokens, RefillPeriod: b.RefillPeriod},
-					scope: scope, name: name, window: w,
-					info: chargeInfo{limit: limit, scope: scopeLabel, policy: bucket.PolicyName(scope, name, w), slot: out},
-				}
-				if scopeLabel == "shared" {
-					r.key = keys.WindowKey(srv.Name, scope, name, "", w)
-				}
-				out[w] = r
-			}
-			return out
-		}
-		serverShared := refs(srv.Shared, bucket.ScopeShared, "", "server", "shared")
-		serverUser := refs(srv.PerUser, bucket.ScopeUser, "", "server", "perUser")
-		toolRule := func(cost int64, shared, perUser []*bucketRef) *rule {
-			r := &rule{cost: cost}
-			r.shared = append(append(r.shared, serverShared...), shared...)
-			r.perUser = append(append(r.perUser, serverUser...), perUser...)
-			return r
-		}
-		cs.unknownTool = *toolRule(1, nil, nil)
-		for name, t := range srv.Tools {
-			cs.tools[name] = toolRule(t.Cost,
-				refs(t.Shared, bucket.ScopeTool, name, "tool:"+name, "shared"),
-				refs(t.PerUser, bucket.ScopeUserTool, name, "tool:"+name, "perUser"))
-		}
-		for name, m := range srv.Methods {
-			cs.methods[name] = &rule{cost: m.Cost,
-				shared:  refs(m.Shared, bucket.ScopeMethod, name, "method:"+name, "shared"),
-				perUser: refs(m.PerUser, bucket.ScopeUserMethod, name, "method:"+name, "perUser")}
 		}
 	}
 	c.router = route.New(matches)
 	return c
+}
+
+// rulesBuilder builds a server's rulesets: the shared buckets once, the
+// per-user and per-tenant ones for each plan.
+type rulesBuilder struct {
+	keys *bucket.Keys
+	srv  *config.Server
+	// Shared slots, the same in every ruleset.
+	server      []*bucketRef
+	tools       map[string][]*bucketRef
+	methodsRefs map[string][]*bucketRef
+}
+
+// refs builds the buckets of one slot; nil when the slot is absent.
+func (b *rulesBuilder) refs(bs []config.Bucket, scope bucket.Scope, name, limit, scopeLabel, plan string) []*bucketRef {
+	if len(bs) == 0 {
+		return nil
+	}
+	out := make([]*bucketRef, len(bs))
+	for w, bk := range bs {
+		r := &bucketRef{
+			limit: bucket.Limit{MaxTokens: bk.MaxTokens, RefillPeriod: bk.RefillPeriod},
+			scope: scope, name: name, plan: plan, window: w,
+			info: chargeInfo{limit: limit, scope: scopeLabel, policy: bucket.PolicyName(scope, name, plan, w), slot: out},
+		}
+		if scopeLabel == "shared" {
+			r.key = b.keys.WindowKey(b.srv.Name, scope, name, "", w)
+		}
+		out[w] = r
+	}
+	return out
+}
+
+func (b *rulesBuilder) shared() {
+	b.server = b.refs(b.srv.Shared, bucket.ScopeShared, "", "server", "shared", "")
+	b.tools = make(map[string][]*bucketRef, len(b.srv.Tools))
+	for name, t := range b.srv.Tools {
+		b.tools[name] = b.refs(t.Shared, bucket.ScopeTool, name, "tool:"+name, "shared", "")
+	}
+	b.methodsRefs = make(map[string][]*bucketRef, len(b.srv.Methods))
+	for name, m := range b.srv.Methods {
+		b.methodsRefs[name] = b.refs(m.Shared, bucket.ScopeMethod, name, "method:"+name, "shared", "")
+	}
+}
+
+// ruleset builds the rules of the users of plan (limits pl), or of users on
+// no plan (plan "", pl nil): a plan's per-user and per-tenant slots replace
+// rateLimiting's, and a slot it leaves out has no bucket for its users.
+func (b *rulesBuilder) ruleset(plan string, pl *config.PlanLimits) *ruleset {
+	srv := b.srv
+	perUser, perTenant := srv.PerUser, srv.PerTenant
+	if pl != nil {
+		perUser, perTenant = pl.PerUser, pl.PerTenant
+	}
+	serverUser := b.refs(perUser, bucket.ScopeUser, "", "server", "perUser", plan)
+	serverTenant := b.refs(perTenant, bucket.ScopeTenant, "", "server", "perTenant", plan)
+	rs := &ruleset{
+		unknownTool: rule{cost: 1, shared: b.server, perUser: serverUser, perTenant: serverTenant},
+		tools:       make(map[string]*rule, len(srv.Tools)),
+		methods:     make(map[string]*rule, len(srv.Methods)),
+	}
+	for name, t := range srv.Tools {
+		u, tn := t.PerUser, t.PerTenant
+		if pl != nil {
+			u, tn = pl.Tools[name].PerUser, pl.Tools[name].PerTenant
+		}
+		rs.tools[name] = &rule{cost: t.Cost,
+			shared:    concat(b.server, b.tools[name]),
+			perUser:   concat(serverUser, b.refs(u, bucket.ScopeUserTool, name, "tool:"+name, "perUser", plan)),
+			perTenant: concat(serverTenant, b.refs(tn, bucket.ScopeTenantTool, name, "tool:"+name, "perTenant", plan)),
+		}
+	}
+	for name, m := range srv.Methods {
+		u, tn := m.PerUser, m.PerTenant
+		if pl != nil {
+			u, tn = pl.Methods[name].PerUser, pl.Methods[name].PerTenant
+		}
+		rs.methods[name] = &rule{cost: m.Cost,
+			shared:    b.methodsRefs[name],
+			perUser:   b.refs(u, bucket.ScopeUserMethod, name, "method:"+name, "perUser", plan),
+			perTenant: b.refs(tn, bucket.ScopeTenantMethod, name, "method:"+name, "perTenant", plan),
+		}
+	}
+	return rs
+}
+
+// concat is a new slice of a then b (never sharing a's backing array).
+func concat(a, b []*bucketRef) []*bucketRef {
+	return append(append([]*bucketRef(nil), a...), b...)
 }
 
 // route returns the server a request is charged to (route.Router.Route): nil
@@ -154,6 +221,8 @@ type plan struct {
 	neverFits int
 	// toolCallWithID is true when some tools/call element expects an answer.
 	toolCallWithID bool
+	// plan is the user's plan (see Decision.Plan).
+	plan string
 }
 
 // planCharges lists the charges for every limited call (body.Reading.Calls),
@@ -162,14 +231,19 @@ type plan struct {
 // is charged all-or-nothing in a single Take.
 func planCharges(keys *bucket.Keys, cs *compiledServer, calls []mcp.Message, r *Request) plan {
 	pl := plan{neverFits: -1}
-	id := user{sources: cs.srv.Identity, r: r}
+	rs := &cs.rules
+	if cs.plans != nil {
+		pl.plan, rs = cs.planOf(r)
+	}
+	id := lazyIdentity{sources: cs.srv.Identity, r: r}
+	tenant := lazyIdentity{sources: cs.srv.Tenant, r: r}
 	var firstLabel string // the first message's label, when nothing is limited
 	for _, m := range calls {
 		var ru *rule
 		label := OtherLabel
 		if m.Method == toolsCall {
 			label = toolsCall
-			t, known := cs.tools[m.Name]
+			t, known := rs.tools[m.Name]
 			if pl.tool == "" {
 				pl.tool = OtherLabel
 				if known {
@@ -177,7 +251,7 @@ func planCharges(keys *bucket.Keys, cs *compiledServer, calls []mcp.Message, r *
 				}
 			}
 			if cs.limitsToolCalls {
-				ru = &cs.unknownTool
+				ru = &rs.unknownTool
 				if known {
 					ru = t
 				}
@@ -185,7 +259,7 @@ func planCharges(keys *bucket.Keys, cs *compiledServer, calls []mcp.Message, r *
 					pl.toolCallWithID = true
 				}
 			}
-		} else if mr, ok := cs.methods[m.Method]; ok {
+		} else if mr, ok := rs.methods[m.Method]; ok {
 			ru, label = mr, m.Method
 		}
 		if firstLabel == "" {
@@ -200,22 +274,42 @@ func planCharges(keys *bucket.Keys, cs *compiledServer, calls []mcp.Message, r *
 		for _, b := range ru.shared {
 			pl.add(b.key, b, ru.cost)
 		}
-		if len(ru.perUser) == 0 {
-			continue
+		// Without a user (or a tenant), per-user (per-tenant) buckets are
+		// skipped; the others still apply.
+		if len(ru.perUser) > 0 {
+			if u := id.get(); u != "" {
+				for _, b := range ru.perUser {
+					pl.add(keys.PlanKey(cs.srv.Name, b.scope, b.name, u, b.plan, b.window), b, ru.cost)
+				}
+			}
 		}
-		u := id.get()
-		if u == "" {
-			// No identity: per-user buckets are skipped, and shared ones still apply.
-			continue
-		}
-		for _, b := range ru.perUser {
-			pl.add(keys.WindowKey(cs.srv.Name, b.scope, b.name, u, b.window), b, ru.cost)
+		if len(ru.perTenant) > 0 {
+			if t := tenant.get(); t != "" {
+				for _, b := range ru.perTenant {
+					pl.add(keys.PlanKey(cs.srv.Name, b.scope, b.name, t, b.plan, b.window), b, ru.cost)
+				}
+			}
 		}
 	}
 	if pl.method == "" {
 		pl.method = firstLabel
 	}
 	return pl
+}
+
+// planOf returns the plan of the request's user and its rules: the first
+// plans.from source's value when the policy names that plan, else the
+// default plan, else "" and the rules of users on no plan. The name is a
+// bounded label: only names the policy lists.
+func (cs *compiledServer) planOf(r *Request) (string, *ruleset) {
+	name := identity.Value(cs.srv.Plans.From, identityRequest(r))
+	if rs, ok := cs.plans[name]; ok {
+		return name, rs
+	}
+	if d := cs.srv.Plans.Default; d != "" {
+		return d, cs.plans[d]
+	}
+	return "", &cs.rules
 }
 
 // add charges b cost tokens under key, summing with an earlier charge of the
@@ -242,15 +336,15 @@ func (pl *plan) add(key string, b *bucketRef, cost int64) {
 	}
 }
 
-// user resolves the user once per request, on first need.
-type user struct {
+// lazyIdentity resolves a user (or tenant) once per request, on first need.
+type lazyIdentity struct {
 	sources []config.IdentitySource
 	r       *Request
 	done    bool
 	value   string
 }
 
-func (id *user) get() string {
+func (id *lazyIdentity) get() string {
 	if !id.done {
 		id.done = true
 		id.value = resolveIdentity(id.sources, id.r)
@@ -260,5 +354,9 @@ func (id *user) get() string {
 
 // resolveIdentity is identity.Of for a limiter Request.
 func resolveIdentity(sources []config.IdentitySource, r *Request) string {
-	return identity.Of(sources, identity.Request{Header: r.header, SourceAddress: r.SourceAddress, JWTPayloads: r.JWTPayloads})
+	return identity.Of(sources, identityRequest(r))
+}
+
+func identityRequest(r *Request) identity.Request {
+	return identity.Request{Header: r.header, SourceAddress: r.SourceAddress, JWTPayloads: r.JWTPayloads}
 }

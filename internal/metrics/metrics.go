@@ -18,6 +18,7 @@ import (
 // implements processor.Observer.
 type Metrics struct {
 	decisions     *prometheus.CounterVec
+	planDecisions *prometheus.CounterVec
 	duration      prometheus.Histogram
 	storeErrors   *prometheus.CounterVec
 	parseErrors   prometheus.Counter
@@ -32,6 +33,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "mcp_ratelimit_decisions_total",
 			Help: "Rate-limit decisions by server, method, decision and denying limit.",
 		}, []string{"server", "method", "decision", "limit"}),
+		// A metric of its own rather than a plan label on decisions_total:
+		// the series of policies without plans stay exactly as they were.
+		planDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_ratelimit_plan_decisions_total",
+			Help: "Rate-limit decisions of users on a plan, by server, plan and decision.",
+		}, []string{"server", "plan", "decision"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "mcp_ratelimit_decision_duration_seconds",
 			Help: "Time to decide one request, store round trip included.",
@@ -55,7 +62,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "ext_proc streams open now.",
 		}),
 	}
-	reg.MustRegister(m.decisions, m.duration, m.storeErrors, m.parseErrors, m.configReloads, m.activeStreams)
+	reg.MustRegister(m.decisions, m.planDecisions, m.duration, m.storeErrors, m.parseErrors, m.configReloads, m.activeStreams)
 	// Known store error kinds start at zero so alerts on rate() work from the start.
 	m.storeErrors.WithLabelValues("timeout")
 	m.storeErrors.WithLabelValues("error")
@@ -75,6 +82,9 @@ func (m *Metrics) Decided(d limiter.Decision, elapsed time.Duration) {
 		server = "none"
 	}
 	m.decisions.WithLabelValues(server, d.Method, string(d.Outcome), d.Limit).Inc()
+	if d.Plan != "" {
+		m.planDecisions.WithLabelValues(server, d.Plan, string(d.Outcome)).Inc()
+	}
 	m.duration.Observe(elapsed.Seconds())
 	if d.ParseError {
 		m.parseErrors.Inc()

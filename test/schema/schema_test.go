@@ -37,6 +37,12 @@ var notExpressible = map[string]string{
 	"rate-too-high":              "maxTokens is compared with refillPeriod: arithmetic across two fields",
 	"bucket-list-cost":           "cost is compared with the maxTokens of other buckets: a value compared with a value",
 	"bucket-list-same-period":    "two buckets of a list with the same refillPeriod: one field compared across list items, in any mix of units",
+	"bucket-list-never-binds":    "one bucket of a list holds no more and refills no slower than another: arithmetic across list items",
+	"plan-cost":                  "cost is compared with the maxTokens of a plan's buckets: a value compared with a value",
+	"plan-unknown-tool":          "a plan names a tool rateLimiting.tools does not: a value looked up in another list",
+	"plan-default":               "with plans.default, a perUser or perTenant bucket anywhere in rateLimiting is never charged: a rule across two blocks at any depth",
+	"tenant-missing":             "perTenant needs tenant, which may come from the top-level defaults of the servers form: a rule across levels",
+	"tenant-unused":              "tenant needs a perTenant bucket somewhere, in rateLimiting or a plan: a rule across two blocks at any depth",
 	// Rules across servers.
 	"servers-both-unnamed":      "duplicate server names (here both defaulted): names unique across list items",
 	"servers-duplicate-name":    "duplicate server names: names unique across list items",
@@ -53,6 +59,7 @@ var notExpressible = map[string]string{
 	"max-tokens-octal": "YAML reads 010 as the integer 8; how it was written is gone by the time it is JSON",
 	"merge-key":        "the YAML reader applies << before the schema sees the map, which is then a valid bucket",
 	"duplicate-key":    "the YAML reader refuses the file (duplicate key) before there is anything to validate",
+	"plan-names":       "the YAML reader refuses the file (a plan listed twice) before there is anything to validate",
 	"yaml-syntax":      "the YAML reader refuses the file (syntax error) before there is anything to validate",
 	"two-documents":    "a schema describes one document; the second is never validated against the first",
 }
