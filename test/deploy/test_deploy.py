@@ -3,9 +3,14 @@
 - deploy/ renders with kustomize, base and both overlays, and every Kubernetes
   object in it (and in envoy/istio/extproc.yaml) passes kubernetes-validate's
   strict schemas for the oldest and the newest Kubernetes it knows.
-- The Istio EnvoyFilter and the Envoy Gateway policies pass their CRDs'
-  openAPIV3Schema with unknown fields as errors, as `kubectl apply` with
-  server-side field validation would report them.
+- The Istio EnvoyFilter and DestinationRule and the Envoy Gateway policies pass
+  their CRDs' openAPIV3Schema with unknown fields as errors, as `kubectl apply`
+  with server-side field validation would report them. BackendTLSPolicy and
+  EnvoyProxy, whose schemas are not among the shared ones, are checked against
+  the field names of their upstream APIs.
+- The TLS overlays only add TLS to their default overlays, their files agree on
+  names, ports, hostnames and Secret keys, and extproc serves mutual TLS with the
+  rendered flags and certificates made as the comments say.
 - docker-compose.yaml passes the Compose specification's JSON Schema.
 - The Dockerfile copies files that exist and that .dockerignore keeps.
 - Every extproc and demo-server flag or variable the files set is one the
