@@ -3,9 +3,14 @@
 - deploy/ renders with kustomize, base and both overlays, and every Kubernetes
   object in it (and in envoy/istio/extproc.yaml) passes kubernetes-validate's
   strict schemas for the oldest and the newest Kubernetes it knows.
-- The Istio EnvoyFilter and the Envoy Gateway policies pass their CRDs'
-  openAPIV3Schema with unknown fields as errors, as `kubectl apply` with
-  server-side field validation would report them.
+- The Istio EnvoyFilter and DestinationRule and the Envoy Gateway policies pass
+  their CRDs' openAPIV3Schema with unknown fields as errors, as `kubectl apply`
+  with server-side field validation would report them. BackendTLSPolicy and
+  EnvoyProxy, whose schemas are not among the shared ones, are checked against
+  the field names of their upstream APIs.
+- The TLS overlays only add TLS to their default overlays, their files agree on
+  names, ports, hostnames and Secret keys, and extproc serves mutual TLS with the
+  rendered flags and certificates made as the comments say.
 - docker-compose.yaml passes the Compose specification's JSON Schema.
 - The Dockerfile copies files that exist and that .dockerignore keeps.
 - Every extproc and demo-server flag or variable the files set is one the
@@ -23,6 +28,8 @@ import json
 import os
 import re
 import shlex
+import socket
+import ssl
 import subprocess
 
 import jsonschema
@@ -37,14 +44,34 @@ SCHEMAS = os.environ.get("SCHEMAS_DIR") or os.path.join(ROOT, "..", "shared", "s
 # module proxy serves that builds with this repository's Go.
 KUSTOMIZE = ["go", "run", "sigs.k8s.io/kustomize/kustomize/v5@v5.8.1"]
 
-KUSTOMIZATIONS = ["deploy/base", "deploy/overlays/istio", "deploy/overlays/envoy-gateway"]
+KUSTOMIZATIONS = [
+    "deploy/base",
+    "deploy/overlays/istio",
+    "deploy/overlays/envoy-gateway",
+    "deploy/overlays/istio-tls",
+    "deploy/overlays/envoy-gateway-tls",
+]
+
+# The overlays that put extproc's gRPC port on mutual TLS, and the default ones they
+# build on, which must stay plaintext.
+TLS_OVERLAYS = {"deploy/overlays/istio-tls": "deploy/overlays/istio", "deploy/overlays/envoy-gateway-tls": "deploy/overlays/envoy-gateway"}
 
 # Kinds checked against a CRD instead of kubernetes-validate: (group, kind) ->
 # the file under SCHEMAS that defines it.
 CRD_FILES = {
     ("networking.istio.io", "EnvoyFilter"): "istio.crds.yaml",
+    ("networking.istio.io", "DestinationRule"): "istio.crds.yaml",
     ("gateway.envoyproxy.io", "EnvoyExtensionPolicy"): "envoy-gateway.envoyextensionpolicies.crd.yaml",
     ("gateway.envoyproxy.io", "ClientTrafficPolicy"): "envoy-gateway.clienttrafficpolicies.crd.yaml",
+}
+
+# Kinds the files use whose schema is in neither place: checked against the field
+# names of their upstream API by known_fields_errors (BackendTLSPolicy as Gateway API
+# v1.2 defines it, EnvoyProxy's backendTLS as Envoy Gateway v1.3 does) and by the
+# TLS tests below. (group, kind) -> the apiVersion the files must use.
+NO_SCHEMA_KINDS = {
+    ("gateway.networking.k8s.io", "BackendTLSPolicy"): "gateway.networking.k8s.io/v1alpha3",
+    ("gateway.envoyproxy.io", "EnvoyProxy"): "gateway.envoyproxy.io/v1alpha1",
 }
 
 # Oldest and newest Kubernetes whose schemas the pinned kubernetes-validate ships.
@@ -97,9 +124,18 @@ def is_crd_kind(obj):
     return (group_of(obj), obj["kind"]) in CRD_FILES
 
 
+def is_no_schema_kind(obj):
+    return (group_of(obj), obj["kind"]) in NO_SCHEMA_KINDS
+
+
 def kubernetes_objects(rendered):
     """(where, object) for every built-in Kubernetes object the project ships."""
-    objs = [(f"{k}: {o['kind']}/{o['metadata']['name']}", o) for k, docs in rendered.items() for o in docs if not is_crd_kind(o)]
+    objs = [
+        (f"{k}: {o['kind']}/{o['metadata']['name']}", o)
+        for k, docs in rendered.items()
+        for o in docs
+        if not is_crd_kind(o) and not is_no_schema_kind(o)
+    ]
     objs += [(f"envoy/istio/extproc.yaml: {o['kind']}/{o['metadata']['name']}", o) for o in load_docs(read("envoy/istio/extproc.yaml"))]
     return objs
 
@@ -138,6 +174,10 @@ def test_every_rendered_object_is_validated_by_one_schema_or_the_other(rendered)
     for k, docs in rendered.items():
         for o in docs:
             if is_crd_kind(o):
+                continue
+            if is_no_schema_kind(o):
+                # Checked by test_objects_without_a_schema_use_only_known_fields.
+                assert o["apiVersion"] == NO_SCHEMA_KINDS[(group_of(o), o["kind"])], f"{k}: {o['kind']} {o['apiVersion']}"
                 continue
             try:
                 kv.validate(o, kv.latest_version(), strict=True)
@@ -216,6 +256,8 @@ def test_network_policies_let_only_the_gateway_reach_grpc_and_prometheus_the_met
             }},
         }],
     }
+    for tls, plain in TLS_OVERLAYS.items():
+        want_gateway[tls] = want_gateway[plain]
     for k, docs in rendered.items():
         np = find(docs, "NetworkPolicy", "extproc")
         rules = {r["ports"][0]["port"]: r for r in np["spec"]["ingress"]}
@@ -289,7 +331,7 @@ def crd_validator(obj):
 def crd_objects():
     return [
         pytest.param(o, id=f"{rel}:{o['kind']}/{o['metadata']['name']}")
-        for rel in ("envoy/istio/envoyfilter.yaml", "envoy/gateway/extensionpolicy.yaml")
+        for rel in ("envoy/istio/envoyfilter.yaml", "envoy/gateway/extensionpolicy.yaml", "envoy/istio/tls/destinationrule.yaml")
         for o in load_docs(read(rel))
     ]
 
@@ -310,6 +352,10 @@ def test_crd_schema_rejects_a_misspelt_field():
     bad = copy.deepcopy(filt)
     bad["spec"]["configPatches"][0]["match"]["contxt"] = "SIDECAR_INBOUND"
     assert list(crd_validator(bad).iter_errors(bad)), "a misspelt field passed the EnvoyFilter schema"
+    (rule,) = load_docs(read("envoy/istio/tls/destinationrule.yaml"))
+    bad = copy.deepcopy(rule)
+    bad["spec"]["trafficPolicy"]["portLevelSettings"][0]["tls"]["subjectAltName"] = ["x"]
+    assert list(crd_validator(bad).iter_errors(bad)), "a misspelt field passed the DestinationRule schema"
 
 
 def test_crd_schema_keeps_envoy_config_in_patches_open():
@@ -319,6 +365,301 @@ def test_crd_schema_keeps_envoy_config_in_patches_open():
     ok = copy.deepcopy(filt)
     ok["spec"]["configPatches"][0]["patch"]["value"]["any_envoy_field"] = 1
     assert not list(crd_validator(ok).iter_errors(ok))
+
+
+# ---- TLS to the processor --------------------------------------------------------
+
+# Field names of the upstream APIs of NO_SCHEMA_KINDS, as far as the files use them:
+# BackendTLSPolicy as Gateway API v1.2 defines v1alpha3, EnvoyProxy's spec.backendTLS
+# as Envoy Gateway v1.3 defines it. None: any value; a frozenset: the allowed values
+# (of the value, or of each item of a list); [x]: a list of x.
+KNOWN_FIELDS = {
+    "BackendTLSPolicy": {"spec": {
+        "targetRefs": [{"group": None, "kind": None, "name": None, "sectionName": None}],
+        "validation": {
+            "caCertificateRefs": [{"group": None, "kind": None, "name": None}],
+            "hostname": None,
+            "subjectAltNames": [{"type": frozenset({"Hostname", "URI"}), "hostname": None, "uri": None}],
+            "wellKnownCACertificates": frozenset({"System"}),
+        },
+        "options": None,
+    }},
+    "EnvoyProxy": {"spec": {"backendTLS": {
+        "clientCertificateRef": {"group": None, "kind": None, "name": None, "namespace": None},
+        "alpnProtocols": frozenset({"http/1.0", "http/1.1", "h2"}),
+        "minVersion": frozenset({"Auto", "1.0", "1.1", "1.2", "1.3"}),
+        "maxVersion": frozenset({"Auto", "1.0", "1.1", "1.2", "1.3"}),
+        "ciphers": None,
+        "ecdhCurves": None,
+        "signatureAlgorithms": None,
+    }}},
+}
+
+
+def known_fields_errors(obj):
+    def walk(v, known, path):
+        if known is None:
+            return []
+        if isinstance(known, frozenset):
+            bad = [x for x in (v if isinstance(v, list) else [v]) if x not in known]
+            return [f"{path}: {x!r} is not one of {sorted(known)}" for x in bad]
+        if isinstance(known, list):
+            if not isinstance(v, list):
+                return [f"{path}: want a list"]
+            return [e for i, x in enumerate(v) for e in walk(x, known[0], f"{path}[{i}]")]
+        if not isinstance(v, dict):
+            return [f"{path}: want an object"]
+        return [e for k, x in v.items() for e in ([f"{path}.{k}: unknown field"] if k not in known else walk(x, known[k], f"{path}.{k}"))]
+
+    top = {"apiVersion": None, "kind": None, "metadata": None, **KNOWN_FIELDS[obj["kind"]]}
+    return walk(obj, top, obj["kind"])
+
+
+def test_objects_without_a_schema_use_only_known_fields(rendered):
+    seen = set()
+    for k, docs in rendered.items():
+        for o in docs:
+            if is_no_schema_kind(o):
+                seen.add(o["kind"])
+                errors = known_fields_errors(o)
+                assert not errors, f"{k}: " + "\n".join(errors)
+    assert seen == {kind for _, kind in NO_SCHEMA_KINDS}, seen
+
+
+def test_known_fields_check_rejects_a_misspelt_field(rendered):
+    docs = rendered["deploy/overlays/envoy-gateway-tls"]
+    bad = copy.deepcopy(find(docs, "BackendTLSPolicy", "extproc"))
+    bad["spec"]["validation"]["hostnme"] = "x"
+    assert known_fields_errors(bad)
+    bad = copy.deepcopy(find(docs, "EnvoyProxy", "mcp-gateway"))
+    bad["spec"]["backendTLS"]["alpnProtocols"] = ["h2c"]
+    assert known_fields_errors(bad)
+
+
+def extproc_container(docs):
+    (c,) = find(docs, "Deployment", "extproc")["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def tls_flags(container):
+    return {f: a.split("=", 1)[1] for a in container["args"] for f in ("grpc-tls-cert", "grpc-tls-key", "grpc-client-ca") if a.startswith(f"--{f}=")}
+
+
+def strip_tls(obj):
+    """The extproc Deployment as it was before the TLS component and patches."""
+    o = copy.deepcopy(obj)
+    spec = o["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    c["args"] = [a for a in c["args"] if not a.startswith(("--grpc-tls-", "--grpc-client-ca"))]
+    c["volumeMounts"] = [m for m in c["volumeMounts"] if m["name"] != "grpc-tls"]
+    spec["volumes"] = [v for v in spec["volumes"] if v["name"] != "grpc-tls"]
+    o["spec"]["template"]["metadata"].get("annotations", {}).pop("traffic.sidecar.istio.io/excludeInboundPorts", None)
+    return o
+
+
+def test_tls_overlays_only_add_tls_to_their_default_overlays(rendered):
+    for tls, plain in TLS_OVERLAYS.items():
+        key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
+        plain_objs = {key(o): o for o in rendered[plain]}
+        tls_objs = {key(o): o for o in rendered[tls]}
+        assert plain_objs.keys() <= tls_objs.keys(), tls
+        for k, o in plain_objs.items():
+            assert (strip_tls(tls_objs[k]) if k == ("Deployment", "extproc") else tls_objs[k]) == o, f"{tls}: {k} differs from {plain}"
+        added = sorted(tls_objs.keys() - plain_objs.keys())
+        want = {"deploy/overlays/istio-tls": [("DestinationRule", "extproc-tls")],
+                "deploy/overlays/envoy-gateway-tls": [("BackendTLSPolicy", "extproc"), ("EnvoyProxy", "mcp-gateway")]}
+        assert added == want[tls], added
+    for k in ("deploy/base", *TLS_OVERLAYS.values()):
+        assert not tls_flags(extproc_container(rendered[k])), f"{k}: the default is plaintext"
+
+
+def test_tls_flags_read_the_secret_volume_they_mount(rendered):
+    for k in TLS_OVERLAYS:
+        c = extproc_container(rendered[k])
+        flags = tls_flags(c)
+        assert sorted(flags) == ["grpc-client-ca", "grpc-tls-cert", "grpc-tls-key"], k
+        spec = find(rendered[k], "Deployment", "extproc")["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for f, path in flags.items():
+            (m,) = [m for m in c["volumeMounts"] if os.path.dirname(path) == m["mountPath"]]
+            assert m.get("readOnly") is True, f"{k}: {m}"
+            assert volumes[m["name"]].get("secret", {}).get("secretName") == "extproc-tls", f"{k}: --{f} reads {volumes[m['name']]}"
+
+
+def documented_secrets(rel):
+    """Secret name -> keys, from the `kubectl create secret` commands in rel's comments."""
+    text = re.sub(r"\\\n#\s*", " ", read(rel))
+    out = {}
+    for m in re.finditer(r"^#\s+kubectl .*create secret generic (\S+)(.*)$", text, re.M):
+        out[m.group(1)] = {f.split("=")[0] for f in re.findall(r"--from-file=(\S+)", m.group(2))}
+    return out
+
+
+def test_documented_secrets_hold_the_keys_the_files_read(rendered):
+    (server,) = documented_secrets("deploy/components/extproc-tls/kustomization.yaml").items()
+    assert server[0] == "extproc-tls"
+    for k in TLS_OVERLAYS:
+        assert {os.path.basename(p) for p in tls_flags(extproc_container(rendered[k])).values()} == server[1], k
+    istio = documented_secrets("envoy/istio/tls/destinationrule.yaml")
+    (rule,) = load_docs(read("envoy/istio/tls/destinationrule.yaml"))
+    tls = rule["spec"]["trafficPolicy"]["portLevelSettings"][0]["tls"]
+    paths = [tls[f] for f in ("clientCertificate", "privateKey", "caCertificates")]
+    (name,) = istio
+    assert {os.path.basename(p) for p in paths} == istio[name] == {"tls.crt", "tls.key", "ca.crt"}
+    volumes, mounts = sidecar_patch_volumes()
+    (mount,) = [m for m in mounts if all(os.path.dirname(p) == m["mountPath"] for p in paths)]
+    (vol,) = [v for v in volumes if v["name"] == mount["name"]]
+    assert vol["secret"]["secretName"] == name
+    eg = documented_secrets("envoy/gateway/tls/backendtlspolicy.yaml")
+    docs = rendered["deploy/overlays/envoy-gateway-tls"]
+    ref = find(docs, "EnvoyProxy", "mcp-gateway")["spec"]["backendTLS"]["clientCertificateRef"]
+    (ca,) = find(docs, "BackendTLSPolicy", "extproc")["spec"]["validation"]["caCertificateRefs"]
+    assert ref["kind"] == ca["kind"] == "Secret"
+    assert eg.get(ref["name"]) == {"tls.crt", "tls.key", "ca.crt"}, eg  # client certificate and CA in one Secret
+    assert ca["name"] == ref["name"]
+
+
+def sidecar_patch_volumes():
+    ann = yaml.safe_load(read("envoy/istio/tls/mcp-server-sidecar-patch.yaml"))["spec"]["template"]["metadata"]["annotations"]
+    return json.loads(ann["sidecar.istio.io/userVolume"]), json.loads(ann["sidecar.istio.io/userVolumeMount"])
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_istio_sidecar_patch_adds_a_valid_volume_and_mount(version):
+    # The annotations are JSON the injector turns into a volume and a mount of the
+    # istio-proxy container: a Pod holding them must pass the strict schema.
+    volumes, mounts = sidecar_patch_volumes()
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
+           "spec": {"volumes": volumes, "containers": [{"name": "istio-proxy", "image": "x", "volumeMounts": mounts}]}}
+    kv.validate(pod, version, strict=True)
+    bad = copy.deepcopy(pod)
+    bad["spec"]["volumes"][0]["secret"]["secretNam"] = "x"
+    with pytest.raises(kv.ValidationError):
+        kv.validate(bad, version, strict=True)
+
+
+def documented_san():
+    (san,) = re.findall(r"subjectAltName=DNS:(\S+)", read("deploy/components/extproc-tls/kustomization.yaml"))
+    return san
+
+
+def test_istio_destination_rule_secures_the_cluster_the_envoyfilter_uses(rendered):
+    docs = rendered["deploy/overlays/istio-tls"]
+    ef = find(docs, "EnvoyFilter", "mcp-ratelimit")
+    cluster = ef["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
+    m = re.fullmatch(r"outbound\|(\d+)\|\|(\S+)", cluster)
+    assert m, cluster
+    port, host = int(m.group(1)), m.group(2)
+    rule = find(docs, "DestinationRule", "extproc-tls")
+    assert rule["spec"]["host"] == host
+    assert rule["spec"]["exportTo"] == ["."]
+    (pl,) = rule["spec"]["trafficPolicy"]["portLevelSettings"]
+    assert pl["port"] == {"number": port}
+    tls = pl["tls"]
+    assert tls["mode"] == "MUTUAL"
+    assert tls["sni"] == host and tls["subjectAltNames"] == [host] == [documented_san()]
+    # Istio offers ALPN h2 only on a cluster it knows to be HTTP/2: the Service port's appProtocol.
+    svc = find(docs, "Service", "extproc")
+    (sp,) = [p for p in svc["spec"]["ports"] if p["port"] == port]
+    assert sp["appProtocol"] == "grpc"
+    assert host == f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc.cluster.local"
+    # extproc's own sidecar, if any, must not take the port that speaks extproc's TLS.
+    dep = find(docs, "Deployment", "extproc")
+    excluded = dep["spec"]["template"]["metadata"]["annotations"]["traffic.sidecar.istio.io/excludeInboundPorts"].split(",")
+    (cp,) = [p["containerPort"] for p in extproc_container(docs)["ports"] if p["name"] == sp["targetPort"]]
+    assert str(cp) in excluded
+
+
+def test_envoy_gateway_backend_tls_policy_covers_the_extproc_backend(rendered):
+    docs = rendered["deploy/overlays/envoy-gateway-tls"]
+    eep = find(docs, "EnvoyExtensionPolicy", "mcp-ratelimit")
+    (ref,) = eep["spec"]["extProc"][0]["backendRefs"]
+    btp = find(docs, "BackendTLSPolicy", "extproc")
+    (target,) = btp["spec"]["targetRefs"]
+    svc = find(docs, "Service", ref["name"])
+    assert (target["group"], target["kind"], target["name"]) == ("", "Service", svc["metadata"]["name"])
+    assert btp["metadata"]["namespace"] == svc["metadata"]["namespace"] == eep["metadata"]["namespace"]
+    # Envoy Gateway matches sectionName against the name of the Service port the backendRef uses.
+    (sp,) = [p for p in svc["spec"]["ports"] if p["port"] == ref["port"]]
+    assert target["sectionName"] == sp["name"]
+    assert btp["spec"]["validation"]["hostname"] == f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc.cluster.local" == documented_san()
+    ep = find(docs, "EnvoyProxy", "mcp-gateway")
+    tls = ep["spec"]["backendTLS"]
+    assert tls["clientCertificateRef"]["namespace"] == ep["metadata"]["namespace"]
+    assert "h2" in tls["alpnProtocols"]
+    # gateway-patch.yaml attaches this EnvoyProxy to the Gateway the ClientTrafficPolicy targets.
+    patch_text = read("envoy/gateway/tls/gateway-patch.yaml")
+    assert yaml.safe_load(patch_text)["spec"]["infrastructure"]["parametersRef"] == {
+        "group": "gateway.envoyproxy.io", "kind": "EnvoyProxy", "name": ep["metadata"]["name"]}
+    (gateway,) = re.findall(r"kubectl -n (\S+) patch gateway (\S+)", patch_text)
+    (ctp_target,) = find(docs, "ClientTrafficPolicy", "mcp-client-traffic")["spec"]["targetRefs"]
+    assert gateway == (ep["metadata"]["namespace"], ctp_target["name"])
+
+
+def documented_openssl_commands():
+    text = re.sub(r"\\\n#\s*", " ", read("deploy/components/extproc-tls/kustomization.yaml"))
+    return [m.group(1) for m in re.finditer(r"^#\s+(openssl .*)$", text, re.M)]
+
+
+def test_tls_component_serves_mutual_tls_with_the_documented_certificates(rendered, extproc_bin, tmp_path):
+    # The component's openssl commands make the certificates; extproc runs with the
+    # rendered Deployment's TLS flags; a client like Envoy (client certificate,
+    # ALPN h2, the hostname Envoy checks) gets through, one without a certificate not.
+    cmds = documented_openssl_commands()
+    assert len(cmds) == 3, cmds
+    for cmd in cmds + [
+        # Envoy's client certificate, from the same CA.
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=envoy -keyout client.key -out client.csr",
+        "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -days 1 -out client.crt",
+    ]:
+        r = subprocess.run(cmd, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, f"{cmd}\n{r.stderr}"
+    docs = rendered["deploy/overlays/envoy-gateway-tls"]
+    c = extproc_container(docs)
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "grpc-tls"]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(find(docs, "ConfigMap", "extproc-policy")["data"]["policy.yaml"])
+    args = []
+    for a in c["args"]:
+        if a.startswith(("--grpc-addr=", "--admin-addr=")):
+            a = a.split("=")[0] + "=127.0.0.1:0"
+        elif a.startswith("--config="):
+            a = f"--config={policy}"
+        args.append(a.replace(mount["mountPath"], str(tmp_path)))
+    proc = subprocess.Popen([extproc_bin, *args], env={"EXTPROC_IDENTITY_KEY": "k" * 64, "PATH": os.environ.get("PATH", "")},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines, addr = [], None
+        for line in proc.stdout:  # readiness: the log line "ready"
+            lines.append(line)
+            rec = json.loads(line)
+            if rec["msg"] == "grpc listening":
+                addr = rec["addr"]
+            if rec["msg"] == "ready":
+                break
+        assert addr and lines[-1:] and json.loads(lines[-1])["msg"] == "ready", "".join(lines)
+        host, port = addr.rsplit(":", 1)
+
+        def connect(with_cert):
+            ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+            ctx.set_alpn_protocols(["h2"])
+            if with_cert:
+                ctx.load_cert_chain(str(tmp_path / "client.crt"), str(tmp_path / "client.key"))
+            raw = socket.create_connection((host, int(port)))
+            return ctx.wrap_socket(raw, server_hostname=documented_san())
+
+        with connect(True) as s:
+            assert s.selected_alpn_protocol() == "h2"
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            frame = b""
+            while len(frame) < 9 and (chunk := s.recv(9 - len(frame))):
+                frame += chunk
+            assert len(frame) == 9 and frame[3] == 0x4, frame  # the server's SETTINGS: HTTP/2 over the TLS
+        with connect(False) as s, pytest.raises(ssl.SSLError, match="(?i)certificate required"):
+            s.recv(1)
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 # ---- Compose -------------------------------------------------------------------
