@@ -68,6 +68,14 @@ plans:
   limits:
     pro: {tools: [{name: search, perUser: {maxTokens: 5, refillPeriod: 1m}}]}
 `, string(call("1", "search"))},
+		{"every tool", `
+rateLimiting: {}
+identity: [{header: x-user-id}]
+plans:
+  from: [{header: x-plan}]
+  limits:
+    pro: {perUser: {maxTokens: 5, refillPeriod: 1m}}
+`, string(call("1", "anything"))},
 		{"method", `
 rateLimiting:
   methods: [{name: resources/read}]
