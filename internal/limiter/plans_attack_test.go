@@ -18,7 +18,7 @@ func plansAndTools(p, t int) string {
 	for i := range t {
 		fmt.Fprintf(&b, "    - name: t%d\n", i)
 	}
-	b.WriteString("plans:\n  from: [{jwtClaim: plan}]\n  limits:\n")
+	b.WriteString("plans:\n  from: [{jwtClaim: plan}]\n  default: p0\n  limits:\n")
 	for i := range p {
 		fmt.Fprintf(&b, "    p%d: {}\n", i)
 	}
