@@ -46,6 +46,18 @@
 //     cannot be tools/call. A tool without buckets is allowed only when
 //     rateLimiting.shared or perUser exists (its cost still matters). A
 //     rateLimiting block with no bucket anywhere limits nothing: an error.
+//   - perTenant slots (top level, tools[], methods[]) need tenant: a list of
+//     sources in identity's syntax, at the top level (a default in the servers
+//     form) or in a server; a tenant no perTenant bucket uses is an error.
+//   - plans: {from, default, limits} belongs to a server. from is a source
+//     list; default (required) names a plan; limits maps plan names (YAML
+//     strings matching the server name's rule) to blocks of perUser,
+//     perTenant, tools[] and methods[] ({name, perUser, perTenant}, naming a
+//     tool or method rateLimiting lists). shared and cost in a plan are
+//     errors, and so is any perUser or perTenant bucket in rateLimiting
+//     (every user is on a plan). A bucket of a list that another of the list
+//     holds no more tokens than and refills no faster than never binds: an
+//     error.
 //   - identity is a non-empty list of one-key items: jwtClaim (a claim name or a
 //     dotted path), header (an HTTP header name, stored lower-case; no
 //     pseudo-headers) or sourceAddress ({} or null); duplicates are errors.
@@ -128,15 +140,16 @@ func (s *Server) LimitsToolCalls() bool {
 	return false
 }
 
-// Plans gives users different per-user and per-tenant buckets by plan. A user
-// on a plan is charged that plan's per-user and per-tenant buckets instead of
-// rateLimiting's, slot by slot, and a slot the plan leaves out has none for
-// them; shared buckets apply to every plan.
+// Plans gives users different per-user and per-tenant buckets by plan. Every
+// user is on a plan (Default for those without a listed one) and is charged
+// that plan's per-user and per-tenant buckets, slot by slot; rateLimiting
+// then holds none, and a slot the plan leaves out has none for its users.
+// Shared buckets apply to every plan.
 type Plans struct {
 	// From: the sources of a user's plan name; the first with a value wins.
 	From []IdentitySource
-	// Default is the plan of a user whose value is missing or not in Limits;
-	// "": such users are charged rateLimiting's own per-user and per-tenant buckets.
+	// Default is the plan of a user whose value is missing or not in Limits:
+	// every user is on a plan.
 	Default string
 	// Limits by plan name; names are bounded labels (metrics, keys).
 	Limits map[string]PlanLimits

@@ -17,16 +17,23 @@ import (
 // Parse must report, in order.
 var invalidFixtures = map[string][]string{
 	"plan-shared": {
-		`plans.limits.pro.shared (line 9): a plan holds per-user and per-tenant buckets only: a shared bucket counts every user together, whatever their plan; keep it in rateLimiting`,
-		`plans.limits.pro.tools[0].cost (line 12): a call's cost is the same on every plan; set it in rateLimiting`,
+		`plans.limits.pro.shared (line 10): a plan holds per-user and per-tenant buckets only: a shared bucket counts every user together, whatever their plan; keep it in rateLimiting`,
+		`plans.limits.pro.tools[0].cost (line 13): a call's cost is the same on every plan; set it in rateLimiting`,
 	},
 	"plan-unknown-tool": {
-		`plans.limits.pro.tools[0].name (line 13): tool "serach" is not in rateLimiting.tools; list it there (a name alone will do), where its cost is set for every plan`,
-		`plans.limits.pro.methods[0].name (line 16): method "prompts/get" is not in rateLimiting.methods; list it there (a name alone will do), where its cost is set for every plan`,
+		`plans.limits.pro.tools[0].name (line 14): tool "serach" is not in rateLimiting.tools; list it there (a name alone will do), where its cost is set for every plan`,
+		`plans.limits.pro.methods[0].name (line 17): method "prompts/get" is not in rateLimiting.methods; list it there (a name alone will do), where its cost is set for every plan`,
 	},
 	"plan-default": {
-		`rateLimiting.perUser (line 2): never charged: plans.default ("free") puts every user on a plan, and a plan's per-user and per-tenant buckets replace rateLimiting's; move this bucket into plans.limits.free`,
-		`rateLimiting.tools[0].perTenant (line 5): never charged: plans.default ("free") puts every user on a plan, and a plan's per-user and per-tenant buckets replace rateLimiting's; move this bucket into plans.limits.free`,
+		`rateLimiting.perUser (line 2): never charged: with plans every user is on a plan, and a plan's per-user and per-tenant buckets replace rateLimiting's; move this bucket into plans.limits.free`,
+		`rateLimiting.tools[0].perTenant (line 5): never charged: with plans every user is on a plan, and a plan's per-user and per-tenant buckets replace rateLimiting's; move this bucket into plans.limits.free`,
+	},
+	"plan-no-default": {
+		`plans.default (line 5): missing: the plan of users whose plan value is missing or not listed; every user is on a plan`,
+	},
+	"plan-name-types": {
+		`plans.limits.true (line 8): plan names must be strings, got true; quote it`,
+		`plans.limits.1.0 (line 9): plan names must be strings, got 1.0; quote it`,
 	},
 	"plan-names": {
 		`plans.from (line 4): must list at least one source: the sources of a user's plan name, e.g. [{jwtClaim: plan}]`,
@@ -43,12 +50,13 @@ var invalidFixtures = map[string][]string{
 		`rateLimiting.tools[0].cost (line 5): cost 5 exceeds plans.limits.pro.tools[0].perUser.maxTokens 4: the tool could never be called`,
 	},
 	"tenant-missing": {
-		`rateLimiting.perTenant (line 2): perTenant buckets need tenant: the sources that name a user's tenant (for example tenant: [{jwtClaim: org_id}])`,
-		`rateLimiting.tools[0].perTenant (line 5): perTenant buckets need tenant: the sources that name a user's tenant (for example tenant: [{jwtClaim: org_id}])`,
-		`plans.limits.pro.perTenant (line 9): perTenant buckets need tenant: the sources that name a user's tenant (for example tenant: [{jwtClaim: org_id}])`,
+		`servers[0].rateLimiting.perTenant (line 5): perTenant buckets need tenant: the sources that name a user's tenant (for example tenant: [{jwtClaim: org_id}])`,
+		`servers[0].rateLimiting.tools[0].perTenant (line 8): perTenant buckets need tenant: the sources that name a user's tenant (for example tenant: [{jwtClaim: org_id}])`,
+		`servers[1].plans.limits.pro.perTenant (line 17): perTenant buckets need tenant: the sources that name a user's tenant (for example tenant: [{jwtClaim: org_id}])`,
 	},
-	"tenant-unused":      {`tenant (line 3): no perTenant bucket uses it; add one (rateLimiting or a plan) or remove tenant`},
-	"plans-with-servers": {`plans (line 1): cannot be used together with servers (line 5); move it into a servers entry`},
+	"tenant-default-unused": {`tenant (line 1): no server that takes this default has a perTenant bucket; add one, or remove tenant`},
+	"tenant-unused":         {`tenant (line 3): no perTenant bucket uses it; add one (rateLimiting or a plan) or remove tenant`},
+	"plans-with-servers":    {`plans (line 1): cannot be used together with servers (line 5); move it into a servers entry`},
 	"bucket-list-never-binds": {
 		`rateLimiting.perUser[0] (line 3): never binds: rateLimiting.perUser[1] (maxTokens 5 per 1h) holds no more and refills no faster, so it always runs out first; drop this bucket or raise the other`,
 	},
@@ -379,10 +387,10 @@ func TestParseAppliesDefaultsAndReadsEveryField(t *testing.T) {
 		file: "testdata/valid/plans.yaml",
 		want: &Policy{
 			Servers: []Server{{
-				Name:    "saas",
-				Shared:  bucket(5000, time.Minute),
-				Tools:   map[string]Tool{"search": {Name: "search", Cost: 2}},
-				Methods: map[string]Method{"resources/read": {Name: "resources/read", Cost: 1}},
+				Name:     "saas",
+				Shared:   bucket(5000, time.Minute),
+				Tools:    map[string]Tool{"search": {Name: "search", Cost: 2}},
+				Methods:  map[string]Method{"resources/read": {Name: "resources/read", Cost: 1}},
 				Identity: []IdentitySource{{JWTClaim: "sub"}},
 				Tenant:   []IdentitySource{{JWTClaim: "org_id"}, {Header: "x-team"}},
 				Plans: &Plans{

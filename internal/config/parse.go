@@ -149,6 +149,8 @@ type serverInfo struct {
 	node      *yaml.Node // the server's map
 	nameNode  *yaml.Node // nil when the name defaulted
 	matchNode *yaml.Node // nil when match is absent
+	// inheritsTenant: the server's tenant is the top-level default.
+	inheritsTenant bool
 }
 
 func (w *walker) policy(root *yaml.Node) *Policy {
@@ -182,6 +184,15 @@ func (w *walker) policy(root *yaml.Node) *Policy {
 				continue
 			}
 			servers = append(servers, w.server(sf, item, path, defaults))
+		}
+		if x, ok := f["tenant"]; ok && defaults.tenant != nil {
+			used := false
+			for _, s := range servers {
+				used = used || s.inheritsTenant && usesTenant(&s.srv)
+			}
+			if !used {
+				w.addf(x.key, "tenant", "no server that takes this default has a perTenant bucket; add one, or remove tenant")
+			}
 		}
 	} else {
 		servers = append(servers, w.server(f, root, "", common{}))
@@ -235,7 +246,7 @@ func (w *walker) server(f map[string]field, node *yaml.Node, path string, defaul
 	}
 	s.Tenant = own.tenant
 	if s.Tenant == nil {
-		s.Tenant = defaults.tenant
+		s.Tenant, info.inheritsTenant = defaults.tenant, defaults.tenant != nil
 	}
 	var pb *plansBlock
 	if x, ok := f["plans"]; ok {

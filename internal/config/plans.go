@@ -40,6 +40,9 @@ func (w *walker) plans(n *yaml.Node, path string) (*Plans, *plansBlock) {
 	x, ok := f["limits"]
 	if !ok {
 		w.missing(n, path, "limits", "each plan's per-user and per-tenant buckets, by plan name")
+		if _, ok := f["default"]; !ok {
+			w.missing(n, path, "default", "the plan of users whose plan value is missing or not listed; every user is on a plan")
+		}
 		return p, pb
 	}
 	lp := join(path, "limits")
@@ -53,8 +56,14 @@ func (w *walker) plans(n *yaml.Node, path string) (*Plans, *plansBlock) {
 	firstLine := map[string]int{}
 	for i := 0; i+1 < len(x.val.Content); i += 2 {
 		k, v := x.val.Content[i], deref(x.val.Content[i+1])
-		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!merge" {
-			w.addf(k, lp, "plan names must be strings, got %s", describe(k))
+		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
+			// YAML reads true, 1.0 or 0x10 as other types; kept as text, such a
+			// name would never equal the claim JSON reads ("1.0" is 1).
+			kp := lp
+			if k.Kind == yaml.ScalarNode {
+				kp = join(lp, k.Value)
+			}
+			w.addf(k, kp, "plan names must be strings, got %s; quote it", describe(k))
 			continue
 		}
 		name, pp := k.Value, join(lp, k.Value)
@@ -95,14 +104,18 @@ func (w *walker) plans(n *yaml.Node, path string) (*Plans, *plansBlock) {
 				w.addf(x.val, dp, "names no plan in %s: %q", lp, s)
 			}
 		}
+	} else {
+		// Without it, a user whose claim is missing or misspelt ("Pro") would
+		// be on no plan, and no plan's per-user buckets would apply to them.
+		w.missing(n, path, "default", "the plan of users whose plan value is missing or not listed; every user is on a plan")
 	}
 	return p, pb
 }
 
 // checkPlans runs the checks between a server's plans and its rateLimiting
-// block rl: every tool or method a plan names is in rl, and with a default
-// plan no per-user or per-tenant bucket of rl is left that no user is
-// charged.
+// block rl: every tool or method a plan names is in rl, and no per-user or
+// per-tenant bucket of rl is left that no user is charged (every user is on
+// a plan).
 func (w *walker) checkPlans(rl *limitsBlock, pb *plansBlock, p *Plans) {
 	if rl == nil || pb == nil {
 		return
@@ -127,12 +140,14 @@ func (w *walker) checkPlans(rl *limitsBlock, pb *plansBlock, p *Plans) {
 			}
 		}
 	}
-	if p.Default == "" {
-		return
-	}
 	for _, sl := range rl.perIdentity() {
-		if len(sl) > 0 {
-			w.addf(sl[0].node, sl[0].path, "never charged: plans.default (%q) puts every user on a plan, and a plan's per-user and per-tenant buckets replace rateLimiting's; move this bucket into %s.limits.%s", p.Default, pb.path, p.Default)
+		if len(sl) == 0 {
+			continue
 		}
+		move := "a plan under " + join(pb.path, "limits")
+		if p.Default != "" {
+			move = join(pb.path, "limits."+p.Default)
+		}
+		w.addf(sl[0].node, sl[0].path, "never charged: with plans every user is on a plan, and a plan's per-user and per-tenant buckets replace rateLimiting's; move this bucket into %s", move)
 	}
 }

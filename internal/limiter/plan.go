@@ -42,9 +42,13 @@ type rule struct {
 	shared, perUser, perTenant []*bucketRef
 }
 
-// ruleset is every rule of a server for the users of one plan (or of none).
+// ruleset is the rules of a server. A server's own ruleset names every tool
+// and method the policy lists, with their cost and all their buckets; a
+// plan's holds only per-user and per-tenant buckets, of the tools and methods
+// the plan names (unknownTool: the plan's server-wide slots), so that the
+// policy's size, not plans × tools, bounds what compile builds.
 type ruleset struct {
-	// unknownTool applies to tools/call of a tool the policy does not name.
+	// unknownTool applies to tools/call of a tool the ruleset does not name.
 	unknownTool rule
 	tools       map[string]*rule
 	methods     map[string]*rule
@@ -55,9 +59,10 @@ type compiledServer struct {
 	srv *config.Server
 	// limitsToolCalls: tools/call is limited on this server.
 	limitsToolCalls bool
-	// rules apply to users on no plan: all users when the server has no plans.
+	// rules: every call's cost and shared buckets, and the per-user and
+	// per-tenant ones when the server has no plans.
 	rules ruleset
-	// plans holds a ruleset per plan name; nil without plans.
+	// plans holds each plan's per-user and per-tenant rules; nil without plans.
 	plans map[string]*ruleset
 	// read says which bodies the servers behind accept.
 	read body.Options
@@ -85,11 +90,11 @@ func compile(keys *bucket.Keys, p *config.Policy) *compiled {
 		}
 		b := rulesBuilder{keys: keys, srv: srv}
 		b.shared()
-		cs.rules = *b.ruleset("", nil)
+		cs.rules = *b.ruleset()
 		if srv.Plans != nil {
 			cs.plans = make(map[string]*ruleset, len(srv.Plans.Limits))
 			for name, l := range srv.Plans.Limits {
-				cs.plans[name] = b.ruleset(name, &l)
+				cs.plans[name] = b.planRules(name, l)
 			}
 		}
 	}
@@ -140,42 +145,55 @@ func (b *rulesBuilder) shared() {
 	}
 }
 
-// ruleset builds the rules of the users of plan (limits pl), or of users on
-// no plan (plan "", pl nil): a plan's per-user and per-tenant slots replace
-// rateLimiting's, and a slot it leaves out has no bucket for its users.
-func (b *rulesBuilder) ruleset(plan string, pl *config.PlanLimits) *ruleset {
+// ruleset builds a server's own rules: every tool and method, with their
+// shared buckets and rateLimiting's per-user and per-tenant ones.
+func (b *rulesBuilder) ruleset() *ruleset {
 	srv := b.srv
-	perUser, perTenant := srv.PerUser, srv.PerTenant
-	if pl != nil {
-		perUser, perTenant = pl.PerUser, pl.PerTenant
-	}
-	serverUser := b.refs(perUser, bucket.ScopeUser, "", "server", "perUser", plan)
-	serverTenant := b.refs(perTenant, bucket.ScopeTenant, "", "server", "perTenant", plan)
+	serverUser := b.refs(srv.PerUser, bucket.ScopeUser, "", "server", "perUser", "")
+	serverTenant := b.refs(srv.PerTenant, bucket.ScopeTenant, "", "server", "perTenant", "")
 	rs := &ruleset{
 		unknownTool: rule{cost: 1, shared: b.server, perUser: serverUser, perTenant: serverTenant},
 		tools:       make(map[string]*rule, len(srv.Tools)),
 		methods:     make(map[string]*rule, len(srv.Methods)),
 	}
 	for name, t := range srv.Tools {
-		u, tn := t.PerUser, t.PerTenant
-		if pl != nil {
-			u, tn = pl.Tools[name].PerUser, pl.Tools[name].PerTenant
-		}
 		rs.tools[name] = &rule{cost: t.Cost,
 			shared:    concat(b.server, b.tools[name]),
-			perUser:   concat(serverUser, b.refs(u, bucket.ScopeUserTool, name, "tool:"+name, "perUser", plan)),
-			perTenant: concat(serverTenant, b.refs(tn, bucket.ScopeTenantTool, name, "tool:"+name, "perTenant", plan)),
+			perUser:   concat(serverUser, b.refs(t.PerUser, bucket.ScopeUserTool, name, "tool:"+name, "perUser", "")),
+			perTenant: concat(serverTenant, b.refs(t.PerTenant, bucket.ScopeTenantTool, name, "tool:"+name, "perTenant", "")),
 		}
 	}
 	for name, m := range srv.Methods {
-		u, tn := m.PerUser, m.PerTenant
-		if pl != nil {
-			u, tn = pl.Methods[name].PerUser, pl.Methods[name].PerTenant
-		}
 		rs.methods[name] = &rule{cost: m.Cost,
 			shared:    b.methodsRefs[name],
-			perUser:   b.refs(u, bucket.ScopeUserMethod, name, "method:"+name, "perUser", plan),
-			perTenant: b.refs(tn, bucket.ScopeTenantMethod, name, "method:"+name, "perTenant", plan),
+			perUser:   b.refs(m.PerUser, bucket.ScopeUserMethod, name, "method:"+name, "perUser", ""),
+			perTenant: b.refs(m.PerTenant, bucket.ScopeTenantMethod, name, "method:"+name, "perTenant", ""),
+		}
+	}
+	return rs
+}
+
+// planRules builds the per-user and per-tenant rules of plan (limits pl): its
+// server-wide slots, and the tools and methods it names (their cost and
+// shared buckets stay in the server's own ruleset).
+func (b *rulesBuilder) planRules(plan string, pl config.PlanLimits) *ruleset {
+	serverUser := b.refs(pl.PerUser, bucket.ScopeUser, "", "server", "perUser", plan)
+	serverTenant := b.refs(pl.PerTenant, bucket.ScopeTenant, "", "server", "perTenant", plan)
+	rs := &ruleset{
+		unknownTool: rule{perUser: serverUser, perTenant: serverTenant},
+		tools:       make(map[string]*rule, len(pl.Tools)),
+		methods:     make(map[string]*rule, len(pl.Methods)),
+	}
+	for name, t := range pl.Tools {
+		rs.tools[name] = &rule{
+			perUser:   concat(serverUser, b.refs(t.PerUser, bucket.ScopeUserTool, name, "tool:"+name, "perUser", plan)),
+			perTenant: concat(serverTenant, b.refs(t.PerTenant, bucket.ScopeTenantTool, name, "tool:"+name, "perTenant", plan)),
+		}
+	}
+	for name, m := range pl.Methods {
+		rs.methods[name] = &rule{
+			perUser:   b.refs(m.PerUser, bucket.ScopeUserMethod, name, "method:"+name, "perUser", plan),
+			perTenant: b.refs(m.PerTenant, bucket.ScopeTenantMethod, name, "method:"+name, "perTenant", plan),
 		}
 	}
 	return rs
@@ -232,14 +250,15 @@ type plan struct {
 func planCharges(keys *bucket.Keys, cs *compiledServer, calls []mcp.Message, r *Request) plan {
 	pl := plan{neverFits: -1}
 	rs := &cs.rules
+	ids := rs // where per-user and per-tenant buckets come from
 	if cs.plans != nil {
-		pl.plan, rs = cs.planOf(r)
+		pl.plan, ids = cs.planOf(r)
 	}
 	id := lazyIdentity{sources: cs.srv.Identity, r: r}
 	tenant := lazyIdentity{sources: cs.srv.Tenant, r: r}
 	var firstLabel string // the first message's label, when nothing is limited
 	for _, m := range calls {
-		var ru *rule
+		var ru, idr *rule
 		label := OtherLabel
 		if m.Method == toolsCall {
 			label = toolsCall
@@ -251,16 +270,26 @@ func planCharges(keys *bucket.Keys, cs *compiledServer, calls []mcp.Message, r *
 				}
 			}
 			if cs.limitsToolCalls {
-				ru = &rs.unknownTool
+				ru, idr = &rs.unknownTool, &ids.unknownTool
 				if known {
-					ru = t
+					ru, idr = t, t
+					if ids != rs {
+						if pt, ok := ids.tools[m.Name]; ok {
+							idr = pt
+						} else {
+							idr = &ids.unknownTool
+						}
+					}
 				}
 				if m.HasID() {
 					pl.toolCallWithID = true
 				}
 			}
 		} else if mr, ok := rs.methods[m.Method]; ok {
-			ru, label = mr, m.Method
+			ru, idr, label = mr, mr, m.Method
+			if ids != rs {
+				idr = ids.methods[m.Method] // nil: the plan gives it no bucket
+			}
 		}
 		if firstLabel == "" {
 			firstLabel = label
@@ -274,18 +303,21 @@ func planCharges(keys *bucket.Keys, cs *compiledServer, calls []mcp.Message, r *
 		for _, b := range ru.shared {
 			pl.add(b.key, b, ru.cost)
 		}
+		if idr == nil {
+			continue
+		}
 		// Without a user (or a tenant), per-user (per-tenant) buckets are
 		// skipped; the others still apply.
-		if len(ru.perUser) > 0 {
+		if len(idr.perUser) > 0 {
 			if u := id.get(); u != "" {
-				for _, b := range ru.perUser {
+				for _, b := range idr.perUser {
 					pl.add(keys.PlanKey(cs.srv.Name, b.scope, b.name, u, b.plan, b.window), b, ru.cost)
 				}
 			}
 		}
-		if len(ru.perTenant) > 0 {
+		if len(idr.perTenant) > 0 {
 			if t := tenant.get(); t != "" {
-				for _, b := range ru.perTenant {
+				for _, b := range idr.perTenant {
 					pl.add(keys.PlanKey(cs.srv.Name, b.scope, b.name, t, b.plan, b.window), b, ru.cost)
 				}
 			}
@@ -299,17 +331,13 @@ func planCharges(keys *bucket.Keys, cs *compiledServer, calls []mcp.Message, r *
 
 // planOf returns the plan of the request's user and its rules: the first
 // plans.from source's value when the policy names that plan, else the
-// default plan, else "" and the rules of users on no plan. The name is a
-// bounded label: only names the policy lists.
+// default plan. The name is a bounded label: only names the policy lists.
 func (cs *compiledServer) planOf(r *Request) (string, *ruleset) {
 	name := identity.Value(cs.srv.Plans.From, identityRequest(r))
 	if rs, ok := cs.plans[name]; ok {
 		return name, rs
 	}
-	if d := cs.srv.Plans.Default; d != "" {
-		return d, cs.plans[d]
-	}
-	return "", &cs.rules
+	return cs.srv.Plans.Default, cs.plans[cs.srv.Plans.Default]
 }
 
 // add charges b cost tokens under key, summing with an earlier charge of the

@@ -91,21 +91,25 @@ tenant: [{header: x-user-id}]
 const plansPolicy = `
 rateLimiting:
   shared: {maxTokens: 1000, refillPeriod: 1m}
-  perUser: {maxTokens: 2, refillPeriod: 1m}
   tools:
     - name: search
-      perUser: {maxTokens: 1, refillPeriod: 1m}
 identity: [{header: x-user-id}]
 plans:
   from: [{header: x-plan}]
+  default: free
   limits:
+    free:
+      perUser: {maxTokens: 2, refillPeriod: 1m}
+      tools:
+        - name: search
+          perUser: {maxTokens: 1, refillPeriod: 1m}
     pro: {perUser: {maxTokens: 5, refillPeriod: 1m}}
     internal: {}
 `
 
-// A plan's per-user buckets replace rateLimiting's slot by slot, and a slot
-// the plan leaves out has none; users on no plan, or on a plan the policy
-// does not list, are charged rateLimiting's own.
+// Each plan's per-user buckets apply to its users, slot by slot, and a slot
+// the plan leaves out has none; users without a plan value, or with one the
+// policy does not list, are on the default plan.
 func TestPlansReplacePerUserBuckets(t *testing.T) {
 	l := New(mustParse(t, plansPolicy), Options{})
 	ctx := context.Background()
@@ -129,10 +133,10 @@ func TestPlansReplacePerUserBuckets(t *testing.T) {
 		wantPlan, limit string
 		policy          string
 	}{
-		// No plan: the search bucket of rateLimiting (1 a minute) binds.
-		{"alice", "", 1, "", "tool:search", `"user-tool:search";q=1;w=60`},
-		// A value the policy does not list is no plan, without a default.
-		{"dave", "gold", 1, "", "tool:search", `"user-tool:search";q=1;w=60`},
+		// No plan value: free, whose search bucket (1 a minute) binds.
+		{"alice", "", 1, "free", "tool:search", `"user-tool@free:search";q=1;w=60`},
+		// A value the policy does not list: free too.
+		{"dave", "gold", 1, "free", "tool:search", `"user-tool@free:search";q=1;w=60`},
 		// pro: its own 5 a minute, and no search bucket.
 		{"bob", "pro", 5, "pro", "server", `"user@pro";q=5;w=60`},
 		// internal: no per-user bucket at all.

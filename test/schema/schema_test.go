@@ -40,8 +40,9 @@ var notExpressible = map[string]string{
 	"bucket-list-never-binds":    "one bucket of a list holds no more and refills no slower than another: arithmetic across list items",
 	"plan-cost":                  "cost is compared with the maxTokens of a plan's buckets: a value compared with a value",
 	"plan-unknown-tool":          "a plan names a tool rateLimiting.tools does not: a value looked up in another list",
-	"plan-default":               "with plans.default, a perUser or perTenant bucket anywhere in rateLimiting is never charged: a rule across two blocks at any depth",
+	"plan-default":               "with plans, a perUser or perTenant bucket anywhere in rateLimiting is never charged: a rule across two blocks at any depth",
 	"tenant-missing":             "perTenant needs tenant, which may come from the top-level defaults of the servers form: a rule across levels",
+	"tenant-default-unused":      "the top-level tenant needs a perTenant bucket in a server that takes it: a rule across servers",
 	"tenant-unused":              "tenant needs a perTenant bucket somewhere, in rateLimiting or a plan: a rule across two blocks at any depth",
 	// Rules across servers.
 	"servers-both-unnamed":      "duplicate server names (here both defaulted): names unique across list items",
@@ -60,6 +61,7 @@ var notExpressible = map[string]string{
 	"merge-key":        "the YAML reader applies << before the schema sees the map, which is then a valid bucket",
 	"duplicate-key":    "the YAML reader refuses the file (duplicate key) before there is anything to validate",
 	"plan-names":       "the YAML reader refuses the file (a plan listed twice) before there is anything to validate",
+	"plan-name-types":  "YAML reads the plan names true and 1.0 as a boolean and a number; a schema sees JSON, whose keys are always strings",
 	"yaml-syntax":      "the YAML reader refuses the file (syntax error) before there is anything to validate",
 	"two-documents":    "a schema describes one document; the second is never validated against the first",
 }
