@@ -134,6 +134,12 @@ type Decision struct {
 	StoreError error
 	// RetryAfter is the whole seconds sent in retry-after, when rejected or would be.
 	RetryAfter int64
+	// QuotaPolicy and Quota are the ratelimit-policy and ratelimit header values
+	// of the emptiest bucket the request charged (fewest tokens left for its
+	// size; the first on a tie), set only for OutcomeAllowed when the server's
+	// response.headersOnAllowed is true. Quota's t= is the whole seconds until
+	// that bucket is full again.
+	QuotaPolicy, Quota string
 }
 
 // Options configure a Limiter. The zero value of each field is usable.
@@ -267,6 +273,9 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 	}
 	if res.Allowed {
 		d.Outcome = OutcomeAllowed
+		if srv.Response.HeadersOnAllowed {
+			d.QuotaPolicy, d.Quota = allowedQuota(plan, res)
+		}
 		return d
 	}
 	i := binding(res)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"math/bits"
 	"slices"
 	"strconv"
 	"sync"
@@ -59,21 +60,7 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 	}
 	c := pl.charges[idx]
 	rej.MaxTokens, rej.Remaining = c.Limit.MaxTokens, max(remaining, 0)
-	policy, ratelimit := mcp.RateLimitHeaders(mcp.Quota{
-		Policy: info.policy,
-		Max:    c.Limit.MaxTokens, Window: windowSeconds(c.Limit),
-		Remaining: remaining, Reset: secs,
-	})
-	if len(info.slot) > 1 {
-		// A slot of several windows: ratelimit-policy lists each, so that a
-		// client sees the day's quota as well as the minute's; ratelimit
-		// stays the binding one's.
-		qs := make([]mcp.Quota, len(info.slot))
-		for i, b := range info.slot {
-			qs[i] = mcp.Quota{Policy: b.info.policy, Max: b.limit.MaxTokens, Window: windowSeconds(b.limit)}
-		}
-		policy = mcp.PolicyHeader(qs...)
-	}
+	policy, ratelimit := quotaHeaders(info, c.Limit, remaining, secs)
 	d.Allow = false
 	d.Outcome = OutcomeLimited
 	d.Details = Details
@@ -92,6 +79,66 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 			Header{"ratelimit-remaining", strconv.FormatInt(rej.Remaining, 10)})
 	}
 	return d
+}
+
+// quotaHeaders renders the ratelimit-policy and ratelimit values of one
+// charged bucket (info, limit) holding remaining tokens, reset seconds away.
+func quotaHeaders(info chargeInfo, limit bucket.Limit, remaining, reset int64) (policy, ratelimit string) {
+	policy, ratelimit = mcp.RateLimitHeaders(mcp.Quota{
+		Policy: info.policy,
+		Max:    limit.MaxTokens, Window: windowSeconds(limit),
+		Remaining: remaining, Reset: reset,
+	})
+	if len(info.slot) > 1 {
+		// A slot of several windows: ratelimit-policy lists each, so that a
+		// client sees the day's quota as well as the minute's; ratelimit
+		// stays the one bucket's.
+		qs := make([]mcp.Quota, len(info.slot))
+		for i, b := range info.slot {
+			qs[i] = mcp.Quota{Policy: b.info.policy, Max: b.limit.MaxTokens, Window: windowSeconds(b.limit)}
+		}
+		policy = mcp.PolicyHeader(qs...)
+	}
+	return policy, ratelimit
+}
+
+// allowedQuota renders the headers of an allowed answer: those of the charged
+// bucket with the fewest tokens left relative to its size (the first on a
+// tie), with t= the whole seconds until it is full again.
+func allowedQuota(pl plan, res bucket.Result) (policy, ratelimit string) {
+	best := -1
+	for i, b := range res.Buckets {
+		if i >= len(pl.charges) {
+			break
+		}
+		// remaining/max < best's remaining/max, without division: both
+		// factors are at most MaxTokensLimit (1e9), so the products fit.
+		if best < 0 || b.Remaining*pl.charges[best].Limit.MaxTokens < res.Buckets[best].Remaining*pl.charges[i].Limit.MaxTokens {
+			best = i
+		}
+	}
+	if best < 0 {
+		return "", ""
+	}
+	l, remaining := pl.charges[best].Limit, max(res.Buckets[best].Remaining, 0)
+	return quotaHeaders(pl.info[best], l, remaining, untilFull(l, remaining))
+}
+
+// untilFull is the whole seconds, rounded up, until a bucket of limit l that
+// holds remaining whole tokens is full again: 0 when it is full.
+func untilFull(l bucket.Limit, remaining int64) int64 {
+	missing := l.MaxTokens - remaining
+	if missing <= 0 || l.MaxTokens <= 0 || l.RefillPeriod <= 0 {
+		return 0
+	}
+	// missing/MaxTokens of the refill period, in 128 bits: the product can
+	// exceed int64 (1e9 tokens over 744h in nanoseconds), the quotient cannot.
+	hi, lo := bits.Mul64(uint64(missing), uint64(l.RefillPeriod))
+	ns, rem := bits.Div64(hi, lo, uint64(l.MaxTokens))
+	if rem > 0 {
+		ns++
+	}
+	return int64((time.Duration(ns) + time.Second - 1) / time.Second)
 }
 
 // failClosed answers 503 with a JSON-RPC internal error (failureMode closed).

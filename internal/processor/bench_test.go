@@ -18,25 +18,36 @@ import (
 
 // BenchmarkDecision is one full decision as the processor makes it: headers
 // phase, then the buffered body parsed, charged (in-memory store) and rendered.
-// The bucket is large enough that every call is allowed.
+// The bucket is large enough that every call is allowed. headersOnAllowed=on
+// adds the ratelimit values of the emptiest bucket to the metadata, which makes
+// the answer one built per request rather than a cached one.
 func BenchmarkDecision(b *testing.B) {
-	p := policy(func(s *config.Server) {
-		s.Shared = []config.Bucket{{MaxTokens: 1 << 30, RefillPeriod: time.Hour}}
-		s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, Shared: []config.Bucket{{MaxTokens: 1 << 30, RefillPeriod: time.Hour}}}}
-	})
-	s := New(limiter.New(p, limiter.Options{}), Options{})
-	hdr, bdy := fromProto(postHeaders()), fromProto(body(searchCall))
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		var x exchange
-		if _, err := s.handle(ctx, &x, &hdr); err != nil {
-			b.Fatal(err)
+	for _, on := range []bool{false, true} {
+		name := "headersOnAllowed=off"
+		if on {
+			name = "headersOnAllowed=on"
 		}
-		resp, err := s.handle(ctx, &x, &bdy)
-		if err != nil || resp.GetRequestBody() == nil {
-			b.Fatalf("got %v %v, want a continue", resp, err)
-		}
+		b.Run(name, func(b *testing.B) {
+			p := policy(func(s *config.Server) {
+				s.Shared = []config.Bucket{{MaxTokens: 1 << 30, RefillPeriod: time.Hour}}
+				s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, Shared: []config.Bucket{{MaxTokens: 1 << 30, RefillPeriod: time.Hour}}}}
+				s.Response.HeadersOnAllowed = on
+			})
+			s := New(limiter.New(p, limiter.Options{}), Options{})
+			hdr, bdy := fromProto(postHeaders()), fromProto(body(searchCall))
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				var x exchange
+				if _, err := s.handle(ctx, &x, &hdr); err != nil {
+					b.Fatal(err)
+				}
+				resp, err := s.handle(ctx, &x, &bdy)
+				if err != nil || resp.GetRequestBody() == nil {
+					b.Fatalf("got %v %v, want a continue", resp, err)
+				}
+			}
+		})
 	}
 }
 

@@ -63,9 +63,12 @@ type answerKey struct {
 }
 
 func (a *answers) allow(d limiter.Decision, ph phase) *extprocv3.ProcessingResponse {
+	quota := d.Quota != "" || d.QuotaPolicy != ""
 	k := answerKey{allow: true, ph: ph, outcome: d.Outcome, method: d.Method, tool: d.Tool, limit: d.Limit}
-	if v, ok := a.m.Load(k); ok {
-		return v.(*extprocv3.ProcessingResponse)
+	if !quota {
+		if v, ok := a.m.Load(k); ok {
+			return v.(*extprocv3.ProcessingResponse)
+		}
 	}
 	var resp *extprocv3.ProcessingResponse
 	switch ph {
@@ -77,7 +80,11 @@ func (a *answers) allow(d limiter.Decision, ph phase) *extprocv3.ProcessingRespo
 		resp = continueTrailers()
 	}
 	resp.DynamicMetadata = metadata(d)
-	a.store(k, resp)
+	if !quota {
+		// The quota values change with every request: such an answer is
+		// built each time and never cached.
+		a.store(k, resp)
+	}
 	return resp
 }
 
@@ -130,7 +137,8 @@ func immediate(d limiter.Decision) *extprocv3.ImmediateResponse {
 	}
 }
 
-// metadata is the mcp_ratelimit namespace for access logs and later filters;
+// metadata is the mcp_ratelimit namespace for access logs, later filters and
+// the response headers of allowed answers;
 // nil when nothing in the policy applied, so unlimited traffic costs nothing.
 func metadata(d limiter.Decision) *structpb.Struct {
 	if d.Outcome == limiter.OutcomeUnlimited && d.Method == "" {
@@ -147,6 +155,14 @@ func metadata(d limiter.Decision) *structpb.Struct {
 	}
 	if d.Limit != "" {
 		fields["limit"] = structpb.NewStringValue(d.Limit)
+	}
+	// The draft-10 header values of an allowed answer, which the shipped
+	// Envoy configs add to the response (response_headers_to_add).
+	if d.Quota != "" {
+		fields["ratelimit"] = structpb.NewStringValue(d.Quota)
+	}
+	if d.QuotaPolicy != "" {
+		fields["ratelimit-policy"] = structpb.NewStringValue(d.QuotaPolicy)
 	}
 	return &structpb.Struct{Fields: map[string]*structpb.Value{
 		MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: fields}),

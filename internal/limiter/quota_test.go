@@ -1,0 +1,92 @@
+package limiter
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/mcp-ratelimit/extproc/internal/bucket"
+	"github.com/mcp-ratelimit/extproc/internal/config"
+)
+
+func TestAllowedAnswerCarriesTheEmptiestBucket(t *testing.T) {
+	policy := func(on bool) *config.Policy {
+		return server(func(s *config.Server) {
+			s.Shared = perMinute(10)
+			s.Tools["search"] = config.Tool{Name: "search", Cost: 1, PerUser: []config.Bucket{{MaxTokens: 2, RefillPeriod: 10 * time.Second}}}
+			s.Response.HeadersOnAllowed = on
+		})
+	}
+	req := post(call("1", "search"), "x-user-id", "alice")
+
+	l := New(policy(true), Options{})
+	// After one call the server bucket holds 9 of 10 and alice's search
+	// bucket 1 of 2: the latter is the emptiest, full again in 5 seconds.
+	d := l.Decide(context.Background(), req)
+	if d.Outcome != OutcomeAllowed {
+		t.Fatalf("outcome %s, want allowed", d.Outcome)
+	}
+	if want := `"user-tool:search";q=2;w=10`; d.QuotaPolicy != want {
+		t.Errorf("QuotaPolicy = %q, want %q", d.QuotaPolicy, want)
+	}
+	if want := `"user-tool:search";r=1;t=5`; d.Quota != want {
+		t.Errorf("Quota = %q, want %q", d.Quota, want)
+	}
+	d = l.Decide(context.Background(), req)
+	if want := `"user-tool:search";r=0;t=10`; d.Outcome != OutcomeAllowed || d.Quota != want {
+		t.Errorf("second call: outcome %s Quota %q, want allowed %q", d.Outcome, d.Quota, want)
+	}
+	// A rejection is unchanged: its headers, no quota fields.
+	d = l.Decide(context.Background(), req)
+	if d.Outcome != OutcomeLimited || d.Quota != "" || d.QuotaPolicy != "" {
+		t.Errorf("rejection: outcome %s Quota %q QuotaPolicy %q, want limited and none", d.Outcome, d.Quota, d.QuotaPolicy)
+	}
+	// Another user: the server bucket (7 of 10 left) against bob's 1 of 2.
+	d = l.Decide(context.Background(), post(call("2", "search"), "x-user-id", "bob"))
+	if want := `"user-tool:search";r=1;t=5`; d.Quota != want {
+		t.Errorf("bob: Quota = %q, want %q", d.Quota, want)
+	}
+	// An unlimited method charges nothing and says nothing.
+	d = l.Decide(context.Background(), post([]byte(`{"jsonrpc":"2.0","id":3,"method":"tools/list"}`)))
+	if d.Quota != "" || d.QuotaPolicy != "" {
+		t.Errorf("unlimited: Quota %q QuotaPolicy %q, want none", d.Quota, d.QuotaPolicy)
+	}
+
+	off := New(policy(false), Options{})
+	d = off.Decide(context.Background(), req)
+	if d.Outcome != OutcomeAllowed || d.Quota != "" || d.QuotaPolicy != "" {
+		t.Errorf("headersOnAllowed false: outcome %s Quota %q QuotaPolicy %q, want allowed and none", d.Outcome, d.Quota, d.QuotaPolicy)
+	}
+}
+
+func TestAllowedQuotaTieIsTheFirstCharge(t *testing.T) {
+	l := New(server(func(s *config.Server) {
+		s.Shared = perMinute(4)
+		s.PerUser = perMinute(4)
+	}), Options{})
+	d := l.Decide(context.Background(), post(call("1", "x"), "x-user-id", "alice"))
+	// Both hold 3 of 4: the first charge, the server's shared bucket, wins.
+	if want := `"shared";r=3;t=15`; d.Quota != want {
+		t.Errorf("Quota = %q, want %q", d.Quota, want)
+	}
+}
+
+func TestUntilFull(t *testing.T) {
+	for _, c := range []struct {
+		max, remaining int64
+		period         time.Duration
+		want           int64
+	}{
+		{10, 10, time.Minute, 0},
+		{10, 9, time.Minute, 6},
+		{3, 2, 10 * time.Second, 4},
+		{1_000_000_000, 0, 744 * time.Hour, 744 * 3600},
+		{1_000_000_000, 1, 744 * time.Hour, 744 * 3600},
+		{3, 2, time.Hour, 1200},
+		{3, 1, time.Hour, 2400},
+	} {
+		if got := untilFull(bucket.Limit{MaxTokens: c.max, RefillPeriod: c.period}, c.remaining); got != c.want {
+			t.Errorf("untilFull(%d/%d per %s) = %d, want %d", c.remaining, c.max, c.period, got, c.want)
+		}
+	}
+}
