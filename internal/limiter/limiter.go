@@ -126,6 +126,8 @@ type Decision struct {
 	Tool string
 	// Limit names the binding bucket when one denied, e.g. "tool:search".
 	Limit string
+	// Plan is the plan the user was charged under; empty when the policy has no plans.
+	Plan string
 	// Scope is "shared" or "perUser" for the binding bucket.
 	Scope string
 	// ParseError is true when the body could not be read (see OutcomeUnreadable).
@@ -134,12 +136,12 @@ type Decision struct {
 	StoreError error
 	// RetryAfter is the whole seconds sent in retry-after, when rejected or would be.
 	RetryAfter int64
-	// QuotaPolicy and Quota are the ratelimit-policy and ratelimit header values
-	// of the emptiest bucket the request charged (fewest tokens left for its
-	// size; the first on a tie), set only for OutcomeAllowed when the server's
-	// response.headersOnAllowed is true. Quota's t= is the whole seconds until
-	// that bucket is full again.
-	QuotaPolicy, Quota string
+	// Quota is the emptiest bucket the request charged (fewest tokens left for
+	// its size; the first on a tie), its Reset the whole seconds until it is
+	// full again: the ratelimit and ratelimit-policy values of an allowed
+	// answer. Set only for OutcomeAllowed when the server's
+	// response.headersOnAllowed is true; Quota.Header is nil otherwise.
+	Quota Quota
 }
 
 // Options configure a Limiter. The zero value of each field is usable.
@@ -274,7 +276,7 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 	if res.Allowed {
 		d.Outcome = OutcomeAllowed
 		if srv.Response.HeadersOnAllowed {
-			d.QuotaPolicy, d.Quota = allowedQuota(plan, res)
+			d.Quota = allowedQuota(plan, res)
 		}
 		return d
 	}

@@ -26,36 +26,36 @@ func TestAllowedAnswerCarriesTheEmptiestBucket(t *testing.T) {
 	if d.Outcome != OutcomeAllowed {
 		t.Fatalf("outcome %s, want allowed", d.Outcome)
 	}
-	if want := `"user-tool:search";q=2;w=10`; d.QuotaPolicy != want {
-		t.Errorf("QuotaPolicy = %q, want %q", d.QuotaPolicy, want)
+	if want := `"user-tool:search";q=2;w=10`; quotaPolicy(d) != want {
+		t.Errorf("QuotaPolicy = %q, want %q", quotaPolicy(d), want)
 	}
-	if want := `"user-tool:search";r=1;t=5`; d.Quota != want {
-		t.Errorf("Quota = %q, want %q", d.Quota, want)
+	if want := `"user-tool:search";r=1;t=5`; d.Quota.RateLimit() != want {
+		t.Errorf("Quota = %q, want %q", d.Quota.RateLimit(), want)
 	}
 	d = l.Decide(context.Background(), req)
-	if want := `"user-tool:search";r=0;t=10`; d.Outcome != OutcomeAllowed || d.Quota != want {
-		t.Errorf("second call: outcome %s Quota %q, want allowed %q", d.Outcome, d.Quota, want)
+	if want := `"user-tool:search";r=0;t=10`; d.Outcome != OutcomeAllowed || d.Quota.RateLimit() != want {
+		t.Errorf("second call: outcome %s Quota %q, want allowed %q", d.Outcome, d.Quota.RateLimit(), want)
 	}
 	// A rejection is unchanged: its headers, no quota fields.
 	d = l.Decide(context.Background(), req)
-	if d.Outcome != OutcomeLimited || d.Quota != "" || d.QuotaPolicy != "" {
-		t.Errorf("rejection: outcome %s Quota %q QuotaPolicy %q, want limited and none", d.Outcome, d.Quota, d.QuotaPolicy)
+	if d.Outcome != OutcomeLimited || d.Quota.RateLimit() != "" || quotaPolicy(d) != "" {
+		t.Errorf("rejection: outcome %s Quota %q QuotaPolicy %q, want limited and none", d.Outcome, d.Quota.RateLimit(), quotaPolicy(d))
 	}
 	// Another user: the server bucket (7 of 10 left) against bob's 1 of 2.
 	d = l.Decide(context.Background(), post(call("2", "search"), "x-user-id", "bob"))
-	if want := `"user-tool:search";r=1;t=5`; d.Quota != want {
-		t.Errorf("bob: Quota = %q, want %q", d.Quota, want)
+	if want := `"user-tool:search";r=1;t=5`; d.Quota.RateLimit() != want {
+		t.Errorf("bob: Quota = %q, want %q", d.Quota.RateLimit(), want)
 	}
 	// An unlimited method charges nothing and says nothing.
 	d = l.Decide(context.Background(), post([]byte(`{"jsonrpc":"2.0","id":3,"method":"tools/list"}`)))
-	if d.Quota != "" || d.QuotaPolicy != "" {
-		t.Errorf("unlimited: Quota %q QuotaPolicy %q, want none", d.Quota, d.QuotaPolicy)
+	if d.Quota.RateLimit() != "" || quotaPolicy(d) != "" {
+		t.Errorf("unlimited: Quota %q QuotaPolicy %q, want none", d.Quota.RateLimit(), quotaPolicy(d))
 	}
 
 	off := New(policy(false), Options{})
 	d = off.Decide(context.Background(), req)
-	if d.Outcome != OutcomeAllowed || d.Quota != "" || d.QuotaPolicy != "" {
-		t.Errorf("headersOnAllowed false: outcome %s Quota %q QuotaPolicy %q, want allowed and none", d.Outcome, d.Quota, d.QuotaPolicy)
+	if d.Outcome != OutcomeAllowed || d.Quota.RateLimit() != "" || quotaPolicy(d) != "" {
+		t.Errorf("headersOnAllowed false: outcome %s Quota %q QuotaPolicy %q, want allowed and none", d.Outcome, d.Quota.RateLimit(), quotaPolicy(d))
 	}
 }
 
@@ -66,8 +66,8 @@ func TestAllowedQuotaTieIsTheFirstCharge(t *testing.T) {
 	}), Options{})
 	d := l.Decide(context.Background(), post(call("1", "x"), "x-user-id", "alice"))
 	// Both hold 3 of 4: the first charge, the server's shared bucket, wins.
-	if want := `"shared";r=3;t=15`; d.Quota != want {
-		t.Errorf("Quota = %q, want %q", d.Quota, want)
+	if want := `"shared";r=3;t=15`; d.Quota.RateLimit() != want {
+		t.Errorf("Quota = %q, want %q", d.Quota.RateLimit(), want)
 	}
 }
 
@@ -89,4 +89,12 @@ func TestUntilFull(t *testing.T) {
 			t.Errorf("untilFull(%d/%d per %s) = %d, want %d", c.remaining, c.max, c.period, got, c.want)
 		}
 	}
+}
+
+// quotaPolicy is d's ratelimit-policy value for an allowed answer; "" for none.
+func quotaPolicy(d Decision) string {
+	if d.Quota.Header == nil {
+		return ""
+	}
+	return d.Quota.Header.Policy
 }
