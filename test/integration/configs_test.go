@@ -201,6 +201,48 @@ func gatewayManifest(t *testing.T) (filter map[string]any, bufferLimit int) {
 	return filter, bufferLimit
 }
 
+// gatewayHeaderMutation is the header_mutation filter Envoy Gateway builds from
+// envoy/gateway/quota-headers.yaml's lateResponseHeaders (its
+// buildHeaderMutationFilter): each add appended as written, an empty result
+// not kept.
+func gatewayHeaderMutation(t *testing.T) map[string]any {
+	t.Helper()
+	doc := yamlDocs(t, repoFile(t, "envoy/gateway/quota-headers.yaml"))[0]
+	var mutations []any
+	for _, h := range path(t, doc, "spec", "headers", "lateResponseHeaders", "add").([]any) {
+		mutations = append(mutations, map[string]any{"append": map[string]any{
+			"header":        map[string]any{"key": path(t, h, "name"), "value": path(t, h, "value")},
+			"append_action": "APPEND_IF_EXISTS_OR_ADD",
+		}})
+	}
+	return map[string]any{
+		"name": "envoy.filters.http.header_mutation",
+		"typed_config": map[string]any{
+			"@type":     "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+			"mutations": map[string]any{"response_mutations": mutations},
+		},
+	}
+}
+
+// gatewayBootstrap is bootstrapFor of Envoy Gateway's ext_proc filter with its
+// header_mutation filter between it and the router.
+func gatewayBootstrap(t *testing.T) []byte {
+	t.Helper()
+	filter, limit := gatewayManifest(t)
+	var boot map[string]any
+	if err := yaml.Unmarshal(bootstrapFor(t, filter, limit), &boot); err != nil {
+		t.Fatal(err)
+	}
+	hcm := path(t, boot, "static_resources", "listeners", 0, "filter_chains", 0, "filters", 0, "typed_config").(map[string]any)
+	filters := hcm["http_filters"].([]any)
+	hcm["http_filters"] = []any{filters[0], gatewayHeaderMutation(t), filters[1]}
+	b, err := yaml.Marshal(boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // bootstrapFor wraps an ext_proc filter in the smallest Envoy bootstrap that can run
 // it: one listener with the filter before the router, and the cluster it names.
 func bootstrapFor(t *testing.T, filter map[string]any, bufferLimit int, headersToAdd ...any) []byte {
@@ -261,7 +303,6 @@ func TestShippedEnvoyConfigsPassEnvoyValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	istioFilter, istioLimit := istioManifest(t)
-	gwFilter, gwLimit := gatewayManifest(t)
 	tests := []struct {
 		name   string
 		config []byte
@@ -269,7 +310,7 @@ func TestShippedEnvoyConfigsPassEnvoyValidate(t *testing.T) {
 		{"envoy/envoy.yaml", repoFile(t, "envoy/envoy.yaml")},
 		{"template as the tests render it", rendered},
 		{"envoy/istio/envoyfilter.yaml ext_proc filter", bootstrapFor(t, istioFilter, istioLimit, istioHeadersToAdd(t))},
-		{"envoy/gateway/extensionpolicy.yaml as ext_proc filter", bootstrapFor(t, gwFilter, gwLimit)},
+		{"envoy/gateway as ext_proc and header_mutation filters", gatewayBootstrap(t)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
