@@ -98,3 +98,29 @@ func quotaPolicy(d Decision) string {
 	}
 	return d.Quota.Header.Policy
 }
+
+// An allowed answer of a slot with two windows lists both in its policy and
+// reports the emptier; the fixed parts are the compiled ones, shared by every
+// answer, and equal to what a bucket compiled without them gets.
+func TestAllowedQuotaOfSeveralWindows(t *testing.T) {
+	l := New(server(func(s *config.Server) {
+		s.PerUser = []config.Bucket{{MaxTokens: 2, RefillPeriod: time.Minute}, {MaxTokens: 3, RefillPeriod: 24 * time.Hour}}
+	}), Options{})
+	req := post(call("1", "x"), "x-user-id", "alice")
+	const both = `"user";q=2;w=60, "user#w1";q=3;w=86400`
+	d1 := l.Decide(context.Background(), req)
+	if d1.Outcome != OutcomeAllowed || quotaPolicy(d1) != both || d1.Quota.RateLimit() != `"user";r=1;t=30` {
+		t.Fatalf("first call: %s %q %q, want allowed %q %q", d1.Outcome, quotaPolicy(d1), d1.Quota.RateLimit(), both, `"user";r=1;t=30`)
+	}
+	d2 := l.Decide(context.Background(), req)
+	if d2.Quota.Header != d1.Quota.Header {
+		t.Error("two answers of one bucket have two QuotaHeaders, want the compiled one shared")
+	}
+	cs := l.policy.Load().servers[0]
+	for _, b := range cs.unknownTool.perUser {
+		built := quotaHeader(chargeInfo{policy: b.info.policy, slot: b.info.slot}, b.limit)
+		if *built != *b.info.quota {
+			t.Errorf("%s: built on the spot %+v, compiled %+v", b.info.policy, *built, *b.info.quota)
+		}
+	}
+}
