@@ -34,14 +34,15 @@ type fixedAnswer struct {
 	entries []byte
 }
 
-// Field numbers of the messages marshal writes.
+// The tags marshal writes, each a field number and wire type 2 (length-
+// delimited) in one byte.
 const (
-	fieldDynamicMetadata protowire.Number = 8 // ProcessingResponse.dynamic_metadata
-	fieldStructFields    protowire.Number = 1 // Struct.fields, a map<string, Value>
-	fieldMapKey          protowire.Number = 1
-	fieldMapValue        protowire.Number = 2
-	fieldStringValue     protowire.Number = 3 // Value.string_value
-	fieldStructValue     protowire.Number = 5 // Value.struct_value
+	tagDynamicMetadata = 8<<3 | 2 // ProcessingResponse.dynamic_metadata
+	tagStructFields    = 1<<3 | 2 // Struct.fields, a map<string, Value>
+	tagMapKey          = 1<<3 | 2
+	tagMapValue        = 2<<3 | 2
+	tagStringValue     = 3<<3 | 2 // Value.string_value
+	tagStructValue     = 5<<3 | 2 // Value.struct_value
 )
 
 const (
@@ -71,16 +72,12 @@ func (q *quotaAnswer) marshal(pool mem.BufferPool) mem.BufferSlice {
 
 	buf := pool.Get(total)
 	b := append((*buf)[:0], q.fixed.cont...)
-	b = protowire.AppendTag(b, fieldDynamicMetadata, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(outer))
-	b = protowire.AppendTag(b, fieldStructFields, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(nsEntry))
-	b = protowire.AppendTag(b, fieldMapKey, protowire.BytesType)
-	b = protowire.AppendString(b, MetadataNamespace)
-	b = protowire.AppendTag(b, fieldMapValue, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(nsValue))
-	b = protowire.AppendTag(b, fieldStructValue, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(inner))
+	b = appendLen(append(b, tagDynamicMetadata), outer)
+	b = appendLen(append(b, tagStructFields), nsEntry)
+	b = appendLen(append(b, tagMapKey), len(MetadataNamespace))
+	b = append(b, MetadataNamespace...)
+	b = appendLen(append(b, tagMapValue), nsValue)
+	b = appendLen(append(b, tagStructValue), inner)
 	b = append(b, q.fixed.entries...)
 	b = appendStringEntry(b, keyRateLimitPolicy, h.Policy, nil)
 	b = appendStringEntry(b, keyRateLimit, h.Name, suffix)
@@ -102,16 +99,21 @@ func stringEntrySize(key string, n int) int {
 func appendStringEntry(b []byte, key, s string, more []byte) []byte {
 	n := len(s) + len(more)
 	value := 1 + protowire.SizeBytes(n)
-	b = protowire.AppendTag(b, fieldStructFields, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(1+protowire.SizeBytes(len(key))+1+protowire.SizeBytes(value)))
-	b = protowire.AppendTag(b, fieldMapKey, protowire.BytesType)
-	b = protowire.AppendString(b, key)
-	b = protowire.AppendTag(b, fieldMapValue, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(value))
-	b = protowire.AppendTag(b, fieldStringValue, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(n))
+	b = appendLen(append(b, tagStructFields), 1+protowire.SizeBytes(len(key))+1+protowire.SizeBytes(value))
+	b = appendLen(append(b, tagMapKey), len(key))
+	b = append(b, key...)
+	b = appendLen(append(b, tagMapValue), value)
+	b = appendLen(append(b, tagStringValue), n)
 	b = append(b, s...)
 	return append(b, more...)
+}
+
+// appendLen appends a length as a varint; most fit in one byte.
+func appendLen(b []byte, n int) []byte {
+	if n < 0x80 {
+		return append(b, byte(n))
+	}
+	return protowire.AppendVarint(b, uint64(n))
 }
 
 // wireBuffers holds the buffers of quota answers (Codec).
