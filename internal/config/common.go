@@ -151,6 +151,11 @@ func (w *walker) response(n *yaml.Node, path string) responseSpec {
 			r.format = ptr(Format(v))
 		}
 	}
+	if x, ok := f["headersOnAllowed"]; ok {
+		if v, ok := w.boolean(x.val, join(path, "headersOnAllowed")); ok {
+			r.headersOnAllowed = &v
+		}
+	}
 	if x, ok := f["message"]; ok {
 		p := join(path, "message")
 		if s, ok := w.str(x.val, p); ok {

@@ -217,6 +217,10 @@ type Response struct {
 	HTTPStatus       int    // default 429; with FormatToolResult, used for methods other than tools/call
 	Format           Format // default jsonrpcError
 	Message          string // default "Rate limit exceeded"
+	// HeadersOnAllowed (default true): allowed answers carry the ratelimit and
+	// ratelimit-policy values of the emptiest bucket charged, as Envoy dynamic
+	// metadata that the shipped Envoy configs add to the response.
+	HeadersOnAllowed bool
 }
 
 // FailureMode is what happens when the store errors or times out.

@@ -263,7 +263,7 @@ func bucket(max int64, period time.Duration) []Bucket {
 
 func intPtr(v int) *int { return &v }
 
-var defaultResponse = Response{ErrorCode: -32029, HTTPStatus: 429, Format: FormatJSONRPCError, Message: "Rate limit exceeded"}
+var defaultResponse = Response{ErrorCode: -32029, HTTPStatus: 429, Format: FormatJSONRPCError, Message: "Rate limit exceeded", HeadersOnAllowed: true}
 
 func TestParseAppliesDefaultsAndReadsEveryField(t *testing.T) {
 	tests := []struct {
@@ -329,7 +329,7 @@ func TestParseAppliesDefaultsAndReadsEveryField(t *testing.T) {
 				PerUser:  bucket(5, time.Second),
 				Identity: []IdentitySource{{Header: "x-user-id"}},
 				// Merged field by field; the explicit null unsets the inherited errorCodeFor2026.
-				Response:       Response{ErrorCode: -32029, HTTPStatus: 429, Format: FormatToolResult, Message: "Too many calls"},
+				Response:       Response{ErrorCode: -32029, HTTPStatus: 429, Format: FormatToolResult, Message: "Too many calls", HeadersOnAllowed: true},
 				FailureMode:    FailClosed,
 				DryRun:         true,
 				UnreadableBody: UnreadableReject,
@@ -341,7 +341,7 @@ func TestParseAppliesDefaultsAndReadsEveryField(t *testing.T) {
 					"prompts/get": {Name: "prompts/get", Cost: 1, Shared: bucket(7, time.Hour)},
 				},
 				Identity:       []IdentitySource{{SourceAddress: true}},
-				Response:       Response{ErrorCode: -32029, ErrorCodeFor2026: intPtr(429), HTTPStatus: 429, Format: FormatJSONRPCError, Message: "Too many calls"},
+				Response:       Response{ErrorCode: -32029, ErrorCodeFor2026: intPtr(429), HTTPStatus: 429, Format: FormatJSONRPCError, Message: "Too many calls", HeadersOnAllowed: true},
 				FailureMode:    FailOpen,
 				DryRun:         false,
 				UnreadableBody: UnreadableContinue,
@@ -350,7 +350,7 @@ func TestParseAppliesDefaultsAndReadsEveryField(t *testing.T) {
 				Name:           "default",
 				Shared:         bucket(100, time.Minute),
 				Identity:       []IdentitySource{{Header: "x-user-id"}},
-				Response:       Response{ErrorCode: -32029, ErrorCodeFor2026: intPtr(429), HTTPStatus: 429, Format: FormatJSONRPCError, Message: "Too many calls"},
+				Response:       Response{ErrorCode: -32029, ErrorCodeFor2026: intPtr(429), HTTPStatus: 429, Format: FormatJSONRPCError, Message: "Too many calls", HeadersOnAllowed: true},
 				FailureMode:    FailClosed,
 				DryRun:         true,
 				UnreadableBody: UnreadableReject,

@@ -54,7 +54,7 @@ var (
 	bucketKeys   = []string{"maxTokens", "refillPeriod"}
 	matchKeys    = []string{"authority", "pathPrefix"}
 	identityKeys = []string{"jwtClaim", "header", "sourceAddress"}
-	responseKeys = []string{"errorCode", "errorCodeFor2026", "httpStatus", "format", "message"}
+	responseKeys = []string{"errorCode", "errorCodeFor2026", "httpStatus", "format", "message", "headersOnAllowed"}
 	redisKeys    = []string{"url", "username", "password", "timeout", "sentinel", "cluster", "tls"}
 	sentinelKeys = []string{"masterName", "addrs", "username", "password"}
 	clusterKeys  = []string{"addrs"}
@@ -140,6 +140,7 @@ type responseSpec struct {
 	httpStatus       *int
 	format           *Format
 	message          *string
+	headersOnAllowed *bool
 }
 
 // serverInfo is a parsed server plus what the cross-server checks need.
@@ -265,10 +266,11 @@ func (w *walker) server(f map[string]field, node *yaml.Node, path string, defaul
 	}
 	r := own.response
 	s.Response = Response{
-		ErrorCode:  *cmpOr(r.errorCode, defaults.response.errorCode, ptr(DefaultErrorCode)),
-		HTTPStatus: *cmpOr(r.httpStatus, defaults.response.httpStatus, ptr(DefaultHTTPStatus)),
-		Format:     *cmpOr(r.format, defaults.response.format, ptr(FormatJSONRPCError)),
-		Message:    *cmpOr(r.message, defaults.response.message, ptr(DefaultMessage)),
+		ErrorCode:        *cmpOr(r.errorCode, defaults.response.errorCode, ptr(DefaultErrorCode)),
+		HTTPStatus:       *cmpOr(r.httpStatus, defaults.response.httpStatus, ptr(DefaultHTTPStatus)),
+		Format:           *cmpOr(r.format, defaults.response.format, ptr(FormatJSONRPCError)),
+		Message:          *cmpOr(r.message, defaults.response.message, ptr(DefaultMessage)),
+		HeadersOnAllowed: *cmpOr(r.headersOnAllowed, defaults.response.headersOnAllowed, ptr(true)),
 	}
 	if c := cmpOr(r.errorCodeFor2026, defaults.response.errorCodeFor2026); c != nil {
 		s.Response.ErrorCodeFor2026 = *c

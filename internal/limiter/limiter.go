@@ -136,6 +136,12 @@ type Decision struct {
 	StoreError error
 	// RetryAfter is the whole seconds sent in retry-after, when rejected or would be.
 	RetryAfter int64
+	// Quota is the emptiest bucket the request charged (fewest tokens left for
+	// its size; the first on a tie), its Reset the whole seconds until it is
+	// full again: the ratelimit and ratelimit-policy values of an allowed
+	// answer. Set only for OutcomeAllowed when the server's
+	// response.headersOnAllowed is true; Quota.Header is nil otherwise.
+	Quota Quota
 }
 
 // Options configure a Limiter. The zero value of each field is usable.
@@ -269,6 +275,9 @@ func (l *Limiter) Decide(ctx context.Context, r Request) Decision {
 	}
 	if res.Allowed {
 		d.Outcome = OutcomeAllowed
+		if srv.Response.HeadersOnAllowed {
+			d.Quota = allowedQuota(plan, res)
+		}
 		return d
 	}
 	i := binding(res)

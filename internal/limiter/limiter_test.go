@@ -28,7 +28,7 @@ func server(mod func(*config.Server)) *config.Policy {
 		Tools:       map[string]config.Tool{},
 		Methods:     map[string]config.Method{},
 		Identity:    []config.IdentitySource{{Header: "x-user-id"}},
-		Response:    config.Response{ErrorCode: -32029, HTTPStatus: 429, Format: config.FormatJSONRPCError, Message: "Rate limit exceeded"},
+		Response:    config.Response{ErrorCode: -32029, HTTPStatus: 429, Format: config.FormatJSONRPCError, Message: "Rate limit exceeded", HeadersOnAllowed: true},
 		FailureMode: config.FailOpen,
 	}
 	mod(&s)

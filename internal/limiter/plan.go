@@ -19,6 +19,8 @@ type chargeInfo struct {
 	// slot lists every bucket of the charge's slot, itself included, in policy
 	// order: a rejection names them all in ratelimit-policy when there are several.
 	slot []*bucketRef
+	// quota is the bucket's fixed ratelimit and ratelimit-policy parts (setQuotaHeaders).
+	quota *QuotaHeader
 }
 
 // bucketRef is one bucket of the policy with all that does not depend on the
@@ -130,6 +132,7 @@ func (b *rulesBuilder) refs(bs []config.Bucket, scope bucket.Scope, name, limit,
 		}
 		out[w] = r
 	}
+	setQuotaHeaders(out)
 	return out
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"math/bits"
 	"slices"
 	"strconv"
 	"sync"
@@ -59,21 +60,7 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 	}
 	c := pl.charges[idx]
 	rej.MaxTokens, rej.Remaining = c.Limit.MaxTokens, max(remaining, 0)
-	policy, ratelimit := mcp.RateLimitHeaders(mcp.Quota{
-		Policy: info.policy,
-		Max:    c.Limit.MaxTokens, Window: windowSeconds(c.Limit),
-		Remaining: remaining, Reset: secs,
-	})
-	if len(info.slot) > 1 {
-		// A slot of several windows: ratelimit-policy lists each, so that a
-		// client sees the day's quota as well as the minute's; ratelimit
-		// stays the binding one's.
-		qs := make([]mcp.Quota, len(info.slot))
-		for i, b := range info.slot {
-			qs[i] = mcp.Quota{Policy: b.info.policy, Max: b.limit.MaxTokens, Window: windowSeconds(b.limit)}
-		}
-		policy = mcp.PolicyHeader(qs...)
-	}
+	q := Quota{Header: quotaHeader(info, c.Limit), Remaining: remaining, Reset: secs}
 	d.Allow = false
 	d.Outcome = OutcomeLimited
 	d.Details = Details
@@ -81,8 +68,8 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 	d.Headers = []Header{
 		{"content-type", "application/json"},
 		{"retry-after", strconv.FormatInt(secs, 10)},
-		{"ratelimit-policy", policy},
-		{"ratelimit", ratelimit},
+		{"ratelimit-policy", q.Header.Policy},
+		{"ratelimit", q.RateLimit()},
 	}
 	if rej.Code == mcp.CodeRateLimited {
 		// The draft SEP-3304 RateLimited error: its HTTP form adds the
@@ -92,6 +79,107 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 			Header{"ratelimit-remaining", strconv.FormatInt(rej.Remaining, 10)})
 	}
 	return d
+}
+
+// QuotaHeader is what the ratelimit and ratelimit-policy values of one bucket
+// keep from one request to the next, built once per policy (setQuotaHeaders)
+// so that an answer only adds two numbers.
+type QuotaHeader struct {
+	// Policy is the ratelimit-policy value: `"<name>";q=<max>;w=<seconds>`
+	// for each bucket of the bucket's slot, comma-separated, so that a client
+	// sees a slot's daily quota as well as its minute's.
+	Policy string
+	// Name is the bucket's policy name as a structured-field string, e.g.
+	// `"user-tool:search"`: the item of the ratelimit value.
+	Name string
+}
+
+// Quota is one bucket's state as the ratelimit header gives it.
+type Quota struct {
+	// Header is the bucket's fixed parts; nil: no quota to report.
+	Header *QuotaHeader
+	// Remaining is the tokens left; Reset the whole seconds until the bucket
+	// is full again (allowed) or a retry can succeed (rejected).
+	Remaining, Reset int64
+}
+
+// RateLimit is the ratelimit value, `<Name>;r=<Remaining>;t=<Reset>`; "" when
+// q.Header is nil.
+func (q Quota) RateLimit() string {
+	if q.Header == nil {
+		return ""
+	}
+	return q.Header.Name + ";r=" + strconv.FormatInt(q.Remaining, 10) + ";t=" + strconv.FormatInt(q.Reset, 10)
+}
+
+// setQuotaHeaders gives each bucket of one slot its QuotaHeader.
+func setQuotaHeaders(slot []*bucketRef) {
+	policy := slotPolicy(slot)
+	for _, b := range slot {
+		b.info.quota = &QuotaHeader{Policy: policy, Name: mcp.SFString(b.info.policy)}
+	}
+}
+
+// slotPolicy is the ratelimit-policy value listing every bucket of slot.
+func slotPolicy(slot []*bucketRef) string {
+	qs := make([]mcp.Quota, len(slot))
+	for i, b := range slot {
+		qs[i] = mcp.Quota{Policy: b.info.policy, Max: b.limit.MaxTokens, Window: windowSeconds(b.limit)}
+	}
+	return mcp.PolicyHeader(qs...)
+}
+
+// quotaHeader is info's QuotaHeader, where limit is its bucket's. A bucket
+// compiled without setQuotaHeaders gets one built on the spot: it costs time,
+// not a crash.
+func quotaHeader(info chargeInfo, limit bucket.Limit) *QuotaHeader {
+	if info.quota != nil {
+		return info.quota
+	}
+	policy := slotPolicy(info.slot)
+	if len(info.slot) == 0 {
+		policy = mcp.PolicyHeader(mcp.Quota{Policy: info.policy, Max: limit.MaxTokens, Window: windowSeconds(limit)})
+	}
+	return &QuotaHeader{Policy: policy, Name: mcp.SFString(info.policy)}
+}
+
+// allowedQuota is the quota of an allowed answer: the charged bucket with the
+// fewest tokens left relative to its size (the first on a tie), with Reset
+// the whole seconds until it is full again.
+func allowedQuota(pl plan, res bucket.Result) Quota {
+	best := -1
+	for i, b := range res.Buckets {
+		if i >= len(pl.charges) {
+			break
+		}
+		// remaining/max < best's remaining/max, without division: both
+		// factors are at most MaxTokensLimit (1e9), so the products fit.
+		if best < 0 || b.Remaining*pl.charges[best].Limit.MaxTokens < res.Buckets[best].Remaining*pl.charges[i].Limit.MaxTokens {
+			best = i
+		}
+	}
+	if best < 0 {
+		return Quota{}
+	}
+	l, remaining := pl.charges[best].Limit, max(res.Buckets[best].Remaining, 0)
+	return Quota{Header: quotaHeader(pl.info[best], l), Remaining: remaining, Reset: untilFull(l, remaining)}
+}
+
+// untilFull is the whole seconds, rounded up, until a bucket of limit l that
+// holds remaining whole tokens is full again: 0 when it is full.
+func untilFull(l bucket.Limit, remaining int64) int64 {
+	missing := l.MaxTokens - remaining
+	if missing <= 0 || l.MaxTokens <= 0 || l.RefillPeriod <= 0 {
+		return 0
+	}
+	// missing/MaxTokens of the refill period, in 128 bits: the product can
+	// exceed int64 (1e9 tokens over 744h in nanoseconds), the quotient cannot.
+	hi, lo := bits.Mul64(uint64(missing), uint64(l.RefillPeriod))
+	ns, rem := bits.Div64(hi, lo, uint64(l.MaxTokens))
+	if rem > 0 {
+		ns++
+	}
+	return int64((time.Duration(ns) + time.Second - 1) / time.Second)
 }
 
 // failClosed answers 503 with a JSON-RPC internal error (failureMode closed).

@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -11,31 +12,72 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mcp-ratelimit/extproc/internal/config"
 	"github.com/mcp-ratelimit/extproc/internal/limiter"
 )
 
 // BenchmarkDecision is one full decision as the processor makes it: headers
-// phase, then the buffered body parsed, charged (in-memory store) and rendered.
-// The bucket is large enough that every call is allowed.
+// phase, then the buffered body parsed, charged (in-memory store), rendered
+// and marshalled as Codec sends it (then freed, as gRPC does after the
+// write). The server-wide and the tool's shared slots each hold buckets=N
+// buckets, all large enough that every call is allowed. headersOnAllowed=on
+// adds the ratelimit values of the emptiest bucket to the metadata, which
+// makes the answer a quotaAnswer written per request rather than the cached
+// bytes of a shared one.
 func BenchmarkDecision(b *testing.B) {
-	p := policy(func(s *config.Server) {
-		s.Shared = []config.Bucket{{MaxTokens: 1 << 30, RefillPeriod: time.Hour}}
-		s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, Shared: []config.Bucket{{MaxTokens: 1 << 30, RefillPeriod: time.Hour}}}}
-	})
-	s := New(limiter.New(p, limiter.Options{}), Options{})
-	hdr, bdy := fromProto(postHeaders()), fromProto(body(searchCall))
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		var x exchange
-		if _, err := s.handle(ctx, &x, &hdr); err != nil {
-			b.Fatal(err)
+	periods := []time.Duration{time.Hour, 24 * time.Hour, 7 * 24 * time.Hour, 30 * 24 * time.Hour}
+	for _, n := range []int{1, 2, 4} {
+		slot := make([]config.Bucket, n)
+		for i := range slot {
+			slot[i] = config.Bucket{MaxTokens: 1 << 30, RefillPeriod: periods[i]}
 		}
-		resp, err := s.handle(ctx, &x, &bdy)
-		if err != nil || resp.GetRequestBody() == nil {
-			b.Fatalf("got %v %v, want a continue", resp, err)
+		for _, on := range []bool{false, true} {
+			name := fmt.Sprintf("buckets=%d/headersOnAllowed=off", n)
+			if on {
+				name = fmt.Sprintf("buckets=%d/headersOnAllowed=on", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				p := policy(func(s *config.Server) {
+					s.Shared = slot
+					s.Tools = map[string]config.Tool{"search": {Name: "search", Cost: 1, Shared: slot}}
+					s.Response.HeadersOnAllowed = on
+				})
+				s := New(limiter.New(p, limiter.Options{}), Options{})
+				c := s.Codec()
+				hdr, bdy := fromProto(postHeaders()), fromProto(body(searchCall))
+				ctx := context.Background()
+				decide := func() mem.BufferSlice {
+					var x exchange
+					if _, err := s.handle(ctx, &x, &hdr); err != nil {
+						b.Fatal(err)
+					}
+					resp, err := s.handle(ctx, &x, &bdy)
+					if err != nil {
+						b.Fatal(err)
+					}
+					bufs, err := c.Marshal(resp)
+					if err != nil {
+						b.Fatal(err)
+					}
+					return bufs
+				}
+				// The answer is checked once, outside the measured loop.
+				got := &extprocv3.ProcessingResponse{}
+				if err := proto.Unmarshal(decide().Materialize(), got); err != nil || got.GetRequestBody() == nil {
+					b.Fatalf("got %v %v, want a continue", got, err)
+				}
+				_, hasQuota := got.GetDynamicMetadata().GetFields()[MetadataNamespace].GetStructValue().GetFields()[keyRateLimit]
+				if hasQuota != on {
+					b.Fatalf("answer carries ratelimit: %v, want %v", hasQuota, on)
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					decide().Free()
+				}
+			})
 		}
 	}
 }

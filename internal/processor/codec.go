@@ -13,20 +13,27 @@ import (
 // proto codec, except that an ext_proc request is read into an *inbound by
 // decodeRequest (see serviceDesc), and the answers s builds once and shares
 // (continues and their dynamic metadata) are sent as bytes marshalled once,
-// not marshalled again for every request. Any other message, of any service
-// on the same server (gRPC health), goes to the proto codec.
+// not marshalled again for every request, and an allowed answer with quota
+// values (*quotaAnswer) is written from those bytes and its two values. Any
+// other message, of any service on the same server (gRPC health), goes to the
+// proto codec.
 func (s *Server) Codec() encoding.CodecV2 {
-	return codec{base: encoding.GetCodecV2(proto.Name), answers: &s.answers}
+	return codec{base: encoding.GetCodecV2(proto.Name), answers: &s.answers, pool: wireBuffers}
 }
 
 type codec struct {
 	base    encoding.CodecV2
 	answers *answers
+	// pool holds the buffers quota answers are written into.
+	pool mem.BufferPool
 }
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
-	if resp, ok := v.(*extprocv3.ProcessingResponse); ok {
-		if b, ok := c.answers.encoded.Load(resp); ok {
+	switch m := v.(type) {
+	case *quotaAnswer:
+		return m.marshal(c.pool), nil
+	case *extprocv3.ProcessingResponse:
+		if b, ok := c.answers.encoded.Load(m); ok {
 			return b.(mem.BufferSlice), nil
 		}
 	}

@@ -15,7 +15,7 @@ import (
 func TestCodecSendsSharedAnswersAsBytesMarshalledOnce(t *testing.T) {
 	s := New(nil, Options{})
 	allowed := limiter.Decision{Allow: true, Outcome: limiter.OutcomeAllowed, Method: "tools/call", Tool: "search", Limit: "tool:search"}
-	shared := s.render(allowed, bodyPhase)
+	shared := s.render(allowed, bodyPhase).(*extprocv3.ProcessingResponse)
 	if again := s.render(allowed, bodyPhase); again != shared {
 		t.Fatal("the same decision rendered twice gave two protos, want the shared one")
 	}

@@ -3,6 +3,8 @@ package processor
 import (
 	"testing"
 
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
 	"github.com/mcp-ratelimit/extproc/internal/limiter"
 )
 
@@ -18,7 +20,7 @@ func TestDynamicMetadataCarriesThePlan(t *testing.T) {
 			if !allow {
 				d.Outcome, d.Status, d.Limit, d.Scope = limiter.OutcomeLimited, 429, "server", "perUser"
 			}
-			md := s.render(d, bodyPhase).GetDynamicMetadata().GetFields()[MetadataNamespace].GetStructValue().GetFields()
+			md := s.render(d, bodyPhase).(*extprocv3.ProcessingResponse).GetDynamicMetadata().GetFields()[MetadataNamespace].GetStructValue().GetFields()
 			if got := md["plan"].GetStringValue(); got != plan {
 				t.Errorf("allow %v, plan %q: metadata plan %q, want %q (metadata %v)", allow, plan, got, plan, md)
 			}

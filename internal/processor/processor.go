@@ -68,8 +68,9 @@ func New(d Decider, opts Options) *Server {
 	return s
 }
 
-// handle answers one message.
-func (s *Server) handle(ctx context.Context, x *exchange, in *inbound) (*extprocv3.ProcessingResponse, error) {
+// handle answers one message: a *extprocv3.ProcessingResponse, or a
+// *quotaAnswer (see render), for stream.SendMsg.
+func (s *Server) handle(ctx context.Context, x *exchange, in *inbound) (any, error) {
 	x.observe(in)
 	switch in.kind {
 	case kindRequestHeaders:
@@ -108,7 +109,7 @@ func (s *Server) handle(ctx context.Context, x *exchange, in *inbound) (*extproc
 }
 
 // decide asks the decider and renders its answer for the phase being processed.
-func (s *Server) decide(ctx context.Context, x *exchange, ph phase) *extprocv3.ProcessingResponse {
+func (s *Server) decide(ctx context.Context, x *exchange, ph phase) any {
 	x.decided = true
 	start := time.Now()
 	d := s.decider.Decide(ctx, x.req)

@@ -27,8 +27,10 @@ const (
 )
 
 // render turns a decision into the answer to the message of phase ph: a
-// continue carrying dynamic metadata, or an ImmediateResponse.
-func (s *Server) render(d limiter.Decision, ph phase) *extprocv3.ProcessingResponse {
+// continue carrying dynamic metadata, or an ImmediateResponse, as a
+// *extprocv3.ProcessingResponse; or, for an allowed answer with quota values,
+// a *quotaAnswer that Codec writes as the same message's wire bytes.
+func (s *Server) render(d limiter.Decision, ph phase) any {
 	if !d.Allow {
 		return &extprocv3.ProcessingResponse{
 			Response:        &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: immediate(d)},
@@ -47,7 +49,7 @@ func (s *Server) render(d limiter.Decision, ph phase) *extprocv3.ProcessingRespo
 // marshalling the metadata Struct (a map of maps) was about 7% of extproc's CPU
 // under load through Envoy.
 type answers struct {
-	m       sync.Map // answerKey → *extprocv3.ProcessingResponse or *structpb.Struct
+	m       sync.Map // answerKey → *extprocv3.ProcessingResponse, *structpb.Struct or *fixedAnswer
 	n       atomic.Int64
 	encoded sync.Map // *extprocv3.ProcessingResponse → its proto encoding (mem.BufferSlice)
 }
@@ -56,33 +58,57 @@ type answers struct {
 const maxCachedAnswers = 10000
 
 type answerKey struct {
-	allow               bool
-	ph                  phase
-	outcome             limiter.Outcome
-	method, tool, limit string
+	allow bool
+	// quota: the key of a *fixedAnswer, the shared part of a quotaAnswer.
+	quota                     bool
+	ph                        phase
+	outcome                   limiter.Outcome
+	method, tool, limit, plan string
 }
 
-func (a *answers) allow(d limiter.Decision, ph phase) *extprocv3.ProcessingResponse {
-	k := answerKey{allow: true, ph: ph, outcome: d.Outcome, method: d.Method, tool: d.Tool, limit: d.Limit}
+func (a *answers) allow(d limiter.Decision, ph phase) any {
+	k := answerKey{allow: true, ph: ph, outcome: d.Outcome, method: d.Method, tool: d.Tool, limit: d.Limit, plan: d.Plan}
+	if d.Quota.Header != nil {
+		// The quota values change with every request: only the rest is shared.
+		k.quota = true
+		if f := a.fixed(k, d, ph); f != nil {
+			return &quotaAnswer{fixed: f, quota: d.Quota}
+		}
+		resp := continueFor(ph)
+		resp.DynamicMetadata = metadata(d)
+		return resp
+	}
 	if v, ok := a.m.Load(k); ok {
 		return v.(*extprocv3.ProcessingResponse)
 	}
-	var resp *extprocv3.ProcessingResponse
-	switch ph {
-	case headersPhase:
-		resp = continueHeaders()
-	case bodyPhase:
-		resp = continueBody()
-	default:
-		resp = continueTrailers()
-	}
+	resp := continueFor(ph)
 	resp.DynamicMetadata = metadata(d)
 	a.store(k, resp)
 	return resp
 }
 
+// fixed returns the shared part of d's quota answer, under key k; nil when it
+// does not marshal (then gRPC marshals, and reports, the proto).
+func (a *answers) fixed(k answerKey, d limiter.Decision, ph phase) *fixedAnswer {
+	if v, ok := a.m.Load(k); ok {
+		return v.(*fixedAnswer)
+	}
+	cont, err := proto.Marshal(continueFor(ph))
+	if err != nil {
+		return nil
+	}
+	d.Quota = limiter.Quota{}
+	entries, err := proto.Marshal(metadata(d).GetFields()[MetadataNamespace].GetStructValue())
+	if err != nil {
+		return nil
+	}
+	f := &fixedAnswer{cont: cont, entries: entries}
+	a.store(k, f)
+	return f
+}
+
 func (a *answers) metadata(d limiter.Decision) *structpb.Struct {
-	k := answerKey{outcome: d.Outcome, method: d.Method, tool: d.Tool, limit: d.Limit}
+	k := answerKey{outcome: d.Outcome, method: d.Method, tool: d.Tool, limit: d.Limit, plan: d.Plan}
 	if v, ok := a.m.Load(k); ok {
 		return v.(*structpb.Struct)
 	}
@@ -130,7 +156,8 @@ func immediate(d limiter.Decision) *extprocv3.ImmediateResponse {
 	}
 }
 
-// metadata is the mcp_ratelimit namespace for access logs and later filters;
+// metadata is the mcp_ratelimit namespace for access logs, later filters and
+// the response headers of allowed answers;
 // nil when nothing in the policy applied, so unlimited traffic costs nothing.
 func metadata(d limiter.Decision) *structpb.Struct {
 	if d.Outcome == limiter.OutcomeUnlimited && d.Method == "" {
@@ -148,9 +175,31 @@ func metadata(d limiter.Decision) *structpb.Struct {
 	if d.Limit != "" {
 		fields["limit"] = structpb.NewStringValue(d.Limit)
 	}
+	if d.Plan != "" {
+		fields["plan"] = structpb.NewStringValue(d.Plan)
+	}
+	// The draft-10 header values of an allowed answer, which the shipped
+	// Envoy configs add to the response (response_headers_to_add). Allowed
+	// answers are sent as quotaAnswer, which writes the same bytes directly.
+	if h := d.Quota.Header; h != nil {
+		fields[keyRateLimit] = structpb.NewStringValue(d.Quota.RateLimit())
+		fields[keyRateLimitPolicy] = structpb.NewStringValue(h.Policy)
+	}
 	return &structpb.Struct{Fields: map[string]*structpb.Value{
 		MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: fields}),
 	}}
+}
+
+// continueFor is a new continue answer to the message of phase ph.
+func continueFor(ph phase) *extprocv3.ProcessingResponse {
+	switch ph {
+	case headersPhase:
+		return continueHeaders()
+	case bodyPhase:
+		return continueBody()
+	default:
+		return continueTrailers()
+	}
 }
 
 func continueHeaders() *extprocv3.ProcessingResponse {

@@ -842,3 +842,25 @@ def test_every_shipped_policy_passes_check_config(rendered, extproc_bin, tmp_pat
         p.write_text(text)
         r = subprocess.run([extproc_bin, "check-config", str(p)], capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, f"{where}: extproc check-config:\n{r.stdout}{r.stderr}"
+
+
+# ---- Envoy Gateway: the quota headers of allowed answers -------------------------
+
+
+def test_gateway_adds_the_quota_headers_of_envoy_yaml(rendered):
+    # envoy/gateway/quota-headers.yaml patches the ClientTrafficPolicy; the result
+    # must pass the CRD and add what envoy/envoy.yaml adds, name for name.
+    ctp = find(rendered["deploy/overlays/envoy-gateway"], "ClientTrafficPolicy", "mcp-client-traffic")
+    errors = [f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in crd_validator(ctp).iter_errors(ctp)]
+    assert not errors, "\n".join(errors)
+    (envoy,) = load_docs(read("envoy/envoy.yaml"))
+    hcm = envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    want = [(h["header"]["key"], h["header"]["value"]) for h in hcm["route_config"]["virtual_hosts"][0]["response_headers_to_add"]]
+    got = [(h["name"], h["value"]) for h in ctp["spec"]["headers"]["lateResponseHeaders"]["add"]]
+    assert got == want
+    # Envoy Gateway's own check of a header value, beyond the CRD
+    # (internal/gatewayapi HeaderValueRegexp): a value failing it is dropped.
+    for name, value in got:
+        assert re.fullmatch(r"[!-~]+([\t ]?[!-~]+)*", value), f"{name}: {value!r}"
+    # The patch keeps the policy's other settings.
+    assert ctp["spec"]["connection"]["bufferLimit"] == "4Mi"

@@ -112,6 +112,37 @@ func istioManifest(t *testing.T) (filter map[string]any, bufferLimit int) {
 	return filter, bufferLimit
 }
 
+// istioHeadersToAdd returns the response_headers_to_add of the EnvoyFilter's
+// VIRTUAL_HOST patch.
+func istioHeadersToAdd(t *testing.T) any {
+	t.Helper()
+	for _, d := range yamlDocs(t, repoFile(t, "envoy/istio/envoyfilter.yaml")) {
+		if d["kind"] != "EnvoyFilter" {
+			continue
+		}
+		for _, p := range path(t, d, "spec", "configPatches").([]any) {
+			if path(t, p, "applyTo") == "VIRTUAL_HOST" {
+				return path(t, p, "patch", "value", "response_headers_to_add")
+			}
+		}
+	}
+	t.Fatal("envoy/istio/envoyfilter.yaml: want a VIRTUAL_HOST patch adding response headers")
+	return nil
+}
+
+// The quota headers of allowed answers: Istio adds the same ones as envoy/envoy.yaml.
+func TestIstioAddsTheResponseHeadersOfEnvoyYAML(t *testing.T) {
+	doc := yamlDocs(t, repoFile(t, "envoy/envoy.yaml"))[0]
+	want := path(t, doc, "static_resources", "listeners", 0, "filter_chains", 0, "filters", 0, "typed_config",
+		"route_config", "virtual_hosts", 0, "response_headers_to_add")
+	if want == nil {
+		t.Fatal("envoy/envoy.yaml: no response_headers_to_add on the virtual host")
+	}
+	if diff := cmp.Diff(want, istioHeadersToAdd(t)); diff != "" {
+		t.Errorf("response_headers_to_add (-envoy.yaml +istio):\n%s", diff)
+	}
+}
+
 // gatewayManifest translates the EnvoyExtensionPolicy into the ext_proc filter Envoy
 // Gateway generates from it, and reads the ClientTrafficPolicy's buffer limit.
 func gatewayManifest(t *testing.T) (filter map[string]any, bufferLimit int) {
@@ -170,11 +201,60 @@ func gatewayManifest(t *testing.T) (filter map[string]any, bufferLimit int) {
 	return filter, bufferLimit
 }
 
+// gatewayHeaderMutation is the header_mutation filter Envoy Gateway builds from
+// envoy/gateway/quota-headers.yaml's lateResponseHeaders (its
+// buildHeaderMutationFilter): each add appended as written, an empty result
+// not kept.
+func gatewayHeaderMutation(t *testing.T) map[string]any {
+	t.Helper()
+	doc := yamlDocs(t, repoFile(t, "envoy/gateway/quota-headers.yaml"))[0]
+	var mutations []any
+	for _, h := range path(t, doc, "spec", "headers", "lateResponseHeaders", "add").([]any) {
+		mutations = append(mutations, map[string]any{"append": map[string]any{
+			"header":        map[string]any{"key": path(t, h, "name"), "value": path(t, h, "value")},
+			"append_action": "APPEND_IF_EXISTS_OR_ADD",
+		}})
+	}
+	return map[string]any{
+		"name": "envoy.filters.http.header_mutation",
+		"typed_config": map[string]any{
+			"@type":     "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+			"mutations": map[string]any{"response_mutations": mutations},
+		},
+	}
+}
+
+// gatewayBootstrap is bootstrapFor of Envoy Gateway's ext_proc filter with its
+// header_mutation filter between it and the router.
+func gatewayBootstrap(t *testing.T) []byte {
+	t.Helper()
+	filter, limit := gatewayManifest(t)
+	var boot map[string]any
+	if err := yaml.Unmarshal(bootstrapFor(t, filter, limit), &boot); err != nil {
+		t.Fatal(err)
+	}
+	hcm := path(t, boot, "static_resources", "listeners", 0, "filter_chains", 0, "filters", 0, "typed_config").(map[string]any)
+	filters := hcm["http_filters"].([]any)
+	hcm["http_filters"] = []any{filters[0], gatewayHeaderMutation(t), filters[1]}
+	b, err := yaml.Marshal(boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // bootstrapFor wraps an ext_proc filter in the smallest Envoy bootstrap that can run
 // it: one listener with the filter before the router, and the cluster it names.
-func bootstrapFor(t *testing.T, filter map[string]any, bufferLimit int) []byte {
+func bootstrapFor(t *testing.T, filter map[string]any, bufferLimit int, headersToAdd ...any) []byte {
 	t.Helper()
 	cluster := path(t, filter, "typed_config", "grpc_service", "envoy_grpc", "cluster_name").(string)
+	vhost := map[string]any{
+		"name": "mcp", "domains": []any{"*"},
+		"routes": []any{map[string]any{"match": map[string]any{"prefix": "/"}, "route": map[string]any{"cluster": cluster}}},
+	}
+	if len(headersToAdd) > 0 {
+		vhost["response_headers_to_add"] = headersToAdd[0]
+	}
 	boot := map[string]any{
 		"static_resources": map[string]any{
 			"listeners": []any{map[string]any{
@@ -184,12 +264,9 @@ func bootstrapFor(t *testing.T, filter map[string]any, bufferLimit int) []byte {
 				"filter_chains": []any{map[string]any{"filters": []any{map[string]any{
 					"name": "envoy.filters.network.http_connection_manager",
 					"typed_config": map[string]any{
-						"@type":       "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-						"stat_prefix": "mcp",
-						"route_config": map[string]any{"virtual_hosts": []any{map[string]any{
-							"name": "mcp", "domains": []any{"*"},
-							"routes": []any{map[string]any{"match": map[string]any{"prefix": "/"}, "route": map[string]any{"cluster": cluster}}},
-						}}},
+						"@type":        "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+						"stat_prefix":  "mcp",
+						"route_config": map[string]any{"virtual_hosts": []any{vhost}},
 						"http_filters": []any{filter, map[string]any{
 							"name":         "envoy.filters.http.router",
 							"typed_config": map[string]any{"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -226,15 +303,14 @@ func TestShippedEnvoyConfigsPassEnvoyValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	istioFilter, istioLimit := istioManifest(t)
-	gwFilter, gwLimit := gatewayManifest(t)
 	tests := []struct {
 		name   string
 		config []byte
 	}{
 		{"envoy/envoy.yaml", repoFile(t, "envoy/envoy.yaml")},
 		{"template as the tests render it", rendered},
-		{"envoy/istio/envoyfilter.yaml ext_proc filter", bootstrapFor(t, istioFilter, istioLimit)},
-		{"envoy/gateway/extensionpolicy.yaml as ext_proc filter", bootstrapFor(t, gwFilter, gwLimit)},
+		{"envoy/istio/envoyfilter.yaml ext_proc filter", bootstrapFor(t, istioFilter, istioLimit, istioHeadersToAdd(t))},
+		{"envoy/gateway as ext_proc and header_mutation filters", gatewayBootstrap(t)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
