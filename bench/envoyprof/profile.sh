@@ -27,7 +27,15 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 "$out/loadbench" nullproc -addr 127.0.0.1:"$(port "$(cfg n)" 4)" >"$out/nullproc.log" 2>&1 & pids+=($!)
 "$out/loadbench" nullrls -addr 127.0.0.1:"$(port "$(cfg r)" 4)" >"$out/nullrls.log" 2>&1 & pids+=($!)
 
-ready() { for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$1/ready" >/dev/null && return 0; sleep 0.2; done; return 1; }
+# ready ADMIN_PORT PID: Envoy answers /ready; fails at once if it exited (a port taken).
+ready() {
+  for _ in $(seq 1 600); do
+    curl -sf "http://127.0.0.1:$1/ready" >/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || { echo "envoy exited: see $out" >&2; return 1; }
+    sleep 0.2
+  done
+  return 1
+}
 requests() { curl -s "http://127.0.0.1:$1/stats" | awk '/^http.mcp.downstream_rq_total:/{print $2}'; }
 
 n=2000
@@ -37,7 +45,7 @@ for c in a n r; do
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out/cg-$c.out" \
     "$envoy" -c "$y" --disable-hot-restart --concurrency 1 --log-level warning >"$out/cg-$c.log" 2>&1 &
   vp=$!
-  ready "$admin"
+  ready "$admin" $vp
   "$out/hit" -url "$url" -c 4 -n 200
   callgrind_control -i on $vp >/dev/null; callgrind_control -z $vp >/dev/null
   "$out/hit" -url "$url" -c 4 -n $n
@@ -49,7 +57,7 @@ for c in a n r; do
   # CPU and system calls: two workers, 32 connections, 10 s of perf record, then 5 s of perf stat.
   "$envoy" -c "$y" --disable-hot-restart --concurrency 2 --log-level warning >"$out/envoy-$c.log" 2>&1 &
   ep=$!
-  ready "$admin"
+  ready "$admin" $ep
   "$out/hit" -url "$url" -c 32 -d 22s & hp=$!
   sleep 3
   r0=$(requests "$admin"); t0=$(awk '{print $14+$15}' /proc/$ep/stat)
