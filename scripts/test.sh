@@ -7,8 +7,8 @@
 # body reader against the readers of the Go, TypeScript and Python SDKs on a
 # corpus and 3000 mutated bodies), the README's demo (scripts/demo.sh --check),
 # then a short fuzz of the MCP parser, of the readings of a request body, of the
-# ext_proc request decoder, of the reading of request paths and of choosing a
-# server. test/deploy checks the deployment files (deploy/, envoy/istio, envoy/gateway,
+# ext_proc request decoder, of the allowed answers written as bytes, of the
+# reading of request paths and of choosing a server. test/deploy checks the deployment files (deploy/, envoy/istio, envoy/gateway,
 # docker-compose.yaml, Dockerfile) against public schemas, in ../shared/schemas.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,5 +57,6 @@ fuzz() {
 fuzz FuzzParse "the MCP parser" 500000x ./internal/mcp/
 fuzz FuzzRead "every reading of a request body" 200000x ./internal/body/
 fuzz FuzzDecodeRequest "the ext_proc request decoder against proto.Unmarshal" 150000x ./internal/processor/
+fuzz FuzzQuotaAnswerBytes "the allowed answers written as wire bytes against proto.Unmarshal" 100000x ./internal/processor/
 fuzz FuzzPathReadings "the readings of a request path" 100000x ./internal/route/
 fuzz FuzzRoute "choosing a server by authority and path" 50000x ./internal/route/
