@@ -127,23 +127,9 @@ func summary(p *config.Policy) string {
 // bucketCount counts the bucket definitions of a server (a perUser definition
 // counts once, however many users it will hold).
 func bucketCount(s *config.Server) int {
-	n := len(s.Shared) + len(s.PerUser) + len(s.PerTenant)
-	for _, t := range s.Tools {
-		n += len(t.Shared) + len(t.PerUser) + len(t.PerTenant)
-	}
-	for _, m := range s.Methods {
-		n += len(m.Shared) + len(m.PerUser) + len(m.PerTenant)
-	}
-	if s.Plans != nil {
-		for _, l := range s.Plans.Limits {
-			n += len(l.PerUser) + len(l.PerTenant)
-			for _, ps := range l.Tools {
-				n += len(ps.PerUser) + len(ps.PerTenant)
-			}
-			for _, ps := range l.Methods {
-				n += len(ps.PerUser) + len(ps.PerTenant)
-			}
-		}
+	n := 0
+	for _, bs := range s.Slots() {
+		n += len(bs)
 	}
 	return n
 }

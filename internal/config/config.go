@@ -79,6 +79,7 @@ package config
 import (
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"time"
 
@@ -138,6 +139,57 @@ func (s *Server) LimitsToolCalls() bool {
 		}
 	}
 	return false
+}
+
+// SlotKind is what a bucket slot counts: all users together, one user, or
+// one tenant.
+type SlotKind uint8
+
+const (
+	SlotShared SlotKind = iota
+	SlotPerUser
+	SlotPerTenant
+)
+
+// Slots yields every bucket slot of s, absent ones included (nil): the
+// server's, its tools' and methods', then each plan's.
+func (s *Server) Slots() iter.Seq2[SlotKind, []Bucket] {
+	return func(yield func(SlotKind, []Bucket) bool) {
+		three := func(shared, perUser, perTenant []Bucket) bool {
+			return yield(SlotShared, shared) && yield(SlotPerUser, perUser) && yield(SlotPerTenant, perTenant)
+		}
+		if !three(s.Shared, s.PerUser, s.PerTenant) {
+			return
+		}
+		for _, t := range s.Tools {
+			if !three(t.Shared, t.PerUser, t.PerTenant) {
+				return
+			}
+		}
+		for _, m := range s.Methods {
+			if !three(m.Shared, m.PerUser, m.PerTenant) {
+				return
+			}
+		}
+		if s.Plans == nil {
+			return
+		}
+		for _, l := range s.Plans.Limits {
+			if !three(nil, l.PerUser, l.PerTenant) {
+				return
+			}
+			for _, ps := range l.Tools {
+				if !three(nil, ps.PerUser, ps.PerTenant) {
+					return
+				}
+			}
+			for _, ps := range l.Methods {
+				if !three(nil, ps.PerUser, ps.PerTenant) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // Plans gives users different per-user and per-tenant buckets by plan. Every

@@ -294,34 +294,9 @@ func ptr[T any](v T) *T { return &v }
 // usesTenant reports whether any perTenant bucket of s, in rateLimiting or a
 // plan, needs the tenant.
 func usesTenant(s *Server) bool {
-	if len(s.PerTenant) > 0 {
-		return true
-	}
-	for _, t := range s.Tools {
-		if len(t.PerTenant) > 0 {
+	for kind, bs := range s.Slots() {
+		if kind == SlotPerTenant && len(bs) > 0 {
 			return true
-		}
-	}
-	for _, m := range s.Methods {
-		if len(m.PerTenant) > 0 {
-			return true
-		}
-	}
-	if s.Plans != nil {
-		for _, l := range s.Plans.Limits {
-			if len(l.PerTenant) > 0 {
-				return true
-			}
-			for _, ps := range l.Tools {
-				if len(ps.PerTenant) > 0 {
-					return true
-				}
-			}
-			for _, ps := range l.Methods {
-				if len(ps.PerTenant) > 0 {
-					return true
-				}
-			}
 		}
 	}
 	return false
