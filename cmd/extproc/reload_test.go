@@ -96,7 +96,11 @@ func TestReloadAppliesANewPolicyAndKeepsItWhenTheNextIsInvalid(t *testing.T) {
 	}{
 		{
 			name: "file rewritten in place",
-			poll: 5 * time.Millisecond,
+			// Two polls that agree apply a change. At 5 ms a loaded machine could
+			// pause the writer between truncate and write for two polls, and the
+			// empty file was then reported as a failed reload (the flake this
+			// case had); 50 ms leaves the write that margin.
+			poll: 50 * time.Millisecond,
 			setup: func(t *testing.T, content string) (string, func(string)) {
 				file := writeFile(t, "policy.yaml", content)
 				return file, func(c string) {
