@@ -1,0 +1,212 @@
+package processor
+
+import (
+	"container/list"
+	"context"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
+)
+
+// inflight bounds the bytes grpc-go holds for received messages, across all
+// the streams of all the connections of one server.
+//
+// Why it is needed: grpc-go (v1.85) reads every DATA frame into a buffer of
+// its own and keeps it until the whole message has arrived, and once the
+// handler asks for a message it opens the stream's window to the length the
+// message's 5-byte prefix announces (transport.Stream.read → requestRead →
+// inFlow.maybeAdjust); the connection's window is replenished as frames are
+// read, not as they are consumed (http2Server.handleData). So flow control
+// bounds nothing: each stream may hold up to the message limit, and a client
+// may open as many streams, on as many connections, as it likes.
+//
+// How: the server's mem.BufferPool (experimental.BufferPool) is wrapped to
+// count the bytes handed out and not yet returned or collected; every stream
+// is registered by the tap handle (grpc.InTapHandle) under a context this
+// type can cancel. When the count passes the budget, a goroutine cancels the
+// oldest streams, one at a time, waiting for each to end (its handler's
+// read fails, grpc-go frees the partial message), until the count is back
+// under the budget. Oldest first because Envoy's streams last a few
+// milliseconds: a stream that has held bytes for long is one that does not
+// finish its message. New streams are not refused, so Envoy's own keep being
+// served while an attacker's are cut.
+//
+// Nothing blocks grpc-go's goroutines: a connection's reader that waited for
+// memory would stop answering pings and freeing its own streams.
+type inflight struct {
+	budget int64
+	inner  mem.BufferPool
+	held   atomic.Int64 // bytes handed out by Get, not yet Put or collected
+
+	// shedding is set while a shed goroutine runs; Get starts one when held
+	// passes the budget and none runs.
+	shedding atomic.Bool
+
+	mu      sync.Mutex
+	streams list.List // of *inflightStream, oldest at the front
+
+	// shedWait bounds how long the shedder waits for a canceled stream to end
+	// before it moves on: a handler busy in a store call returns only after
+	// it, and the bytes the next stream holds should not wait for that.
+	shedWait time.Duration
+	// shed counts the streams canceled for the budget; read by tests.
+	shed atomic.Int64
+}
+
+// inflightStream is one stream the tap handle admitted.
+type inflightStream struct {
+	cancel context.CancelFunc
+	ended  <-chan struct{} // closed by grpc-go when the stream is finished
+	elem   *list.Element   // nil once removed
+	shed   atomic.Bool
+}
+
+func newInflight(budget int64) *inflight {
+	return &inflight{budget: budget, inner: mem.DefaultBufferPool(), shedWait: time.Second}
+}
+
+// options are the grpc-go server options that install the budget.
+func (f *inflight) options() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		experimental.BufferPool(f),
+		grpc.InTapHandle(f.tap),
+		grpc.ChainStreamInterceptor(f.streamStatus),
+		grpc.ChainUnaryInterceptor(f.unaryStatus),
+	}
+}
+
+// tracked is what Get hands out: the pointer returned is &b, which is also
+// the struct's address, so Put finds the rest from it. The cleanup takes the
+// bytes off the count when grpc-go drops a buffer without returning it (a
+// stream closed with frames still queued: transport.recvBuffer's backlog is
+// left to the collector).
+type tracked struct {
+	b       []byte // first: &t.b == t
+	inner   *[]byte
+	size    int64
+	cleanup runtime.Cleanup
+}
+
+// Get implements mem.BufferPool.
+func (f *inflight) Get(length int) *[]byte {
+	p := f.inner.Get(length)
+	t := &tracked{b: *p, inner: p, size: int64(cap(*p))}
+	t.cleanup = runtime.AddCleanup(t, f.release, t.size)
+	if f.held.Add(t.size) > f.budget && f.shedding.CompareAndSwap(false, true) {
+		go f.shedLoop()
+	}
+	return &t.b
+}
+
+// Put implements mem.BufferPool. grpc-go only returns pointers Get gave out
+// (mem.BufferPool's contract), so p is the address of a tracked.
+func (f *inflight) Put(p *[]byte) {
+	t := (*tracked)(unsafe.Pointer(p))
+	t.cleanup.Stop()
+	f.release(t.size)
+	// t.inner still holds the whole slice the inner pool gave out.
+	f.inner.Put(t.inner)
+}
+
+func (f *inflight) release(size int64) { f.held.Add(-size) }
+
+// inflightKey keys a stream's *inflightStream in its context.
+type inflightKey struct{}
+
+// tap registers every new stream under a context the shedder can cancel. It
+// runs on the connection's reader goroutine, so it only takes a lock.
+func (f *inflight) tap(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	ended := ctx.Done() // grpc-go cancels the stream's context when it finishes it
+	ctx, cancel := context.WithCancel(ctx)
+	s := &inflightStream{cancel: cancel, ended: ended}
+	f.mu.Lock()
+	s.elem = f.streams.PushBack(s)
+	f.mu.Unlock()
+	context.AfterFunc(ctx, func() { f.remove(s) })
+	return context.WithValue(ctx, inflightKey{}, s), nil
+}
+
+func (f *inflight) remove(s *inflightStream) {
+	f.mu.Lock()
+	if s.elem != nil {
+		f.streams.Remove(s.elem)
+		s.elem = nil
+	}
+	f.mu.Unlock()
+}
+
+// errShed is the status of a stream canceled for the budget: Envoy applies
+// its failure mode to it, as to any failed stream.
+var errShed = status.Error(codes.ResourceExhausted, "grpc: the server holds too many bytes of unfinished messages; oldest stream canceled")
+
+// streamStatus and unaryStatus give a canceled stream's handler error the
+// status that says why.
+func (f *inflight) streamStatus(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	err := h(srv, ss)
+	return shedStatus(ss.Context(), err)
+}
+
+func (f *inflight) unaryStatus(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	return resp, shedStatus(ctx, err)
+}
+
+func shedStatus(ctx context.Context, err error) error {
+	if s, ok := ctx.Value(inflightKey{}).(*inflightStream); ok && s.shed.Load() {
+		return errShed
+	}
+	return err
+}
+
+// shedLoop cancels the oldest streams while the count is over the budget,
+// then ends.
+func (f *inflight) shedLoop() {
+	for {
+		for f.held.Load() > f.budget {
+			s := f.oldest()
+			if s == nil {
+				// What is held belongs to no stream, or to one already
+				// canceled; it is freed without help.
+				break
+			}
+			s.shed.Store(true)
+			f.shed.Add(1)
+			s.cancel()
+			t := time.NewTimer(f.shedWait)
+			select {
+			case <-s.ended:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+		f.shedding.Store(false)
+		// A Get that passed the budget after the last check and found this
+		// goroutine still running started none.
+		if f.held.Load() <= f.budget || !f.shedding.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// oldest removes and returns the oldest registered stream, or nil.
+func (f *inflight) oldest() *inflightStream {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e := f.streams.Front()
+	if e == nil {
+		return nil
+	}
+	s := e.Value.(*inflightStream)
+	f.streams.Remove(e)
+	s.elem = nil
+	return s
+}

@@ -1,0 +1,142 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
+)
+
+const frameBytes = 16 << 10 // one full DATA frame, as grpc-go asks the pool for it
+
+func TestInflightCountsBuffersUntilReturned(t *testing.T) {
+	f := newInflight(1 << 30)
+	a, b := f.Get(frameBytes), f.Get(frameBytes)
+	if len(*a) != frameBytes {
+		t.Fatalf("Get(%d) returned %d bytes", frameBytes, len(*a))
+	}
+	if got := f.held.Load(); got != 2*frameBytes {
+		t.Fatalf("held after two Gets: %d, want %d", got, 2*frameBytes)
+	}
+	// grpc-go may shorten the slice it was given (a padded frame) before
+	// returning it.
+	*a = (*a)[:100]
+	f.Put(a)
+	f.Put(b)
+	if got := f.held.Load(); got != 0 {
+		t.Fatalf("held after both Puts: %d, want 0", got)
+	}
+}
+
+// A stream closed with frames still queued leaves them to the collector
+// (grpc-go's recvBuffer backlog); the count must not keep them forever.
+func TestInflightForgetsBuffersCollectedWithoutPut(t *testing.T) {
+	f := newInflight(1 << 30)
+	for range 8 {
+		f.Get(frameBytes)
+	}
+	if got := f.held.Load(); got != 8*frameBytes {
+		t.Fatalf("held: %d, want %d", got, 8*frameBytes)
+	}
+	// Cleanups run on their own goroutine after the collection that finds the
+	// buffers unreachable.
+	for i := 0; f.held.Load() != 0; i++ {
+		if i == 1000 {
+			t.Fatalf("held %d bytes after %d collections, want 0", f.held.Load(), i)
+		}
+		runtime.GC()
+		runtime.Gosched()
+	}
+}
+
+// fakeStream is what grpc-go does with a stream the tap admitted: its
+// handler reads into buffers from the pool and, when the stream's context
+// is canceled, frees them and finishes the stream.
+type fakeStream struct {
+	ctx      context.Context // the context the tap returned
+	finished chan struct{}
+}
+
+func openStream(t *testing.T, f *inflight, buffers int) *fakeStream {
+	t.Helper()
+	parent, finish := context.WithCancel(context.Background())
+	ctx, err := f.tap(parent, &tap.Info{FullMethodName: "/envoy.service.ext_proc.v3.ExternalProcessor/Process"})
+	if err != nil {
+		t.Fatalf("tap refused a stream: %v", err)
+	}
+	var held [][]byte
+	var handles []*[]byte
+	for range buffers {
+		p := f.Get(frameBytes)
+		handles = append(handles, p)
+		held = append(held, *p)
+	}
+	s := &fakeStream{ctx: ctx, finished: make(chan struct{})}
+	go func() {
+		<-ctx.Done()
+		for _, p := range handles {
+			f.Put(p)
+		}
+		finish()
+		close(s.finished)
+	}()
+	t.Cleanup(finish)
+	return s
+}
+
+func TestInflightCancelsOldestStreamsUntilUnderBudget(t *testing.T) {
+	f := newInflight(5 * frameBytes)
+	idle := openStream(t, f, 0)    // oldest, holds nothing
+	oldest := openStream(t, f, 3)  // held 3 frames
+	holding := openStream(t, f, 3) // passes the budget: 6 frames held
+	young := openStream(t, f, 0)
+
+	// The shedder cancels idle (freeing nothing), then oldest, which brings
+	// the count to 3 frames, under the budget.
+	<-oldest.finished
+	<-idle.finished
+	for f.shed.Load() != 2 {
+		runtime.Gosched()
+	}
+	if got := f.held.Load(); got != 3*frameBytes {
+		t.Errorf("held after shedding: %d, want %d", got, 3*frameBytes)
+	}
+	for name, s := range map[string]*fakeStream{"holding": holding, "young": young} {
+		if err := s.ctx.Err(); err != nil {
+			t.Errorf("%s stream canceled (%v); only the oldest two should be", name, err)
+		}
+	}
+	err := shedStatus(oldest.ctx, context.Canceled)
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("status of a shed stream: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	if err := shedStatus(holding.ctx, context.Canceled); !errors.Is(err, context.Canceled) {
+		t.Errorf("status of a stream not shed: %v, want its own error", err)
+	}
+}
+
+func TestInflightForgetsFinishedStreams(t *testing.T) {
+	f := newInflight(1 << 30)
+	parent, finish := context.WithCancel(context.Background())
+	if _, err := f.tap(parent, &tap.Info{}); err != nil {
+		t.Fatal(err)
+	}
+	finish()
+	// The stream leaves the list on its context's AfterFunc goroutine.
+	for {
+		f.mu.Lock()
+		n := f.streams.Len()
+		f.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		runtime.Gosched()
+	}
+	if s := f.oldest(); s != nil {
+		t.Errorf("a finished stream is still listed")
+	}
+}
