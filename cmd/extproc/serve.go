@@ -211,7 +211,7 @@ func startGRPC(o options, proc *processor.Server, tls *tlsreload.Server, errc ch
 	if err != nil {
 		return nil, err
 	}
-	opts := append(processor.TransportOptions(processor.Limits{MaxMessageBytes: o.maxMessageBytes}),
+	opts := append(processor.TransportOptions(processor.Limits{MaxMessageBytes: o.maxMessageBytes, MaxInflightBytes: o.maxInflightBytes}),
 		// Shared answers go out as bytes marshalled once, and requests are read
 		// straight from the wire (see Server.Codec).
 		grpc.ForceServerCodecV2(proc.Codec()),

@@ -1,7 +1,6 @@
 package processor
 
 import (
-	"container/list"
 	"context"
 	"runtime"
 	"sync"
@@ -10,10 +9,8 @@ import (
 	"unsafe"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 )
 
@@ -34,8 +31,9 @@ import (
 // is registered by the tap handle (grpc.InTapHandle) under a context this
 // type can cancel. When the count passes the budget, a goroutine cancels the
 // oldest streams, one at a time, waiting for each to end (its handler's
-// read fails, grpc-go frees the partial message), until the count is back
-// under the budget. Oldest first because Envoy's streams last a few
+// read fails, grpc-go frees the partial message and ends the stream with
+// grpc-status CANCELLED and RST_STREAM), until the count is back under the
+// budget. Oldest first because Envoy's streams last a few
 // milliseconds: a stream that has held bytes for long is one that does not
 // finish its message. New streams are not refused, so Envoy's own keep being
 // served while an attacker's are cut.
@@ -51,8 +49,12 @@ type inflight struct {
 	// passes the budget and none runs.
 	shedding atomic.Bool
 
-	mu      sync.Mutex
-	streams list.List // of *inflightStream, oldest at the front
+	mu sync.Mutex
+	// streams are the streams admitted, oldest first. Finished ones leave
+	// lazily (pruneLocked), which costs a stream nothing when it ends.
+	streams []*inflightStream
+	// live is how many streams were left by the last full sweep.
+	live int
 
 	// shedWait bounds how long the shedder waits for a canceled stream to end
 	// before it moves on: a handler busy in a store call returns only after
@@ -66,8 +68,15 @@ type inflight struct {
 type inflightStream struct {
 	cancel context.CancelFunc
 	ended  <-chan struct{} // closed by grpc-go when the stream is finished
-	elem   *list.Element   // nil once removed
-	shed   atomic.Bool
+}
+
+func (s *inflightStream) finished() bool {
+	select {
+	case <-s.ended:
+		return true
+	default:
+		return false
+	}
 }
 
 func newInflight(budget int64) *inflight {
@@ -79,8 +88,6 @@ func (f *inflight) options() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		experimental.BufferPool(f),
 		grpc.InTapHandle(f.tap),
-		grpc.ChainStreamInterceptor(f.streamStatus),
-		grpc.ChainUnaryInterceptor(f.unaryStatus),
 	}
 }
 
@@ -99,7 +106,8 @@ type tracked struct {
 // Get implements mem.BufferPool.
 func (f *inflight) Get(length int) *[]byte {
 	p := f.inner.Get(length)
-	t := &tracked{b: *p, inner: p, size: int64(cap(*p))}
+	t := trackedPool.Get().(*tracked)
+	t.b, t.inner, t.size = *p, p, int64(cap(*p))
 	t.cleanup = runtime.AddCleanup(t, f.release, t.size)
 	if f.held.Add(t.size) > f.budget && f.shedding.CompareAndSwap(false, true) {
 		go f.shedLoop()
@@ -115,12 +123,15 @@ func (f *inflight) Put(p *[]byte) {
 	f.release(t.size)
 	// t.inner still holds the whole slice the inner pool gave out.
 	f.inner.Put(t.inner)
+	*t = tracked{}
+	trackedPool.Put(t)
 }
 
-func (f *inflight) release(size int64) { f.held.Add(-size) }
+// trackedPool saves Get an allocation; a tracked is put back only by Put,
+// its cleanup stopped.
+var trackedPool = sync.Pool{New: func() any { return new(tracked) }}
 
-// inflightKey keys a stream's *inflightStream in its context.
-type inflightKey struct{}
+func (f *inflight) release(size int64) { f.held.Add(-size) }
 
 // tap registers every new stream under a context the shedder can cancel. It
 // runs on the connection's reader goroutine, so it only takes a lock.
@@ -129,42 +140,35 @@ func (f *inflight) tap(ctx context.Context, _ *tap.Info) (context.Context, error
 	ctx, cancel := context.WithCancel(ctx)
 	s := &inflightStream{cancel: cancel, ended: ended}
 	f.mu.Lock()
-	s.elem = f.streams.PushBack(s)
+	f.streams = append(f.streams, s)
+	f.pruneLocked()
 	f.mu.Unlock()
-	context.AfterFunc(ctx, func() { f.remove(s) })
-	return context.WithValue(ctx, inflightKey{}, s), nil
+	return ctx, nil
 }
 
-func (f *inflight) remove(s *inflightStream) {
-	f.mu.Lock()
-	if s.elem != nil {
-		f.streams.Remove(s.elem)
-		s.elem = nil
+// pruneLocked drops the finished streams at the front of the list (Envoy's
+// end about in the order they began) and, once the list has doubled since
+// the last full sweep, all of them: the list stays within about twice the
+// streams alive, at a constant cost per stream.
+func (f *inflight) pruneLocked() {
+	i := 0
+	for i < len(f.streams) && f.streams[i].finished() {
+		f.streams[i] = nil
+		i++
 	}
-	f.mu.Unlock()
-}
-
-// errShed is the status of a stream canceled for the budget: Envoy applies
-// its failure mode to it, as to any failed stream.
-var errShed = status.Error(codes.ResourceExhausted, "grpc: the server holds too many bytes of unfinished messages; oldest stream canceled")
-
-// streamStatus and unaryStatus give a canceled stream's handler error the
-// status that says why.
-func (f *inflight) streamStatus(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	err := h(srv, ss)
-	return shedStatus(ss.Context(), err)
-}
-
-func (f *inflight) unaryStatus(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	resp, err := h(ctx, req)
-	return resp, shedStatus(ctx, err)
-}
-
-func shedStatus(ctx context.Context, err error) error {
-	if s, ok := ctx.Value(inflightKey{}).(*inflightStream); ok && s.shed.Load() {
-		return errShed
+	f.streams = f.streams[i:]
+	if len(f.streams) <= 2*f.live+64 {
+		return
 	}
-	return err
+	kept := f.streams[:0]
+	for _, s := range f.streams {
+		if !s.finished() {
+			kept = append(kept, s)
+		}
+	}
+	clear(f.streams[len(kept):])
+	f.streams = kept
+	f.live = len(kept)
 }
 
 // shedLoop cancels the oldest streams while the count is over the budget,
@@ -178,7 +182,6 @@ func (f *inflight) shedLoop() {
 				// canceled; it is freed without help.
 				break
 			}
-			s.shed.Store(true)
 			f.shed.Add(1)
 			s.cancel()
 			t := time.NewTimer(f.shedWait)
@@ -197,16 +200,17 @@ func (f *inflight) shedLoop() {
 	}
 }
 
-// oldest removes and returns the oldest registered stream, or nil.
+// oldest removes and returns the oldest stream not finished, or nil.
 func (f *inflight) oldest() *inflightStream {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	e := f.streams.Front()
-	if e == nil {
-		return nil
+	for len(f.streams) > 0 {
+		s := f.streams[0]
+		f.streams[0] = nil
+		f.streams = f.streams[1:]
+		if !s.finished() {
+			return s
+		}
 	}
-	s := e.Value.(*inflightStream)
-	f.streams.Remove(e)
-	s.elem = nil
-	return s
+	return nil
 }

@@ -23,7 +23,7 @@ type Limits struct {
 	// MaxInflightBytes bounds the bytes of received, unfinished messages the
 	// server holds across all its streams and connections
 	// (DefaultMaxInflightBytes). Past it, the oldest streams are canceled
-	// with RESOURCE_EXHAUSTED until it holds less (see inflight).
+	// until it holds less (see inflight).
 	MaxInflightBytes int64
 }
 

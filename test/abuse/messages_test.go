@@ -3,6 +3,8 @@ package abuse
 import (
 	"encoding/binary"
 	"errors"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -118,4 +120,72 @@ func TestPartialMessages(t *testing.T) {
 		fc.closeAll()
 	})
 	t.Logf("%d streams hold a message 1 byte short of 4 MiB; %s sent in all", held.Load(), mib(sent.Load()))
+}
+
+// TestPartialMessagesPastBudget is TestPartialMessages against a process
+// whose budget for unfinished messages (--grpc-max-inflight-bytes) is 64 MiB:
+// 8 connections each send 16 messages 1 byte short of 4 MiB, 512 MiB in all,
+// and replace every stream the server ends, up to 32 per connection. The
+// server must cancel the oldest streams (grpc-go ends them with grpc-status
+// CANCELLED), keep what it holds under the budget and its RSS near it, and
+// keep answering the probe, whose streams are the youngest and never
+// canceled (underAttack fails on any failed probe).
+func TestPartialMessagesPastBudget(t *testing.T) {
+	const conns, streamsPerConn, maxStreamsPerConn = 8, 16, 32
+	const msgLen = 4 << 20
+	e := startExtproc(t, "--grpc-max-inflight-bytes", strconv.Itoa(inflightBudget))
+	block := requestBlock()
+	payload := make([]byte, 5+msgLen-1)
+	binary.BigEndian.PutUint32(payload[1:], msgLen)
+	var sent atomic.Int64
+	var mu sync.Mutex
+	sentWhole := map[*h2conn][]uint32{} // streams whose message was sent, all but its last byte
+	var fc *floodConns
+	underAttack(t, e, pastBudgetRSSBound, func() {
+		deadline := time.Now().Add(partialFor)
+		fc = flood(t, e.GRPCAddr, conns, true, deadline, func(h *h2conn) bool {
+			for i, whole := 0, 0; i < maxStreamsPerConn && whole < streamsPerConn; i++ {
+				id := uint32(2*i + 1)
+				if h.writeHeaders(id, block, false) != nil {
+					return false
+				}
+				n, err := h.writeDataFlow(id, payload, deadline)
+				sent.Add(int64(n))
+				switch {
+				case errors.Is(err, errStreamEnded):
+				case err != nil:
+					t.Logf("stream %d: after %s: %v", id, mib(int64(n)), err)
+					return false
+				default:
+					whole++
+					mu.Lock()
+					sentWhole[h] = append(sentWhole[h], id)
+					mu.Unlock()
+				}
+			}
+			return false
+		})
+		// Held open while the probe runs: what the server kept shows now.
+		holdOpen(time.Second)
+		fc.report(t)
+	})
+	var ended, held int
+	for _, h := range fc.all {
+		ended += h.trailerStatuses()["1"] // CANCELLED
+		for _, id := range sentWhole[h] {
+			if !h.streamEnded(id) {
+				held++
+			}
+		}
+	}
+	fc.closeAll()
+	t.Logf("%s sent; %d streams ended by the server with CANCELLED; %d still hold a message 1 byte short of 4 MiB",
+		mib(sent.Load()), ended, held)
+	if ended == 0 {
+		t.Errorf("no stream ended with CANCELLED; want the oldest canceled past the budget")
+	}
+	if int64(held)*msgLen > inflightBudget {
+		t.Errorf("the server still holds %d messages of 4 MiB, %s; want at most the budget, %s",
+			held, mib(int64(held)*msgLen), mib(inflightBudget))
+	}
 }

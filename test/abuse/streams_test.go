@@ -39,6 +39,13 @@ const (
 	// are 200 MiB of attacker bytes the server reads before any decision; an
 	// Envoy never has that many bodies of that size pending on one replica.
 	partialMessagesRSSBound = 256 << 20
+	// inflightBudget is the --grpc-max-inflight-bytes TestPartialMessagesPastBudget
+	// runs with: small, so that its attack passes it many times over.
+	inflightBudget = 64 << 20
+	// pastBudgetRSSBound: the budget, what the idle process uses (about
+	// 20 MiB), and as much again as the budget for the buffers freed by
+	// canceled streams before the collector reclaims them, with a margin.
+	pastBudgetRSSBound = 192 << 20
 )
 
 // TestRapidReset opens Process streams, each with a small message, and resets
