@@ -30,13 +30,15 @@ import (
 // count the bytes handed out and not yet returned or collected; every stream
 // is registered by the tap handle (grpc.InTapHandle) under a context this
 // type can cancel. When the count passes the budget, a goroutine cancels the
-// oldest streams, one at a time, waiting for each to end (its handler's
+// streams that have waited longest for a whole message, one at a time, waiting for each to end (its handler's
 // read fails, grpc-go frees the partial message and ends the stream with
 // grpc-status CANCELLED and RST_STREAM), until the count is back under the
-// budget. Oldest first because Envoy's streams last a few
-// milliseconds: a stream that has held bytes for long is one that does not
-// finish its message. New streams are not refused, so Envoy's own keep being
-// served while an attacker's are cut.
+// budget. Longest waiting first because Envoy sends each message in
+// milliseconds: a stream that has waited long for one is one that does not
+// finish it. Age alone would not do: while an attacker keeps starting
+// streams, any stream older than its newest few (an Envoy stream slowed by
+// load) would be cut. New streams are not refused, so Envoy's own keep
+// being served while an attacker's are cut.
 //
 // Nothing blocks grpc-go's goroutines: a connection's reader that waited for
 // memory would stop answering pings and freeing its own streams.
@@ -68,6 +70,10 @@ type inflight struct {
 type inflightStream struct {
 	cancel context.CancelFunc
 	ended  <-chan struct{} // closed by grpc-go when the stream is finished
+	// progress is when the stream began or last received a whole message
+	// (Unix nanoseconds): the stream furthest from it is the one shed first.
+	progress atomic.Int64
+	shed     bool // taken by the shedder; under inflight.mu
 }
 
 func (s *inflightStream) finished() bool {
@@ -88,6 +94,7 @@ func (f *inflight) options() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		experimental.BufferPool(f),
 		grpc.InTapHandle(f.tap),
+		grpc.ChainStreamInterceptor(f.watch),
 	}
 }
 
@@ -139,11 +146,38 @@ func (f *inflight) tap(ctx context.Context, _ *tap.Info) (context.Context, error
 	ended := ctx.Done() // grpc-go cancels the stream's context when it finishes it
 	ctx, cancel := context.WithCancel(ctx)
 	s := &inflightStream{cancel: cancel, ended: ended}
+	s.progress.Store(time.Now().UnixNano())
 	f.mu.Lock()
 	f.streams = append(f.streams, s)
 	f.pruneLocked()
 	f.mu.Unlock()
-	return ctx, nil
+	return context.WithValue(ctx, inflightKey{}, s), nil
+}
+
+// inflightKey keys a stream's *inflightStream in its context.
+type inflightKey struct{}
+
+// watch records, for a streaming handler, when each whole message arrives.
+// (A unary handler runs only once its one message is whole.)
+func (f *inflight) watch(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	s, ok := ss.Context().Value(inflightKey{}).(*inflightStream)
+	if !ok {
+		return h(srv, ss)
+	}
+	return h(srv, &watchedStream{ServerStream: ss, s: s})
+}
+
+type watchedStream struct {
+	grpc.ServerStream
+	s *inflightStream
+}
+
+func (w *watchedStream) RecvMsg(m any) error {
+	err := w.ServerStream.RecvMsg(m)
+	if err == nil {
+		w.s.progress.Store(time.Now().UnixNano())
+	}
+	return err
 }
 
 // pruneLocked drops the finished streams at the front of the list (Envoy's
@@ -152,7 +186,7 @@ func (f *inflight) tap(ctx context.Context, _ *tap.Info) (context.Context, error
 // streams alive, at a constant cost per stream.
 func (f *inflight) pruneLocked() {
 	i := 0
-	for i < len(f.streams) && f.streams[i].finished() {
+	for i < len(f.streams) && (f.streams[i].shed || f.streams[i].finished()) {
 		f.streams[i] = nil
 		i++
 	}
@@ -162,7 +196,7 @@ func (f *inflight) pruneLocked() {
 	}
 	kept := f.streams[:0]
 	for _, s := range f.streams {
-		if !s.finished() {
+		if !s.shed && !s.finished() {
 			kept = append(kept, s)
 		}
 	}
@@ -171,12 +205,12 @@ func (f *inflight) pruneLocked() {
 	f.live = len(kept)
 }
 
-// shedLoop cancels the oldest streams while the count is over the budget,
+// shedLoop cancels the longest waiting streams while the count is over the budget,
 // then ends.
 func (f *inflight) shedLoop() {
 	for {
 		for f.held.Load() > f.budget {
-			s := f.oldest()
+			s := f.nextVictim()
 			if s == nil {
 				// What is held belongs to no stream, or to one already
 				// canceled; it is freed without help.
@@ -200,17 +234,23 @@ func (f *inflight) shedLoop() {
 	}
 }
 
-// oldest removes and returns the oldest stream not finished, or nil.
-func (f *inflight) oldest() *inflightStream {
+// nextVictim takes the stream that has waited longest for a whole message
+// (since it began or since its last one), or returns nil. A linear scan:
+// it runs only past the budget.
+func (f *inflight) nextVictim() *inflightStream {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for len(f.streams) > 0 {
-		s := f.streams[0]
-		f.streams[0] = nil
-		f.streams = f.streams[1:]
-		if !s.finished() {
-			return s
+	var victim *inflightStream
+	for _, s := range f.streams {
+		if s.shed || s.finished() {
+			continue
+		}
+		if victim == nil || s.progress.Load() < victim.progress.Load() {
+			victim = s
 		}
 	}
-	return nil
+	if victim != nil {
+		victim.shed = true
+	}
+	return victim
 }

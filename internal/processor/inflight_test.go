@@ -2,9 +2,11 @@ package processor
 
 import (
 	"context"
+	"io"
 	"runtime"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/tap"
 )
 
@@ -58,13 +60,16 @@ type fakeStream struct {
 	finished chan struct{}
 }
 
-func openStream(t *testing.T, f *inflight, buffers int) *fakeStream {
+// openStream opens a stream whose last whole message arrived at progress
+// (any clock: only the order counts) and which holds buffers frames.
+func openStream(t *testing.T, f *inflight, progress int64, buffers int) *fakeStream {
 	t.Helper()
 	parent, finish := context.WithCancel(context.Background())
 	ctx, err := f.tap(parent, &tap.Info{FullMethodName: "/envoy.service.ext_proc.v3.ExternalProcessor/Process"})
 	if err != nil {
 		t.Fatalf("tap refused a stream: %v", err)
 	}
+	ctx.Value(inflightKey{}).(*inflightStream).progress.Store(progress)
 	var handles []*[]byte
 	for range buffers {
 		handles = append(handles, f.Get(frameBytes))
@@ -82,12 +87,14 @@ func openStream(t *testing.T, f *inflight, buffers int) *fakeStream {
 	return s
 }
 
-func TestInflightCancelsOldestStreamsUntilUnderBudget(t *testing.T) {
+func TestInflightCancelsLongestWaitingStreamsUntilUnderBudget(t *testing.T) {
 	f := newInflight(5 * frameBytes)
-	idle := openStream(t, f, 0)    // oldest, holds nothing
-	oldest := openStream(t, f, 3)  // held 3 frames
-	holding := openStream(t, f, 3) // passes the budget: 6 frames held
-	young := openStream(t, f, 0)
+	// Listed in the order they began; progress says since when each has
+	// waited for a whole message.
+	busy := openStream(t, f, 40, 0)    // began first, but had a message just now
+	idle := openStream(t, f, 10, 0)    // longest waiting, holds nothing
+	oldest := openStream(t, f, 20, 3)  // holds 3 frames
+	holding := openStream(t, f, 30, 3) // passes the budget: 6 frames held
 
 	// The shedder cancels idle (freeing nothing), then oldest, which brings
 	// the count to 3 frames, under the budget.
@@ -99,9 +106,9 @@ func TestInflightCancelsOldestStreamsUntilUnderBudget(t *testing.T) {
 	if got := f.held.Load(); got != 3*frameBytes {
 		t.Errorf("held after shedding: %d, want %d", got, 3*frameBytes)
 	}
-	for name, s := range map[string]*fakeStream{"holding": holding, "young": young} {
+	for name, s := range map[string]*fakeStream{"holding": holding, "busy": busy} {
 		if err := s.ctx.Err(); err != nil {
-			t.Errorf("%s stream canceled (%v); only the oldest two should be", name, err)
+			t.Errorf("%s stream canceled (%v); only the two waiting longest should be", name, err)
 		}
 	}
 }
@@ -128,11 +135,41 @@ func TestInflightForgetsFinishedStreams(t *testing.T) {
 	if n > 100 {
 		t.Errorf("%d streams listed after 10,000 finished behind one alive; want them dropped", n)
 	}
-	if s := f.oldest(); s == nil || s.finished() {
-		t.Fatalf("oldest: got %v, want the stream alive", s)
+	if s := f.nextVictim(); s == nil || s.finished() {
+		t.Fatalf("next victim: got %v, want the stream alive", s)
 	}
-	if s := f.oldest(); s != nil {
-		t.Errorf("oldest after the only stream alive: got one, want none")
+	if s := f.nextVictim(); s != nil {
+		t.Errorf("next victim after the only stream alive was taken: got one, want none")
+	}
+}
+
+// recvStream is a grpc.ServerStream whose RecvMsg returns err.
+type recvStream struct {
+	grpc.ServerStream
+	ctx context.Context
+	err error
+}
+
+func (r *recvStream) Context() context.Context { return r.ctx }
+func (r *recvStream) RecvMsg(any) error        { return r.err }
+
+func TestInflightWatchRecordsWholeMessages(t *testing.T) {
+	f := newInflight(1 << 30)
+	ctx, err := f.tap(t.Context(), &tap.Info{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := ctx.Value(inflightKey{}).(*inflightStream)
+	for _, recvErr := range []error{nil, io.EOF} {
+		s.progress.Store(1)
+		ss := &recvStream{ctx: ctx, err: recvErr}
+		if err := f.watch(nil, ss, nil, func(_ any, ss grpc.ServerStream) error { return ss.RecvMsg(nil) }); err != recvErr {
+			t.Fatalf("handler error: got %v, want %v", err, recvErr)
+		}
+		moved := s.progress.Load() != 1
+		if moved != (recvErr == nil) {
+			t.Errorf("RecvMsg returning %v: progress moved %v, want %v", recvErr, moved, recvErr == nil)
+		}
 	}
 }
 

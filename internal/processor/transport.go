@@ -22,8 +22,8 @@ type Limits struct {
 	MaxConcurrentStreams uint32
 	// MaxInflightBytes bounds the bytes of received, unfinished messages the
 	// server holds across all its streams and connections
-	// (DefaultMaxInflightBytes). Past it, the oldest streams are canceled
-	// until it holds less (see inflight).
+	// (DefaultMaxInflightBytes). Past it, the streams that have waited longest
+	// for a whole message are canceled until it holds less (see inflight).
 	MaxInflightBytes int64
 }
 

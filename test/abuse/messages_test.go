@@ -126,10 +126,11 @@ func TestPartialMessages(t *testing.T) {
 // whose budget for unfinished messages (--grpc-max-inflight-bytes) is 64 MiB:
 // 8 connections each send 16 messages 1 byte short of 4 MiB, 512 MiB in all,
 // and replace every stream the server ends, up to 32 per connection. The
-// server must cancel the oldest streams (grpc-go ends them with grpc-status
-// CANCELLED), keep what it holds under the budget and its RSS near it, and
-// keep answering the probe, whose streams are the youngest and never
-// canceled (underAttack fails on any failed probe).
+// server must cancel the streams that have waited longest for a whole
+// message (grpc-go ends them with grpc-status CANCELLED), keep what it holds
+// under the budget and its RSS near it, and keep answering the probe, whose
+// streams complete a message every few milliseconds and are never canceled
+// (underAttack fails on any failed probe).
 func TestPartialMessagesPastBudget(t *testing.T) {
 	const conns, streamsPerConn, maxStreamsPerConn = 8, 16, 32
 	const msgLen = 4 << 20
@@ -182,7 +183,7 @@ func TestPartialMessagesPastBudget(t *testing.T) {
 	t.Logf("%s sent; %d streams ended by the server with CANCELLED; %d still hold a message 1 byte short of 4 MiB",
 		mib(sent.Load()), ended, held)
 	if ended == 0 {
-		t.Errorf("no stream ended with CANCELLED; want the oldest canceled past the budget")
+		t.Errorf("no stream ended with CANCELLED; want streams canceled past the budget")
 	}
 	if int64(held)*msgLen > inflightBudget {
 		t.Errorf("the server still holds %d messages of 4 MiB, %s; want at most the budget, %s",
