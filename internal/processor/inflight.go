@@ -40,6 +40,10 @@ import (
 // load) would be cut. New streams are not refused, so Envoy's own keep
 // being served while an attacker's are cut.
 //
+// The pool does not see DATA frames of 1 KiB or less; a watcher of the Go
+// heap sheds the same way when the live heap passes the budget plus a
+// headroom (inflight_heap.go).
+//
 // Nothing blocks grpc-go's goroutines: a connection's reader that waited for
 // memory would stop answering pings and freeing its own streams.
 type inflight struct {
@@ -52,11 +56,15 @@ type inflight struct {
 	shedding atomic.Bool
 
 	mu sync.Mutex
-	// streams are the streams admitted, oldest first. Finished ones leave
-	// lazily (pruneLocked), which costs a stream nothing when it ends.
+	// streams[head:] are the streams admitted, oldest first. Finished ones
+	// leave lazily (pruneLocked), which costs a stream nothing when it ends.
 	streams []*inflightStream
+	head    int
 	// live is how many streams were left by the last full sweep.
 	live int
+
+	// heap is the heap watcher's (watchHeap).
+	heap heapWatch
 
 	// shedWait bounds how long the shedder waits for a canceled stream to end
 	// before it moves on: a handler busy in a store call returns only after
@@ -66,14 +74,26 @@ type inflight struct {
 	shed atomic.Int64
 }
 
-// inflightStream is one stream the tap handle admitted.
+// inflightStream is one stream the tap handle admitted, and the context its
+// handler runs under: one allocation holds the stream's record, answers the
+// context lookup that finds it (Value) and wraps its ServerStream (ws).
 type inflightStream struct {
-	cancel context.CancelFunc
-	ended  <-chan struct{} // closed by grpc-go when the stream is finished
+	context.Context // derived from grpc-go's stream context; cancel ends it
+	cancel          context.CancelFunc
+	ended           <-chan struct{} // closed by grpc-go when the stream is finished
 	// progress is when the stream began or last received a whole message
 	// (Unix nanoseconds): the stream furthest from it is the one shed first.
 	progress atomic.Int64
-	shed     bool // taken by the shedder; under inflight.mu
+	shed     bool // taken by a shedder; under inflight.mu
+	ws       watchedStream
+}
+
+// Value answers inflightKey with the stream itself.
+func (s *inflightStream) Value(key any) any {
+	if key == (inflightKey{}) {
+		return s
+	}
+	return s.Context.Value(key)
 }
 
 func (s *inflightStream) finished() bool {
@@ -86,7 +106,8 @@ func (s *inflightStream) finished() bool {
 }
 
 func newInflight(budget int64) *inflight {
-	return &inflight{budget: budget, inner: mem.DefaultBufferPool(), shedWait: time.Second}
+	return &inflight{budget: budget, inner: mem.DefaultBufferPool(), shedWait: time.Second,
+		heap: heapWatch{limit: budget + heapHeadroom, period: heapPeriod, read: newRuntimeHeapReader()}}
 }
 
 // options are the grpc-go server options that install the budget.
@@ -144,14 +165,18 @@ func (f *inflight) release(size int64) { f.held.Add(-size) }
 // runs on the connection's reader goroutine, so it only takes a lock.
 func (f *inflight) tap(ctx context.Context, _ *tap.Info) (context.Context, error) {
 	ended := ctx.Done() // grpc-go cancels the stream's context when it finishes it
-	ctx, cancel := context.WithCancel(ctx)
-	s := &inflightStream{cancel: cancel, ended: ended}
+	s := &inflightStream{ended: ended}
+	s.Context, s.cancel = context.WithCancel(ctx)
 	s.progress.Store(time.Now().UnixNano())
 	f.mu.Lock()
 	f.streams = append(f.streams, s)
 	f.pruneLocked()
+	if !f.heap.running {
+		f.heap.running = true
+		go f.watchHeap()
+	}
 	f.mu.Unlock()
-	return context.WithValue(ctx, inflightKey{}, s), nil
+	return s, nil
 }
 
 // inflightKey keys a stream's *inflightStream in its context.
@@ -164,18 +189,24 @@ func (f *inflight) watch(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo
 	if !ok {
 		return h(srv, ss)
 	}
-	return h(srv, &watchedStream{ServerStream: ss, s: s})
+	// The wrapper lives in s, which is allocated already. It lets go of the
+	// ServerStream when the handler returns: s stays listed until pruned, and
+	// a canceled stream's unread frames should not stay with it.
+	s.ws = watchedStream{ServerStream: ss, progress: &s.progress}
+	err := h(srv, &s.ws)
+	s.ws = watchedStream{}
+	return err
 }
 
 type watchedStream struct {
 	grpc.ServerStream
-	s *inflightStream
+	progress *atomic.Int64
 }
 
 func (w *watchedStream) RecvMsg(m any) error {
 	err := w.ServerStream.RecvMsg(m)
 	if err == nil {
-		w.s.progress.Store(time.Now().UnixNano())
+		w.progress.Store(time.Now().UnixNano())
 	}
 	return err
 }
@@ -185,23 +216,29 @@ func (w *watchedStream) RecvMsg(m any) error {
 // the last full sweep, all of them: the list stays within about twice the
 // streams alive, at a constant cost per stream.
 func (f *inflight) pruneLocked() {
-	i := 0
-	for i < len(f.streams) && (f.streams[i].shed || f.streams[i].finished()) {
-		f.streams[i] = nil
-		i++
+	for f.head < len(f.streams) && (f.streams[f.head].shed || f.streams[f.head].finished()) {
+		f.streams[f.head] = nil
+		f.head++
 	}
-	f.streams = f.streams[i:]
-	if len(f.streams) <= 2*f.live+64 {
+	// Moved down once half the slice is behind head, not resliced: reslicing
+	// would shrink its capacity, and with few streams alive every append
+	// would allocate.
+	if 2*f.head >= len(f.streams) {
+		n := copy(f.streams, f.streams[f.head:])
+		clear(f.streams[n:])
+		f.streams, f.head = f.streams[:n], 0
+	}
+	if len(f.streams)-f.head <= 2*f.live+64 {
 		return
 	}
 	kept := f.streams[:0]
-	for _, s := range f.streams {
+	for _, s := range f.streams[f.head:] {
 		if !s.shed && !s.finished() {
 			kept = append(kept, s)
 		}
 	}
 	clear(f.streams[len(kept):])
-	f.streams = kept
+	f.streams, f.head = kept, 0
 	f.live = len(kept)
 }
 
@@ -241,7 +278,7 @@ func (f *inflight) nextVictim() *inflightStream {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var victim *inflightStream
-	for _, s := range f.streams {
+	for _, s := range f.streams[f.head:] {
 		if s.shed || s.finished() {
 			continue
 		}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"runtime"
+	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/tap"
@@ -56,7 +58,8 @@ func TestInflightForgetsBuffersCollectedWithoutPut(t *testing.T) {
 // handler reads into buffers from the pool and, when the stream's context
 // is canceled, frees them and finishes the stream.
 type fakeStream struct {
-	ctx      context.Context // the context the tap returned
+	ctx      context.Context    // the context the tap returned
+	finish   context.CancelFunc // as grpc-go finishes a stream
 	finished chan struct{}
 }
 
@@ -74,7 +77,7 @@ func openStream(t *testing.T, f *inflight, progress int64, buffers int) *fakeStr
 	for range buffers {
 		handles = append(handles, f.Get(frameBytes))
 	}
-	s := &fakeStream{ctx: ctx, finished: make(chan struct{})}
+	s := &fakeStream{ctx: ctx, finish: finish, finished: make(chan struct{})}
 	go func() {
 		<-ctx.Done()
 		for _, p := range handles {
@@ -130,7 +133,7 @@ func TestInflightForgetsFinishedStreams(t *testing.T) {
 		finish()
 	}
 	f.mu.Lock()
-	n := len(f.streams)
+	n := len(f.streams) - f.head
 	f.mu.Unlock()
 	if n > 100 {
 		t.Errorf("%d streams listed after 10,000 finished behind one alive; want them dropped", n)
@@ -204,5 +207,170 @@ func BenchmarkInflightFrame(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		f.Put(f.Get(frameBytes))
+	}
+}
+
+// fakeHeap stands for the Go heap in the backstop's tests: streams allocate
+// into it, and a collection, when the test runs one, finds live what the
+// streams not yet finished hold.
+type fakeHeap struct {
+	mu     sync.Mutex
+	held   map[*fakeStream]int64
+	live   int64 // as of the last collection
+	cycles int64
+}
+
+func installFakeHeap(f *inflight, limit int64) *fakeHeap {
+	h := &fakeHeap{held: map[*fakeStream]int64{}}
+	f.heap.limit, f.heap.period = limit, time.Millisecond
+	f.heap.read = func() heapStats {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return heapStats{live: h.live, cycles: h.cycles}
+	}
+	return h
+}
+
+// allocate makes s hold n more bytes of the heap.
+func (h *fakeHeap) allocate(s *fakeStream, n int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.held[s] += n
+}
+
+// collect runs a collection.
+func (h *fakeHeap) collect() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.live = 0
+	for s, n := range h.held {
+		select {
+		case <-s.finished:
+		default:
+			h.live += n
+		}
+	}
+	h.cycles++
+}
+
+// waitChecks returns once the heap watcher has made n more checks, or has
+// ended (every stream finished or shed).
+func waitChecks(f *inflight, n int64) {
+	until := f.heap.checks.Load() + n
+	for f.heap.checks.Load() < until {
+		f.mu.Lock()
+		running := f.heap.running
+		f.mu.Unlock()
+		if !running {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
+// collectLive runs a collection and returns what it found live.
+func (h *fakeHeap) collectLive() int64 {
+	h.collect()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.live
+}
+
+func TestInflightHeapShedsLongestWaitingStreamsUntilLiveUnderLimit(t *testing.T) {
+	f := newInflight(1 << 30) // the pool's budget is never reached here
+	heap := installFakeHeap(f, 100)
+	busy := openStream(t, f, 40, 0) // began first, but had a message just now
+	idle := openStream(t, f, 10, 0) // longest waiting, holds nothing
+	first := openStream(t, f, 20, 0)
+	second := openStream(t, f, 30, 0)
+	heap.allocate(busy, 10)
+	heap.allocate(first, 60)
+	heap.allocate(second, 60)
+
+	// The collections find 130 live, past the limit of 100. One round sheds
+	// idle (the longest waiting), freeing nothing; the next, first, which
+	// brings the live heap to 70.
+	for i := 0; heap.collectLive() > 100; i++ {
+		if i == 100000 {
+			t.Fatalf("live heap still %d after %d collections; want it under the limit, 100", heap.collectLive(), i)
+		}
+		runtime.Gosched()
+	}
+	waitChecks(f, 3) // a few checks that see 70
+	if n := f.shed.Load(); n != 2 {
+		t.Errorf("%d streams shed, want 2", n)
+	}
+	if err := idle.ctx.Err(); err == nil {
+		t.Errorf("the stream waiting longest was not shed")
+	}
+	for name, s := range map[string]*fakeStream{"second": second, "busy": busy} {
+		if err := s.ctx.Err(); err != nil {
+			t.Errorf("%s stream canceled (%v); only the two waiting longest should be", name, err)
+		}
+	}
+}
+
+// After shedding, the live figure of a collection that began before the
+// shed streams ended still counts their bytes: the watcher must not shed
+// again on it.
+func TestInflightHeapWaitsForACollectionAfterShedding(t *testing.T) {
+	f := newInflight(1 << 30)
+	heap := installFakeHeap(f, 100)
+	first := openStream(t, f, 10, 0)
+	second := openStream(t, f, 20, 0)
+	heap.allocate(first, 60)
+	heap.allocate(second, 60)
+	heap.collect() // 120 live: shedding first is enough
+
+	select {
+	case <-first.finished:
+	case <-second.finished:
+		t.Fatalf("second stream shed before the one waiting longest")
+	}
+	waitChecks(f, 3) // a few checks that see only the old figure
+	if err := second.ctx.Err(); err != nil {
+		t.Fatalf("second stream shed on a live figure from before the first was: %v", err)
+	}
+	// A collection finishing now began before the first stream ended, as far
+	// as the watcher knows; its figure, still past the limit, must not count
+	// either.
+	heap.mu.Lock()
+	heap.cycles++
+	heap.mu.Unlock()
+	waitChecks(f, 3)
+	if err := second.ctx.Err(); err != nil {
+		t.Fatalf("second stream shed on a collection that may have begun before the first was: %v", err)
+	}
+	if n := f.shed.Load(); n != 1 {
+		t.Errorf("%d streams shed, want 1", n)
+	}
+}
+
+func TestInflightHeapWatcherEndsWithTheLastStream(t *testing.T) {
+	f := newInflight(1 << 30)
+	installFakeHeap(f, 100)
+	running := func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.heap.running
+	}
+	for round := range 2 {
+		s := openStream(t, f, 0, 0)
+		if !running() {
+			t.Fatalf("round %d: no heap watcher while a stream is open", round)
+		}
+		s.finish()
+		for running() {
+			runtime.Gosched()
+		}
+	}
+}
+
+// BenchmarkInflightHeapRead is one read of the heap by the backstop.
+func BenchmarkInflightHeapRead(b *testing.B) {
+	read := newRuntimeHeapReader()
+	b.ReportAllocs()
+	for b.Loop() {
+		read()
 	}
 }

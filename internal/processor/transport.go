@@ -80,9 +80,26 @@ const (
 	minPingInterval = 5 * time.Second
 )
 
+// MemoryLimit is the Go memory limit (runtime/debug.SetMemoryLimit) for a
+// process serving with l: the in-flight budget plus twice the heap headroom.
+// The heap watcher keeps the live heap under the budget plus one headroom; the
+// runtime collects on its own only when the heap has doubled since its last
+// collection, so without a limit the memory of shed streams would be reused
+// only at about twice that. With it, the runtime collects whenever the whole
+// of its memory reaches the limit, and the second headroom is the garbage it
+// lets pile up in between: enough that it does not collect back to back
+// while the watcher sheds.
+func (l Limits) MemoryLimit() int64 {
+	if l.MaxInflightBytes <= 0 {
+		l.MaxInflightBytes = DefaultMaxInflightBytes
+	}
+	return l.MaxInflightBytes + 2*heapHeadroom
+}
+
 // TransportOptions are the grpc-go server options for serving ext_proc: the
 // limits (with the bound on bytes held, which takes grpc-go's buffer pool, tap
-// handle and a stream and unary interceptor), fixed flow-control windows, keepalive enforcement, idle and age
+// handle and a stream interceptor, and watches the heap while streams are
+// open; see also Limits.MemoryLimit), fixed flow-control windows, keepalive enforcement, idle and age
 // limits, and a handshake timeout. Fixed windows also turn off grpc-go's
 // bandwidth-delay probing: with its defaults (64 KiB, then BDP estimation) a
 // stream of a few hundred bytes costs extra PING and WINDOW_UPDATE frames,
