@@ -190,3 +190,88 @@ func TestPartialMessagesPastBudget(t *testing.T) {
 			held, mib(int64(held)*msgLen), mib(inflightBudget))
 	}
 }
+
+// TestSmallFramesPastBudget sends messages in DATA frames of 1 byte, which
+// grpc-go reads outside its buffer pool, so the budget's count never sees
+// them: 4 connections × 16 streams, each announcing a 4 MiB message and
+// sending it a byte a frame, a stream the server ends replaced by a new one.
+// The server's heap watcher must shed the streams that have waited longest
+// for a whole message (grpc-go ends them with grpc-status CANCELLED) and keep
+// RSS near the budget plus its headroom, while the probe, whose streams
+// complete a message every few milliseconds, keeps being answered
+// (underAttack fails on any failed probe).
+func TestSmallFramesPastBudget(t *testing.T) {
+	const conns, streamsPerConn, maxStreamsPerConn = 4, 16, 512
+	const msgLen = 4 << 20
+	const perRound = 256 // bytes, so frames, written on a stream before the next
+	e := startExtproc(t, "--grpc-max-inflight-bytes", strconv.Itoa(inflightBudget))
+	block := requestBlock()
+	prefix := []byte{0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(prefix[1:], msgLen)
+	chunk := make([]byte, perRound)
+	var frames, opened atomic.Int64
+	var fc *floodConns
+	underAttack(t, e, smallFramesRSSBound, func() {
+		deadline := time.Now().Add(smallFramesFor)
+		fc = flood(t, e.GRPCAddr, conns, true, deadline, func(h *h2conn) bool {
+			next := uint32(1)
+			open := func() (uint32, error) {
+				if next > 2*maxStreamsPerConn {
+					return 0, errStreamCount
+				}
+				id := next
+				next += 2
+				opened.Add(1)
+				if err := h.writeHeaders(id, block, false); err != nil {
+					return 0, err
+				}
+				return id, h.fr.WriteData(id, false, prefix)
+			}
+			type stream struct {
+				id   uint32
+				sent int
+			}
+			var streams []stream
+			for range streamsPerConn {
+				id, err := open()
+				if err != nil {
+					return false
+				}
+				streams = append(streams, stream{id: id})
+			}
+			for time.Now().Before(deadline) {
+				for i := range streams {
+					s := &streams[i]
+					if s.sent+perRound >= msgLen {
+						continue // never the last byte: the message stays unfinished
+					}
+					n, err := h.writeDataFrames(s.id, chunk, 1, deadline)
+					s.sent += n
+					frames.Add(int64(n))
+					switch {
+					case errors.Is(err, errStreamEnded):
+						id, err := open()
+						if err != nil {
+							return false
+						}
+						*s = stream{id: id}
+					case err != nil:
+						return false
+					}
+				}
+			}
+			return false
+		})
+		fc.report(t)
+	})
+	var ended int
+	for _, h := range fc.all {
+		ended += h.trailerStatuses()["1"] // CANCELLED
+	}
+	fc.closeAll()
+	t.Logf("%d frames of 1 byte sent on %d streams; %d streams ended by the server with CANCELLED",
+		frames.Load(), opened.Load(), ended)
+	if ended == 0 {
+		t.Errorf("no stream ended with CANCELLED; want streams shed once the heap passed the budget and its headroom")
+	}
+}
