@@ -50,6 +50,9 @@ type inflight struct {
 	budget int64
 	inner  mem.BufferPool
 	held   atomic.Int64 // bytes handed out by Get, not yet Put or collected
+	// releaseFn is f.release made once: a method value made in Get would be
+	// an allocation per buffer.
+	releaseFn func(int64)
 
 	// shedding is set while a shed goroutine runs; Get starts one when held
 	// passes the budget and none runs.
@@ -106,8 +109,10 @@ func (s *inflightStream) finished() bool {
 }
 
 func newInflight(budget int64) *inflight {
-	return &inflight{budget: budget, inner: mem.DefaultBufferPool(), shedWait: time.Second,
+	f := &inflight{budget: budget, inner: mem.DefaultBufferPool(), shedWait: time.Second,
 		heap: heapWatch{limit: budget + heapHeadroom, period: heapPeriod, read: newRuntimeHeapReader()}}
+	f.releaseFn = f.release
+	return f
 }
 
 // options are the grpc-go server options that install the budget.
@@ -136,7 +141,7 @@ func (f *inflight) Get(length int) *[]byte {
 	p := f.inner.Get(length)
 	t := trackedPool.Get().(*tracked)
 	t.b, t.inner, t.size = *p, p, int64(cap(*p))
-	t.cleanup = runtime.AddCleanup(t, f.release, t.size)
+	t.cleanup = runtime.AddCleanup(t, f.releaseFn, t.size)
 	if f.held.Add(t.size) > f.budget && f.shedding.CompareAndSwap(false, true) {
 		go f.shedLoop()
 	}

@@ -28,9 +28,10 @@ import (
 const (
 	// heapHeadroom is what the process may hold besides unfinished messages
 	// before its live heap counts as past the budget: an idle extproc's heap
-	// is a few MiB, its connections' buffers a few more, the in-memory store
-	// about 200 bytes a bucket. It leaves that several times over, so that
-	// shedding is for what clients send, not for what the process needs.
+	// is a few MiB, its connections' buffers a few more, then the in-memory
+	// store's buckets. It leaves that several times over for most
+	// deployments, so that shedding is for what clients send, not for what
+	// the process needs.
 	heapHeadroom = 64 << 20
 	// heapPeriod is how often the heap is read: a read costs about 0.3 µs
 	// (BenchmarkInflightHeapRead), and a collection comes every few hundred
@@ -49,8 +50,8 @@ type heapStats struct {
 
 var heapMetrics = []string{"/gc/heap/live:bytes", "/gc/cycles/total:gc-cycles"}
 
-// newRuntimeHeapReader reads heapStats from runtime/metrics; a read
-// allocates nothing. Only the watcher calls it.
+// newRuntimeHeapReader reads heapStats from runtime/metrics. Only the
+// watcher calls it.
 func newRuntimeHeapReader() func() heapStats {
 	samples := make([]metrics.Sample, len(heapMetrics))
 	for i, name := range heapMetrics {
