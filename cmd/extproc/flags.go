@@ -36,6 +36,9 @@ type options struct {
 	shutdownTimeout       time.Duration
 	// maxMessageBytes bounds one ext_proc message (processor.Limits).
 	maxMessageBytes int
+	// maxInflightBytes bounds the bytes of unfinished messages held across all
+	// gRPC streams (processor.Limits).
+	maxInflightBytes int64
 	// identityKey is the secret per-user bucket keys hash identities under, from
 	// --identity-key-file or EXTPROC_IDENTITY_KEY (never a flag, so that ps
 	// cannot show it); empty: none, identities hashed without a secret.
@@ -211,6 +214,18 @@ func flagSpecs() []flagSpec {
 				return nil
 			},
 		},
+		{
+			name: "grpc-max-inflight-bytes", env: "EXTPROC_GRPC_MAX_INFLIGHT_BYTES", def: strconv.Itoa(processor.DefaultMaxInflightBytes),
+			help: "bytes of received, unfinished messages held across all gRPC streams and connections; past it (or past it plus 64 MiB of live Go heap) the streams that have waited longest for a whole message are canceled; the Go memory limit is set to it plus 128 MiB unless GOMEMLIMIT is lower. At least 4 × --grpc-max-message-bytes",
+			set: func(o *options, v string) error {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil || n < 1<<20 || n > 1<<40 {
+					return errors.New("want a number of bytes from 1048576 to 1099511627776")
+				}
+				o.maxInflightBytes = n
+				return nil
+			},
+		},
 	}
 }
 
@@ -259,6 +274,11 @@ func parseFlags(args []string, getenv func(string) string) (options, error) {
 	// here only their combination is checked.
 	if (o.grpcTLSCert == "") != (o.grpcTLSKey == "") {
 		return options{}, usageErrorf("--grpc-tls-cert and --grpc-tls-key (or EXTPROC_GRPC_TLS_CERT and EXTPROC_GRPC_TLS_KEY) go together: set both for TLS, or neither")
+	}
+	if o.maxInflightBytes < 4*int64(o.maxMessageBytes) {
+		// Below that, a few of the largest bodies arriving at once would pass
+		// it, and Envoy's own streams would be canceled.
+		return options{}, usageErrorf("--grpc-max-inflight-bytes (or EXTPROC_GRPC_MAX_INFLIGHT_BYTES) %d is under 4 × --grpc-max-message-bytes (%d)", o.maxInflightBytes, o.maxMessageBytes)
 	}
 	if o.grpcClientCA != "" && o.grpcTLSCert == "" {
 		// Client certificates are only ever asked for inside TLS: serving

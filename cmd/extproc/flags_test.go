@@ -12,12 +12,13 @@ import (
 
 func TestParseFlagsResolvesFlagEnvAndDefault(t *testing.T) {
 	defaults := options{
-		grpcAddr:        ":50051",
-		adminAddr:       ":8081",
-		logLevel:        slog.LevelInfo,
-		logFormat:       "json",
-		shutdownTimeout: 15 * time.Second,
-		maxMessageBytes: 5 << 20,
+		grpcAddr:         ":50051",
+		adminAddr:        ":8081",
+		logLevel:         slog.LevelInfo,
+		logFormat:        "json",
+		shutdownTimeout:  15 * time.Second,
+		maxMessageBytes:  5 << 20,
+		maxInflightBytes: 256 << 20,
 	}
 	with := func(f func(*options)) options {
 		o := defaults
@@ -39,14 +40,15 @@ func TestParseFlagsResolvesFlagEnvAndDefault(t *testing.T) {
 				"EXTPROC_LOG_LEVEL": "debug", "EXTPROC_LOG_FORMAT": "text",
 				"EXTPROC_SHUTDOWN_TIMEOUT": "3s", "REDIS_PASSWORD": "s3cret",
 				"REDIS_SENTINEL_PASSWORD": "s3ntinel", "EXTPROC_GRPC_MAX_MESSAGE_BYTES": "8388608",
-				"EXTPROC_GRPC_TLS_CERT": "/tls/tls.crt", "EXTPROC_GRPC_TLS_KEY": "/tls/tls.key",
+				"EXTPROC_GRPC_MAX_INFLIGHT_BYTES": "67108864",
+				"EXTPROC_GRPC_TLS_CERT":           "/tls/tls.crt", "EXTPROC_GRPC_TLS_KEY": "/tls/tls.key",
 				"EXTPROC_GRPC_CLIENT_CA": "/tls/ca.crt",
 			},
 			want: options{
 				configPath: "/etc/p.yaml", grpcAddr: "unix:///run/x.sock", adminAddr: "127.0.0.1:9000",
 				redisURL: "redis://r:6379/1", redisPassword: "s3cret", redisSentinelPassword: "s3ntinel",
 				logLevel:  slog.LevelDebug,
-				logFormat: "text", shutdownTimeout: 3 * time.Second, maxMessageBytes: 8 << 20,
+				logFormat: "text", shutdownTimeout: 3 * time.Second, maxMessageBytes: 8 << 20, maxInflightBytes: 64 << 20,
 				grpcTLSCert: "/tls/tls.crt", grpcTLSKey: "/tls/tls.key", grpcClientCA: "/tls/ca.crt",
 			},
 		},
@@ -55,20 +57,20 @@ func TestParseFlagsResolvesFlagEnvAndDefault(t *testing.T) {
 			args: []string{
 				"--config", "flag.yaml", "--grpc-addr", "127.0.0.1:0", "--admin-addr=:0",
 				"--redis-url", "rediss://flag:6380", "--log-level", "WARN", "--log-format", "text",
-				"--shutdown-timeout", "1m", "--grpc-max-message-bytes", "6291456",
+				"--shutdown-timeout", "1m", "--grpc-max-message-bytes", "6291456", "--grpc-max-inflight-bytes", "33554432",
 				"--grpc-tls-cert", "flag.crt", "--grpc-tls-key", "flag.key", "--grpc-client-ca", "flag-ca.crt",
 			},
 			env: map[string]string{
 				"EXTPROC_CONFIG": "env.yaml", "EXTPROC_GRPC_ADDR": ":1", "EXTPROC_ADMIN_ADDR": ":2",
 				"REDIS_URL": "redis://env:6379", "EXTPROC_LOG_LEVEL": "debug",
 				"EXTPROC_LOG_FORMAT": "json", "EXTPROC_SHUTDOWN_TIMEOUT": "2s",
-				"EXTPROC_GRPC_MAX_MESSAGE_BYTES": "8388608",
-				"EXTPROC_GRPC_TLS_CERT":          "env.crt", "EXTPROC_GRPC_TLS_KEY": "env.key", "EXTPROC_GRPC_CLIENT_CA": "env-ca.crt",
+				"EXTPROC_GRPC_MAX_MESSAGE_BYTES": "8388608", "EXTPROC_GRPC_MAX_INFLIGHT_BYTES": "67108864",
+				"EXTPROC_GRPC_TLS_CERT": "env.crt", "EXTPROC_GRPC_TLS_KEY": "env.key", "EXTPROC_GRPC_CLIENT_CA": "env-ca.crt",
 			},
 			want: options{
 				configPath: "flag.yaml", grpcAddr: "127.0.0.1:0", adminAddr: ":0",
 				redisURL: "rediss://flag:6380", logLevel: slog.LevelWarn, logFormat: "text",
-				shutdownTimeout: time.Minute, maxMessageBytes: 6 << 20,
+				shutdownTimeout: time.Minute, maxMessageBytes: 6 << 20, maxInflightBytes: 32 << 20,
 				grpcTLSCert: "flag.crt", grpcTLSKey: "flag.key", grpcClientCA: "flag-ca.crt",
 			},
 		},
@@ -133,6 +135,9 @@ func TestParseFlagsRejectsInvalidValues(t *testing.T) {
 		{name: "redis url with another scheme", args: []string{"--redis-url", "http://r:6379"}, wantErr: []string{"--redis-url", "redis, rediss or unix"}},
 		{name: "redis url without host", env: map[string]string{"REDIS_URL": "redis:///0"}, wantErr: []string{"REDIS_URL"}},
 		{name: "message limit too small", args: []string{"--grpc-max-message-bytes", "1024"}, wantErr: []string{"--grpc-max-message-bytes", "65536 to 268435456"}},
+		{name: "inflight bound not a number", args: []string{"--grpc-max-inflight-bytes", "256MiB"}, wantErr: []string{"--grpc-max-inflight-bytes", "1048576 to 1099511627776"}},
+		{name: "inflight bound negative", env: map[string]string{"EXTPROC_GRPC_MAX_INFLIGHT_BYTES": "-1"}, wantErr: []string{"EXTPROC_GRPC_MAX_INFLIGHT_BYTES", "1048576 to 1099511627776"}},
+		{name: "inflight bound under four messages", args: []string{"--grpc-max-inflight-bytes", "16777216"}, wantErr: []string{"--grpc-max-inflight-bytes", "under 4 × --grpc-max-message-bytes (5242880)"}},
 		{name: "TLS certificate without a key", args: []string{"--grpc-tls-cert", "tls.crt"}, wantErr: []string{"--grpc-tls-cert and --grpc-tls-key", "set both"}},
 		{name: "TLS key without a certificate", env: map[string]string{"EXTPROC_GRPC_TLS_KEY": "tls.key"}, wantErr: []string{"--grpc-tls-cert and --grpc-tls-key", "set both"}},
 		{name: "client CA without TLS", args: []string{"--grpc-client-ca", "ca.crt"}, wantErr: []string{"--grpc-client-ca", "needs --grpc-tls-cert and --grpc-tls-key"}},

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -211,7 +212,13 @@ func startGRPC(o options, proc *processor.Server, tls *tlsreload.Server, errc ch
 	if err != nil {
 		return nil, err
 	}
-	opts := append(processor.TransportOptions(processor.Limits{MaxMessageBytes: o.maxMessageBytes}),
+	limits := processor.Limits{MaxMessageBytes: o.maxMessageBytes, MaxInflightBytes: o.maxInflightBytes}
+	// A GOMEMLIMIT set lower is the operator's to keep.
+	if limit := limits.MemoryLimit(); limit < debug.SetMemoryLimit(-1) {
+		debug.SetMemoryLimit(limit)
+	}
+	log.Info("go memory limit", "bytes", debug.SetMemoryLimit(-1))
+	opts := append(processor.TransportOptions(limits),
 		// Shared answers go out as bytes marshalled once, and requests are read
 		// straight from the wire (see Server.Codec).
 		grpc.ForceServerCodecV2(proc.Codec()),

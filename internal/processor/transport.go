@@ -20,6 +20,11 @@ type Limits struct {
 	// MaxConcurrentStreams per connection (DefaultMaxConcurrentStreams).
 	// Envoy opens another connection when one is full.
 	MaxConcurrentStreams uint32
+	// MaxInflightBytes bounds the bytes of received, unfinished messages the
+	// server holds across all its streams and connections
+	// (DefaultMaxInflightBytes). Past it, the streams that have waited longest
+	// for a whole message are canceled until it holds less (see inflight).
+	MaxInflightBytes int64
 }
 
 // Defaults of Limits and the fixed transport settings; docs/operations.md lists them
@@ -33,6 +38,11 @@ const (
 	// at most 256 × 256 KiB of unread bytes, and at most 256 messages being
 	// read at once.
 	DefaultMaxConcurrentStreams = 256
+	// DefaultMaxInflightBytes is 64 bodies of Envoy's 4 MiB buffer limit
+	// arriving at once: Envoy sends a body in milliseconds, so far more than
+	// its requests in flight ever hold, and small enough that a replica with
+	// 512 MiB of memory survives clients that never finish their messages.
+	DefaultMaxInflightBytes = 256 << 20
 
 	// StreamWindowBytes is each stream's flow-control window: the bytes Envoy
 	// may send ahead of the handler reading them. A 4 MiB body then takes 16
@@ -70,8 +80,26 @@ const (
 	minPingInterval = 5 * time.Second
 )
 
+// MemoryLimit is the Go memory limit (runtime/debug.SetMemoryLimit) for a
+// process serving with l: the in-flight budget plus twice the heap headroom.
+// The heap watcher keeps the live heap under the budget plus one headroom; the
+// runtime collects on its own only when the heap has doubled since its last
+// collection, so without a limit the memory of shed streams would be reused
+// only at about twice that. With it, the runtime collects whenever the whole
+// of its memory reaches the limit, and the second headroom is the garbage it
+// lets pile up in between: enough that it does not collect back to back
+// while the watcher sheds.
+func (l Limits) MemoryLimit() int64 {
+	if l.MaxInflightBytes <= 0 {
+		l.MaxInflightBytes = DefaultMaxInflightBytes
+	}
+	return l.MaxInflightBytes + 2*heapHeadroom
+}
+
 // TransportOptions are the grpc-go server options for serving ext_proc: the
-// limits, fixed flow-control windows, keepalive enforcement, idle and age
+// limits (with the bound on bytes held, which takes grpc-go's buffer pool, tap
+// handle and a stream interceptor, and watches the heap while streams are
+// open; see also Limits.MemoryLimit), fixed flow-control windows, keepalive enforcement, idle and age
 // limits, and a handshake timeout. Fixed windows also turn off grpc-go's
 // bandwidth-delay probing: with its defaults (64 KiB, then BDP estimation) a
 // stream of a few hundred bytes costs extra PING and WINDOW_UPDATE frames,
@@ -83,7 +111,10 @@ func TransportOptions(l Limits) []grpc.ServerOption {
 	if l.MaxConcurrentStreams == 0 {
 		l.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
-	return []grpc.ServerOption{
+	if l.MaxInflightBytes <= 0 {
+		l.MaxInflightBytes = DefaultMaxInflightBytes
+	}
+	return append(newInflight(l.MaxInflightBytes).options(),
 		grpc.MaxRecvMsgSize(l.MaxMessageBytes),
 		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(maxHeaderListBytes),
@@ -101,5 +132,5 @@ func TransportOptions(l Limits) []grpc.ServerOption {
 			Time:                  keepaliveTime,
 			Timeout:               keepaliveTimeout,
 		}),
-	}
+	)
 }

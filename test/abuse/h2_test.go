@@ -184,7 +184,11 @@ func (h *h2conn) wakeLocked() {
 // would end the attack at once), waiting for WINDOW_UPDATEs until deadline.
 // It returns how many bytes were written. It needs the read loop.
 func (h *h2conn) writeDataFlow(id uint32, payload []byte, deadline time.Time) (int, error) {
-	const maxFrame = 16 << 10
+	return h.writeDataFrames(id, payload, 16<<10, deadline)
+}
+
+// writeDataFrames is writeDataFlow in DATA frames of at most maxFrame bytes.
+func (h *h2conn) writeDataFrames(id uint32, payload []byte, maxFrame int64, deadline time.Time) (int, error) {
 	sent := 0
 	for sent < len(payload) {
 		h.mu.Lock()

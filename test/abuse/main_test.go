@@ -40,8 +40,8 @@ rateLimiting:
 
 // startExtproc starts one extproc, on the in-memory store, for one test: each
 // attack gets a fresh process, so that one's memory does not count against
-// the next.
-func startExtproc(t *testing.T) *harness.Extproc {
+// the next. args are added to its command line.
+func startExtproc(t *testing.T, args ...string) *harness.Extproc {
 	t.Helper()
 	if buildErr != nil {
 		t.Fatalf("extproc binary: %v", buildErr)
@@ -55,6 +55,6 @@ func startExtproc(t *testing.T) *harness.Extproc {
 		// The harness runs extproc at debug level, a line per stream; thousands
 		// of attack streams would make the log, printed on failure, unreadable,
 		// and its writing part of what the probe measures. The last flag wins.
-		ExtraArgs: []string{"--log-level", "info"},
+		ExtraArgs: append([]string{"--log-level", "info"}, args...),
 	})
 }

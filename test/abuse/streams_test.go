@@ -39,7 +39,24 @@ const (
 	// are 200 MiB of attacker bytes the server reads before any decision; an
 	// Envoy never has that many bodies of that size pending on one replica.
 	partialMessagesRSSBound = 256 << 20
+	// inflightBudget is the --grpc-max-inflight-bytes TestPartialMessagesPastBudget
+	// runs with: small, so that its attack passes it many times over.
+	inflightBudget = 64 << 20
+	// pastBudgetRSSBound: the budget, what the idle process uses (about
+	// 20 MiB), and as much again as the budget for the buffers freed by
+	// canceled streams before the collector reclaims them, with a margin.
+	pastBudgetRSSBound = 192 << 20
+	// smallFramesRSSBound: TestSmallFramesPastBudget's extproc sheds once its
+	// live heap passes the budget plus 64 MiB, 128 MiB, and runs under a Go
+	// memory limit of the budget plus 128 MiB, 192 MiB, which bounds its heap
+	// with the garbage of shed streams; the bound adds what the process holds
+	// outside the Go runtime's count and a margin.
+	smallFramesRSSBound = 240 << 20
 )
+
+// smallFramesFor is how long TestSmallFramesPastBudget sends: long enough
+// for 1-byte frames to pass the budget several times over.
+const smallFramesFor = 8 * time.Second
 
 // TestRapidReset opens Process streams, each with a small message, and resets
 // each at once (CVE-2023-44487): the server must not keep running handlers
