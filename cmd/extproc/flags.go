@@ -216,7 +216,7 @@ func flagSpecs() []flagSpec {
 		},
 		{
 			name: "grpc-max-inflight-bytes", env: "EXTPROC_GRPC_MAX_INFLIGHT_BYTES", def: strconv.Itoa(processor.DefaultMaxInflightBytes),
-			help: "bytes of received, unfinished messages held across all gRPC streams and connections; past it (or past it plus 64 MiB of live Go heap) the streams that have waited longest for a whole message are canceled; the Go memory limit is set to it plus 128 MiB unless GOMEMLIMIT is lower. At least 4 × --grpc-max-message-bytes",
+			help: "bytes of received, unfinished messages held across all gRPC streams and connections; past it (or past it plus 64 MiB of live Go heap) the streams that have waited longest for a whole message are canceled; the Go memory limit is set to it plus 128 MiB unless GOMEMLIMIT is set. At least 4 × --grpc-max-message-bytes",
 			set: func(o *options, v string) error {
 				n, err := strconv.ParseInt(v, 10, 64)
 				if err != nil || n < 1<<20 || n > 1<<40 {

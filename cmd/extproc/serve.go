@@ -213,11 +213,12 @@ func startGRPC(o options, proc *processor.Server, tls *tlsreload.Server, errc ch
 		return nil, err
 	}
 	limits := processor.Limits{MaxMessageBytes: o.maxMessageBytes, MaxInflightBytes: o.maxInflightBytes}
-	// A GOMEMLIMIT set lower is the operator's to keep.
-	if limit := limits.MemoryLimit(); limit < debug.SetMemoryLimit(-1) {
-		debug.SetMemoryLimit(limit)
+	// A GOMEMLIMIT in the environment is the operator's to keep, higher or
+	// lower: a replica whose in-memory store holds many buckets needs more.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(limits.MemoryLimit())
 	}
-	log.Info("go memory limit", "bytes", debug.SetMemoryLimit(-1))
+	log.Info("go memory limit", "bytes", debug.SetMemoryLimit(-1), "fromEnvironment", os.Getenv("GOMEMLIMIT") != "")
 	opts := append(processor.TransportOptions(limits),
 		// Shared answers go out as bytes marshalled once, and requests are read
 		// straight from the wire (see Server.Codec).
