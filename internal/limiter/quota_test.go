@@ -7,6 +7,7 @@ import (
 
 	"github.com/mcp-ratelimit/extproc/internal/bucket"
 	"github.com/mcp-ratelimit/extproc/internal/config"
+	"github.com/mcp-ratelimit/extproc/internal/mcp"
 )
 
 func TestAllowedAnswerCarriesTheEmptiestBucket(t *testing.T) {
@@ -118,9 +119,13 @@ func TestAllowedQuotaOfSeveralWindows(t *testing.T) {
 	}
 	cs := l.policy.Load().servers[0]
 	for _, b := range cs.rules.unknownTool.perUser {
-		built := quotaHeader(chargeInfo{policy: b.info.policy, slot: b.info.slot}, b.limit)
-		if *built != *b.info.quota {
-			t.Errorf("%s: built on the spot %+v, compiled %+v", b.info.policy, *built, *b.info.quota)
+		var qs []mcp.Quota
+		for _, w := range b.info.slot {
+			qs = append(qs, mcp.Quota{Policy: w.info.policy, Max: w.limit.MaxTokens, Window: windowSeconds(w.limit)})
+		}
+		built := QuotaHeader{Policy: mcp.PolicyHeader(qs...), Name: mcp.SFString(b.info.policy)}
+		if built != *b.info.quota {
+			t.Errorf("%s: built on the spot %+v, compiled %+v", b.info.policy, built, *b.info.quota)
 		}
 	}
 }

@@ -60,7 +60,7 @@ func (l *Limiter) reject(srv *config.Server, r Request, body mcp.Body, pl plan, 
 	}
 	c := pl.charges[idx]
 	rej.MaxTokens, rej.Remaining = c.Limit.MaxTokens, max(remaining, 0)
-	q := Quota{Header: quotaHeader(info, c.Limit), Remaining: remaining, Reset: secs}
+	q := Quota{Header: info.quota, Remaining: remaining, Reset: secs}
 	d.Allow = false
 	d.Outcome = OutcomeLimited
 	d.Details = Details
@@ -112,7 +112,8 @@ func (q Quota) RateLimit() string {
 	return q.Header.Name + ";r=" + strconv.FormatInt(q.Remaining, 10) + ";t=" + strconv.FormatInt(q.Reset, 10)
 }
 
-// setQuotaHeaders gives each bucket of one slot its QuotaHeader.
+// setQuotaHeaders gives each bucket of one slot its QuotaHeader. compile's
+// refs, which builds every bucketRef, calls it, so every chargeInfo has one.
 func setQuotaHeaders(slot []*bucketRef) {
 	policy := slotPolicy(slot)
 	for _, b := range slot {
@@ -127,20 +128,6 @@ func slotPolicy(slot []*bucketRef) string {
 		qs[i] = mcp.Quota{Policy: b.info.policy, Max: b.limit.MaxTokens, Window: windowSeconds(b.limit)}
 	}
 	return mcp.PolicyHeader(qs...)
-}
-
-// quotaHeader is info's QuotaHeader, where limit is its bucket's. A bucket
-// compiled without setQuotaHeaders gets one built on the spot: it costs time,
-// not a crash.
-func quotaHeader(info chargeInfo, limit bucket.Limit) *QuotaHeader {
-	if info.quota != nil {
-		return info.quota
-	}
-	policy := slotPolicy(info.slot)
-	if len(info.slot) == 0 {
-		policy = mcp.PolicyHeader(mcp.Quota{Policy: info.policy, Max: limit.MaxTokens, Window: windowSeconds(limit)})
-	}
-	return &QuotaHeader{Policy: policy, Name: mcp.SFString(info.policy)}
 }
 
 // allowedQuota is the quota of an allowed answer: the charged bucket with the
@@ -162,7 +149,7 @@ func allowedQuota(pl plan, res bucket.Result) Quota {
 		return Quota{}
 	}
 	l, remaining := pl.charges[best].Limit, max(res.Buckets[best].Remaining, 0)
-	return Quota{Header: quotaHeader(pl.info[best], l), Remaining: remaining, Reset: untilFull(l, remaining)}
+	return Quota{Header: pl.info[best].quota, Remaining: remaining, Reset: untilFull(l, remaining)}
 }
 
 // untilFull is the whole seconds, rounded up, until a bucket of limit l that
