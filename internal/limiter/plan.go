@@ -91,7 +91,6 @@ func compile(keys *bucket.Keys, p *config.Policy) *compiled {
 			cs.read = body.Options{Codings: c.Codings, MaxInflated: c.MaxInflatedBytes, MaxRatio: c.MaxRatio}
 		}
 		b := rulesBuilder{keys: keys, srv: srv}
-		b.shared()
 		cs.rules = *b.ruleset()
 		if srv.Plans != nil {
 			cs.plans = make(map[string]*ruleset, len(srv.Plans.Limits))
@@ -109,10 +108,6 @@ func compile(keys *bucket.Keys, p *config.Policy) *compiled {
 type rulesBuilder struct {
 	keys *bucket.Keys
 	srv  *config.Server
-	// Shared slots, the same in every ruleset.
-	server      []*bucketRef
-	tools       map[string][]*bucketRef
-	methodsRefs map[string][]*bucketRef
 }
 
 // refs builds the buckets of one slot; nil when the slot is absent.
@@ -136,39 +131,28 @@ func (b *rulesBuilder) refs(bs []config.Bucket, scope bucket.Scope, name, limit,
 	return out
 }
 
-func (b *rulesBuilder) shared() {
-	b.server = b.refs(b.srv.Shared, bucket.ScopeShared, "", "server", "shared", "")
-	b.tools = make(map[string][]*bucketRef, len(b.srv.Tools))
-	for name, t := range b.srv.Tools {
-		b.tools[name] = b.refs(t.Shared, bucket.ScopeTool, name, "tool:"+name, "shared", "")
-	}
-	b.methodsRefs = make(map[string][]*bucketRef, len(b.srv.Methods))
-	for name, m := range b.srv.Methods {
-		b.methodsRefs[name] = b.refs(m.Shared, bucket.ScopeMethod, name, "method:"+name, "shared", "")
-	}
-}
-
 // ruleset builds a server's own rules: every tool and method, with their
 // shared buckets and rateLimiting's per-user and per-tenant ones.
 func (b *rulesBuilder) ruleset() *ruleset {
 	srv := b.srv
+	serverShared := b.refs(srv.Shared, bucket.ScopeShared, "", "server", "shared", "")
 	serverUser := b.refs(srv.PerUser, bucket.ScopeUser, "", "server", "perUser", "")
 	serverTenant := b.refs(srv.PerTenant, bucket.ScopeTenant, "", "server", "perTenant", "")
 	rs := &ruleset{
-		unknownTool: rule{cost: 1, shared: b.server, perUser: serverUser, perTenant: serverTenant},
+		unknownTool: rule{cost: 1, shared: serverShared, perUser: serverUser, perTenant: serverTenant},
 		tools:       make(map[string]*rule, len(srv.Tools)),
 		methods:     make(map[string]*rule, len(srv.Methods)),
 	}
 	for name, t := range srv.Tools {
 		rs.tools[name] = &rule{cost: t.Cost,
-			shared:    concat(b.server, b.tools[name]),
+			shared:    concat(serverShared, b.refs(t.Shared, bucket.ScopeTool, name, "tool:"+name, "shared", "")),
 			perUser:   concat(serverUser, b.refs(t.PerUser, bucket.ScopeUserTool, name, "tool:"+name, "perUser", "")),
 			perTenant: concat(serverTenant, b.refs(t.PerTenant, bucket.ScopeTenantTool, name, "tool:"+name, "perTenant", "")),
 		}
 	}
 	for name, m := range srv.Methods {
 		rs.methods[name] = &rule{cost: m.Cost,
-			shared:    b.methodsRefs[name],
+			shared:    b.refs(m.Shared, bucket.ScopeMethod, name, "method:"+name, "shared", ""),
 			perUser:   b.refs(m.PerUser, bucket.ScopeUserMethod, name, "method:"+name, "perUser", ""),
 			perTenant: b.refs(m.PerTenant, bucket.ScopeTenantMethod, name, "method:"+name, "perTenant", ""),
 		}
