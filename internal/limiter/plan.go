@@ -103,8 +103,8 @@ func compile(keys *bucket.Keys, p *config.Policy) *compiled {
 	return c
 }
 
-// rulesBuilder builds a server's rulesets: the shared buckets once, the
-// per-user and per-tenant ones for each plan.
+// rulesBuilder builds a server's rulesets: its own (ruleset), and each plan's
+// per-user and per-tenant rules (planRules).
 type rulesBuilder struct {
 	keys *bucket.Keys
 	srv  *config.Server
