@@ -76,6 +76,14 @@ func (b *limitsBlock) perTenantSlots() []slot {
 // entries is tools then methods.
 func (b *limitsBlock) entries() []entry { return append(slices.Clip(b.tools), b.methods...) }
 
+// list is the block's tools (kind "tool") or methods (kind "method").
+func (b *limitsBlock) list(kind string) []entry {
+	if kind == "tool" {
+		return b.tools
+	}
+	return b.methods
+}
+
 // rateLimiting reads a rateLimiting block into s. The checks that need the
 // server's plans and tenant run later (checkLimits).
 func (w *walker) rateLimiting(n *yaml.Node, path string, s *Server) *limitsBlock {
@@ -179,9 +187,9 @@ func (w *walker) checkLimits(rl *limitsBlock, plans *plansBlock, s *Server, tena
 	}
 	// A plan may give a tool or method buckets that rateLimiting lists only
 	// by name (or not at all).
-	planned := func(list func(*limitsBlock) []entry, name string) bool {
+	planned := func(kind, name string) bool {
 		for _, b := range blocks[1:] {
-			for _, e := range list(b) {
+			for _, e := range b.list(kind) {
 				if e.name == name && (e.perUser != nil || e.perTenant != nil) {
 					return true
 				}
@@ -189,8 +197,6 @@ func (w *walker) checkLimits(rl *limitsBlock, plans *plansBlock, s *Server, tena
 		}
 		return false
 	}
-	tools := func(b *limitsBlock) []entry { return b.tools }
-	methods := func(b *limitsBlock) []entry { return b.methods }
 	anyBucket := false
 	serverSlots := false // buckets of every tools/call, in rateLimiting or a plan
 	for _, b := range blocks {
@@ -218,12 +224,12 @@ func (w *walker) checkLimits(rl *limitsBlock, plans *plansBlock, s *Server, tena
 		}
 	}
 	for _, t := range rl.tools {
-		if t.shared == nil && t.perUser == nil && t.perTenant == nil && !serverSlots && !planned(tools, t.name) {
+		if t.shared == nil && t.perUser == nil && t.perTenant == nil && !serverSlots && !planned("tool", t.name) {
 			w.addf(t.node, t.path, "limits nothing: give the tool shared, perUser or perTenant, or set %s.shared, %s.perUser or %s.perTenant", path, path, path)
 		}
 	}
 	for _, m := range rl.methods {
-		if m.shared == nil && m.perUser == nil && m.perTenant == nil && !planned(methods, m.name) {
+		if m.shared == nil && m.perUser == nil && m.perTenant == nil && !planned("method", m.name) {
 			w.addf(m.node, m.path, "limits nothing: give the method shared, perUser or perTenant (%s.shared, %s.perUser and %s.perTenant apply to tools/call only)", path, path, path)
 		}
 	}
@@ -238,24 +244,16 @@ func (w *walker) checkCosts(blocks []*limitsBlock) {
 	check := func(e entry, what string, slots ...slot) {
 		for _, s := range slots {
 			for _, b := range s {
+				// A cost above 1 was written (costNode is set); the default
+				// 1 never exceeds a valid maxTokens.
 				if b.b.MaxTokens > 0 && e.cost > b.b.MaxTokens {
-					n, p := e.costNode, join(e.path, "cost")
-					if n == nil {
-						n, p = e.node, e.path
-					}
-					w.addf(n, p, "cost %d exceeds %s.maxTokens %d: the %s could never be called", e.cost, b.path, b.b.MaxTokens, what)
+					w.addf(e.costNode, join(e.path, "cost"), "cost %d exceeds %s.maxTokens %d: the %s could never be called", e.cost, b.path, b.b.MaxTokens, what)
 				}
 			}
 		}
 	}
 	for _, kind := range []string{"tool", "method"} {
-		list := func(b *limitsBlock) []entry {
-			if kind == "tool" {
-				return b.tools
-			}
-			return b.methods
-		}
-		for _, e := range list(rl) {
+		for _, e := range rl.list(kind) {
 			for i, b := range blocks {
 				slots := []slot{}
 				if kind == "tool" {
@@ -265,7 +263,7 @@ func (w *walker) checkCosts(blocks []*limitsBlock) {
 						slots = append(slots, b.shared)
 					}
 				}
-				for _, pe := range list(b) {
+				for _, pe := range b.list(kind) {
 					if pe.name == e.name {
 						slots = append(slots, pe.shared, pe.perUser, pe.perTenant)
 					}
